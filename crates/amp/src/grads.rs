@@ -1,0 +1,196 @@
+//! Whole-model gradient operations: unscale, inspect (non-finite check and
+//! global norm with a single read back), scale by a factor, accumulate.
+//!
+//! `GradientsParams` cannot be iterated, so these walk the module's
+//! parameters with a visitor and look each gradient up by its id.
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{FloatDType, Tensor};
+use std::marker::PhantomData;
+
+/// What one look at all gradients found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradInspection {
+    /// Some gradient holds an inf or NaN.
+    pub non_finite: bool,
+    /// Global L2 norm over all gradients (meaningless when `non_finite`).
+    pub global_norm: f64,
+}
+
+struct MapGrads<'a, B: AutodiffBackend, F> {
+    grads: &'a mut GradientsParams,
+    f: F,
+    _b: PhantomData<B>,
+}
+
+/// Applies `f` to every parameter's gradient in place. `f` receives the
+/// gradient flattened to rank 1 and returns the new flattened gradient.
+fn map_grads<B, M, F>(module: &M, grads: &mut GradientsParams, f: F)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: FnMut(Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>,
+{
+    let mut v = MapGrads::<B, F> {
+        grads,
+        f,
+        _b: PhantomData,
+    };
+    module.visit(&mut v);
+}
+
+impl<B: AutodiffBackend, F> ModuleVisitor<B> for MapGrads<'_, B, F>
+where
+    F: FnMut(Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>,
+{
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            let shape = g.shape();
+            let out = (self.f)(g.flatten(0, D - 1)).reshape(shape);
+            self.grads.register::<B::InnerBackend, D>(param.id, out);
+        }
+    }
+}
+
+struct Collect<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    out: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.out.push(g.flatten(0, D - 1));
+        }
+    }
+}
+
+/// Every gradient, flattened, in parameter order.
+pub fn collect<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Vec<Tensor<B::InnerBackend, 1>> {
+    let mut v = Collect::<B> {
+        grads,
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+/// Multiplies every gradient by `factor` (computed by the caller in f64 and
+/// rounded once to f32, so a power of two stays exact).
+pub fn scale<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    mut grads: GradientsParams,
+    factor: f64,
+) -> GradientsParams {
+    let f = factor as f32;
+    map_grads::<B, M, _>(module, &mut grads, |g| {
+        let g = to_f32(g);
+        g.mul_scalar(f)
+    });
+    grads
+}
+
+fn to_f32<B: Backend>(g: Tensor<B, 1>) -> Tensor<B, 1> {
+    if g.dtype() == burn::tensor::DType::F32 {
+        g
+    } else {
+        g.cast(FloatDType::F32)
+    }
+}
+
+/// Checks all gradients for inf/NaN and computes their global L2 norm with
+/// one device-side reduction per gradient, one concatenation and a single
+/// read back of two numbers.
+///
+/// `g * 0` is NaN exactly where `g` is inf or NaN, so the sum of `g * 0`
+/// flags any non-finite element without a false positive from large finite
+/// values (which a sum of `g` or `g^2` could overflow into).
+pub fn inspect<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> GradInspection {
+    let all = collect::<B, M>(module, grads);
+    if all.is_empty() {
+        return GradInspection {
+            non_finite: false,
+            global_norm: 0.0,
+        };
+    }
+    let mut flags = Vec::with_capacity(all.len());
+    let mut squares = Vec::with_capacity(all.len());
+    for g in all {
+        let g = to_f32(g);
+        flags.push(g.clone().mul_scalar(0.0).sum());
+        squares.push(g.square().sum());
+    }
+    let flag = Tensor::cat(flags, 0).sum();
+    let sq = Tensor::cat(squares, 0).sum();
+    let both = Tensor::cat(vec![flag, sq], 0);
+    let values: Vec<f32> = both
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data after convert");
+    GradInspection {
+        non_finite: !values[0].is_finite(),
+        global_norm: (values[1] as f64).sqrt(),
+    }
+}
+
+/// Global-norm clipping (as `torch.nn.utils.clip_grad_norm_`): when the
+/// norm exceeds `max_norm`, every gradient is multiplied by
+/// `max_norm / (norm + 1e-6)`. Returns the gradients and whether they were
+/// clipped.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: GradientsParams,
+    global_norm: f64,
+    max_norm: f64,
+) -> (GradientsParams, bool) {
+    let coef = max_norm / (global_norm + 1e-6);
+    if coef < 1.0 {
+        (scale::<B, M>(module, grads, coef), true)
+    } else {
+        (grads, false)
+    }
+}
+
+/// Adds `more` into `acc` gradient by gradient (for accumulation over
+/// micro-batches). A parameter present in only one side keeps that side.
+pub fn accumulate<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    acc: Option<GradientsParams>,
+    more: GradientsParams,
+) -> GradientsParams {
+    let Some(mut acc) = acc else { return more };
+    struct Add<'a, B: AutodiffBackend> {
+        acc: &'a mut GradientsParams,
+        more: GradientsParams,
+        _b: PhantomData<B>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Add<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let extra = self.more.remove::<B::InnerBackend, D>(param.id);
+            let cur = self.acc.remove::<B::InnerBackend, D>(param.id);
+            let sum = match (cur, extra) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            if let Some(s) = sum {
+                self.acc.register::<B::InnerBackend, D>(param.id, s);
+            }
+        }
+    }
+    let mut v = Add::<B> {
+        acc: &mut acc,
+        more,
+        _b: PhantomData,
+    };
+    module.visit(&mut v);
+    acc
+}

@@ -1,0 +1,42 @@
+//! Automatic mixed precision for Burn 0.21: an autocast op policy and a
+//! dynamic loss scaler with PyTorch `torch.amp` semantics.
+//!
+//! Burn has neither. This crate depends on Burn only and works with any
+//! `AutodiffBackend`:
+//!
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::nn::LinearConfig;
+//! use burn::optim::{AdamConfig, GradientsParams};
+//! use burn::tensor::{DType, Int, Tensor};
+//! use greentrain_amp::{Autocast, GradScaler, Precision, ScalerConfig};
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let precision = Precision::Fp16;
+//! precision.check_supported::<B>(&device).unwrap();
+//!
+//! let model = LinearConfig::new(4, 3).init::<B>(&device);
+//! let mut optim = AdamConfig::new().init();
+//! let mut scaler = GradScaler::for_precision(precision, ScalerConfig::default());
+//! let ac = Autocast::new(precision);
+//!
+//! let x = Tensor::<B, 2>::ones([2, 4], &device);
+//! let y = Tensor::<B, 1, Int>::from_ints([0, 2], &device);
+//! let logits = ac.linear(&model, x);            // runs in f16
+//! assert_eq!(logits.dtype(), DType::F16);
+//! let loss = ac.cross_entropy(logits, y);       // runs in f32
+//! assert_eq!(loss.dtype(), DType::F32);
+//! let grads = scaler.scale_loss(loss).backward();
+//! let grads = GradientsParams::from_grads(grads, &model);
+//! let (model, report) = scaler.step(&mut optim, 1e-3, model, grads, Some(1.0));
+//! assert!(!report.skipped);
+//! # let _ = model;
+//! ```
+
+pub mod grads;
+mod policy;
+mod scaler;
+
+pub use policy::{wider, Autocast, Precision, UnsupportedPrecision};
+pub use scaler::{GradScaler, ScalerConfig, ScalerState, StepReport};

@@ -1,0 +1,441 @@
+//! The autocast policy: which dtype each op runs in.
+//!
+//! Burn has no autocast and its binary ops do not promote mismatched dtypes,
+//! so every op a model runs goes through [`Autocast`], which casts its inputs
+//! to the dtype PyTorch's autocast lists would give it. Master weights stay
+//! f32; `Tensor::cast` records a cast in the autodiff graph whose backward
+//! casts the gradient back, so parameter gradients arrive in f32.
+
+use burn::nn::conv::{Conv1d, Conv2d};
+use burn::nn::{BatchNorm, LayerNorm, Linear, PaddingConfig1d, PaddingConfig2d};
+use burn::tensor::activation;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{conv1d, conv2d, linear};
+use burn::tensor::ops::PaddedConvOptions;
+use burn::tensor::{DType, FloatDType, Int, Tensor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Training precision, as chosen in `[precision] mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32: the policy is a no-op.
+    #[default]
+    Fp32,
+    /// Matmul/conv in f16, reductions and losses in f32, with loss scaling.
+    Fp16,
+    /// Matmul/conv in bf16, reductions and losses in f32, no loss scaling.
+    Bf16,
+}
+
+impl Precision {
+    /// All modes, in the order benchmarks report them.
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Fp16, Precision::Bf16];
+
+    /// The dtype that lower-precision ops (matmul, linear, conv) run in.
+    pub fn compute_dtype(self) -> FloatDType {
+        match self {
+            Precision::Fp32 => FloatDType::F32,
+            Precision::Fp16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// Whether this mode needs a dynamic loss scaler (only fp16: its 5-bit
+    /// exponent flushes small gradients to zero; bf16 has f32's range).
+    pub fn needs_loss_scaling(self) -> bool {
+        matches!(self, Precision::Fp16)
+    }
+
+    /// The name used in configs and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Checks that the device can do this mode's dtype for general
+    /// operations (`Backend::supports_dtype`), before any work starts.
+    pub fn check_supported<B: Backend>(
+        self,
+        device: &B::Device,
+    ) -> Result<(), UnsupportedPrecision> {
+        let dtype: DType = self.compute_dtype().into();
+        if B::supports_dtype(device, dtype) {
+            Ok(())
+        } else {
+            Err(UnsupportedPrecision {
+                precision: self,
+                dtype,
+                backend: B::name(device),
+            })
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::Fp32),
+            "fp16" | "f16" | "half" => Ok(Precision::Fp16),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!(
+                "unknown precision '{other}': expected fp32, fp16 or bf16"
+            )),
+        }
+    }
+}
+
+/// A precision the device cannot run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsupportedPrecision {
+    /// The requested mode.
+    pub precision: Precision,
+    /// The dtype the mode needs.
+    pub dtype: DType,
+    /// The backend's own name for itself and the device.
+    pub backend: String,
+}
+
+impl fmt::Display for UnsupportedPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "precision {} needs {:?} arithmetic, which backend {} does not support on this device; use another precision or device",
+            self.precision, self.dtype, self.backend
+        )
+    }
+}
+
+impl std::error::Error for UnsupportedPrecision {}
+
+/// The op policy. Cheap to copy; models take it by reference in `forward`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Autocast {
+    precision: Precision,
+}
+
+/// The wider of two float dtypes: an op on both runs in it.
+pub fn wider(a: DType, b: DType) -> DType {
+    fn rank(d: DType) -> u8 {
+        match d {
+            DType::F64 => 3,
+            DType::F32 | DType::Flex32 => 2,
+            DType::F16 | DType::BF16 => 1,
+            _ => 0,
+        }
+    }
+    if a == b {
+        a
+    } else if rank(a) == rank(b) {
+        // f16 with bf16: neither holds the other, f32 holds both.
+        DType::F32
+    } else if rank(a) > rank(b) {
+        a
+    } else {
+        b
+    }
+}
+
+fn float_dtype(d: DType) -> FloatDType {
+    match d {
+        DType::F64 => FloatDType::F64,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        DType::Flex32 => FloatDType::Flex32,
+        _ => FloatDType::F32,
+    }
+}
+
+/// Debug-time guard: Burn may compute garbage from mismatched dtypes in
+/// release builds instead of failing, so every binary op checks.
+#[inline]
+fn assert_same<B: Backend, const D: usize, const E: usize>(
+    op: &str,
+    a: &Tensor<B, D>,
+    b: &Tensor<B, E>,
+) {
+    debug_assert_eq!(
+        a.dtype(),
+        b.dtype(),
+        "autocast: {op} got mismatched dtypes; route it through Autocast"
+    );
+}
+
+impl Autocast {
+    /// A policy for the given mode.
+    pub fn new(precision: Precision) -> Self {
+        Self { precision }
+    }
+
+    /// The mode.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The dtype of matmul-class ops.
+    pub fn compute_dtype(&self) -> FloatDType {
+        self.precision.compute_dtype()
+    }
+
+    /// Casts to the lower compute dtype (no-op in fp32 mode).
+    pub fn lower<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.precision == Precision::Fp32 || x.dtype() == self.compute_dtype().into() {
+            x
+        } else {
+            x.cast(self.compute_dtype())
+        }
+    }
+
+    /// Casts to f32 (no-op when already f32).
+    pub fn full<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if x.dtype() == DType::F32 {
+            x
+        } else {
+            x.cast(FloatDType::F32)
+        }
+    }
+
+    /// Brings two tensors to their wider dtype.
+    pub fn promote<B: Backend, const D: usize, const E: usize>(
+        &self,
+        a: Tensor<B, D>,
+        b: Tensor<B, E>,
+    ) -> (Tensor<B, D>, Tensor<B, E>) {
+        let target = wider(a.dtype(), b.dtype());
+        let cast = |d: DType| d != target;
+        let a = if cast(a.dtype()) {
+            a.cast(float_dtype(target))
+        } else {
+            a
+        };
+        let b = if cast(b.dtype()) {
+            b.cast(float_dtype(target))
+        } else {
+            b
+        };
+        (a, b)
+    }
+
+    /// `a + b` in the wider dtype.
+    pub fn add<B: Backend, const D: usize>(
+        &self,
+        a: Tensor<B, D>,
+        b: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let (a, b) = self.promote(a, b);
+        assert_same("add", &a, &b);
+        a + b
+    }
+
+    /// `a * b` in the wider dtype.
+    pub fn mul<B: Backend, const D: usize>(
+        &self,
+        a: Tensor<B, D>,
+        b: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let (a, b) = self.promote(a, b);
+        assert_same("mul", &a, &b);
+        a * b
+    }
+
+    // ---- lower-precision ops -------------------------------------------
+
+    /// Matrix product in the compute dtype.
+    pub fn matmul<B: Backend, const D: usize>(
+        &self,
+        a: Tensor<B, D>,
+        b: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let (a, b) = (self.lower(a), self.lower(b));
+        assert_same("matmul", &a, &b);
+        a.matmul(b)
+    }
+
+    /// `x W + b` in the compute dtype, from f32 master weights.
+    pub fn linear_raw<B: Backend, const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        weight: Tensor<B, 2>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, D> {
+        let x = self.lower(x);
+        let weight = self.lower(weight);
+        let bias = bias.map(|b| self.lower(b));
+        assert_same("linear", &x, &weight);
+        linear(x, weight, bias)
+    }
+
+    /// A Burn [`Linear`] layer in the compute dtype.
+    pub fn linear<B: Backend, const D: usize>(
+        &self,
+        layer: &Linear<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        self.linear_raw(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// A Burn [`Conv1d`] layer in the compute dtype.
+    pub fn conv1d<B: Backend>(&self, layer: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let length = x.dims()[2];
+        let (left, right) = match &layer.padding {
+            PaddingConfig1d::Valid => (0, 0),
+            PaddingConfig1d::Explicit(l, r) => (*l, *r),
+            PaddingConfig1d::Same => same_padding(layer.kernel_size, layer.stride, length),
+        };
+        let options = PaddedConvOptions::asymmetric(
+            [layer.stride],
+            [left],
+            [right],
+            [layer.dilation],
+            layer.groups,
+        );
+        let x = self.lower(x);
+        let w = self.lower(layer.weight.val());
+        let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
+        assert_same("conv1d", &x, &w);
+        conv1d(x, w, b, options)
+    }
+
+    /// A Burn [`Conv2d`] layer in the compute dtype.
+    pub fn conv2d<B: Backend>(&self, layer: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let ((top, bottom), (left, right)) = match &layer.padding {
+            PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+            PaddingConfig2d::Explicit(t, l, b, r) => ((*t, *b), (*l, *r)),
+            PaddingConfig2d::Same => (
+                same_padding(layer.kernel_size[0], layer.stride[0], h),
+                same_padding(layer.kernel_size[1], layer.stride[1], w),
+            ),
+        };
+        let options = PaddedConvOptions::asymmetric(
+            layer.stride,
+            [top, left],
+            [bottom, right],
+            layer.dilation,
+            layer.groups,
+        );
+        let x = self.lower(x);
+        let wt = self.lower(layer.weight.val());
+        let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
+        assert_same("conv2d", &x, &wt);
+        conv2d(x, wt, b, options)
+    }
+
+    // ---- dtype-preserving ops -----------------------------------------
+
+    /// ReLU keeps its input's dtype (as in PyTorch's autocast).
+    pub fn relu<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        activation::relu(x)
+    }
+
+    /// tanh keeps its input's dtype.
+    pub fn tanh<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        activation::tanh(x)
+    }
+
+    // ---- f32 ops ---------------------------------------------------------
+
+    /// softmax in f32.
+    pub fn softmax<B: Backend, const D: usize>(&self, x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+        activation::softmax(self.full(x), dim)
+    }
+
+    /// log_softmax in f32.
+    pub fn log_softmax<B: Backend, const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        dim: usize,
+    ) -> Tensor<B, D> {
+        activation::log_softmax(self.full(x), dim)
+    }
+
+    /// exp in f32.
+    pub fn exp<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.full(x).exp()
+    }
+
+    /// Natural log in f32.
+    pub fn log<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.full(x).log()
+    }
+
+    /// `x^p` in f32.
+    pub fn powf_scalar<B: Backend, const D: usize>(&self, x: Tensor<B, D>, p: f32) -> Tensor<B, D> {
+        self.full(x).powf_scalar(p)
+    }
+
+    /// Sum of all elements, in f32.
+    pub fn sum<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, 1> {
+        self.full(x).sum()
+    }
+
+    /// Mean of all elements, in f32.
+    pub fn mean<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, 1> {
+        self.full(x).mean()
+    }
+
+    /// Layer norm in f32 (its f32 parameters apply to an f32 input).
+    pub fn layer_norm<B: Backend, const D: usize>(
+        &self,
+        layer: &LayerNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        layer.forward(self.full(x))
+    }
+
+    /// Batch norm in f32, running statistics included.
+    pub fn batch_norm<B: Backend, const D: usize>(
+        &self,
+        layer: &BatchNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        layer.forward(self.full(x))
+    }
+
+    /// Mean cross-entropy of `logits` `[batch, classes]` against class
+    /// indices, computed in f32 whatever the logits' dtype: the exp inside
+    /// would overflow f16 from logits of about 11.1 (e^11.1 > 65504).
+    pub fn cross_entropy<B: Backend>(
+        &self,
+        logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        self.nll(self.log_softmax(logits, 1), targets).mean()
+    }
+
+    /// Per-sample cross-entropy `[batch]`, in f32.
+    pub fn cross_entropy_per_sample<B: Backend>(
+        &self,
+        logits: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        self.nll(self.log_softmax(logits, 1), targets)
+    }
+
+    fn nll<B: Backend>(&self, log_probs: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        let [n, _] = log_probs.dims();
+        let picked = log_probs.gather(1, targets.reshape([n, 1]));
+        picked.reshape([n]).neg()
+    }
+}
+
+fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = if out > 0 {
+        ((out - 1) * stride + kernel).saturating_sub(size)
+    } else {
+        0
+    };
+    (total / 2, total - total / 2)
+}

@@ -1,0 +1,142 @@
+//! `greentrain`: a thin command line over `greentrain-trainer`.
+//!
+//! Exit status: 0 success, 1 failure at run time, 2 usage or config error,
+//! 130 interrupted (checkpointed; `greentrain resume` continues).
+
+use clap::{Args, Parser, Subcommand};
+use greentrain_trainer::{config, device, DeviceSpec, Failure, Outcome, TrainRequest};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "greentrain",
+    version,
+    about = "Train with automatic mixed precision and report accuracy next to energy",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model from a config file (the default command).
+    Train(TrainArgs),
+    /// Continue an interrupted or killed run from its checkpoint.
+    Resume {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Device to continue on (default: the one the run used).
+        #[arg(long)]
+        device: Option<String>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the devices this machine can train on.
+    Devices,
+}
+
+#[derive(Args, Debug, Default)]
+struct TrainArgs {
+    /// Config file (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override one config value: section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// cpu, cuda, cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Precision (shorthand for --set precision.mode=MODE): fp32, fp16, bf16.
+    #[arg(long)]
+    precision: Option<String>,
+    /// Parent folder of run directories.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("greentrain: {msg}");
+    ExitCode::from(2)
+}
+
+fn finish(result: Result<Outcome, Failure>) -> ExitCode {
+    match result {
+        Ok(o) => {
+            println!("run: {}", o.run_dir.display());
+            if o.status == "interrupted" {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(Failure::Usage(e)) => usage(format!("{e:#}")),
+        Err(Failure::Runtime(e)) => {
+            eprintln!("greentrain: run failed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> ExitCode {
+    let Some(path) = args.config else {
+        return usage("no config given: use --config FILE (see configs/ and docs/config.md)");
+    };
+    let spec: DeviceSpec = match args.device.parse() {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let mut overrides = args.set;
+    if let Some(p) = args.precision {
+        if let Err(e) = p.parse::<greentrain_trainer::config::PrecisionMode>() {
+            return usage(format!("--precision: {e}"));
+        }
+        overrides.push(format!("precision.mode={p}"));
+    }
+    let loaded = match config::load(&path, &overrides) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    finish(greentrain_trainer::train(TrainRequest {
+        config: loaded,
+        device: spec,
+        out_dir: args.out,
+        quiet: args.quiet,
+    }))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Train(a)) => train(a),
+        None => train(cli.train),
+        Some(Command::Resume {
+            run_dir,
+            device,
+            quiet,
+        }) => {
+            let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            finish(greentrain_trainer::resume(&run_dir, spec, quiet))
+        }
+        Some(Command::Devices) => {
+            for (name, status) in device::list() {
+                match status {
+                    Ok(desc) => println!("{name:5} available    {desc}"),
+                    Err(why) => println!("{name:5} unavailable  {why}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Checkpoints: one file, `checkpoint.bin`, replaced atomically, holding the
+//! training state (JSON), the model record and the optimizer record, sealed
+//! by a sha256 so that a damaged file is refused with a message instead of
+//! being half-decoded.
+
+use crate::record::{write_atomic, EpochRecord};
+use greentrain_amp::ScalerState;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"GTCKPT1\n";
+
+/// File name inside the run directory.
+pub const FILE: &str = "checkpoint.bin";
+
+/// Where training stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// 0-based epoch in progress (or next to start).
+    pub epoch: usize,
+    /// Next batch within that epoch (0 at an epoch boundary).
+    pub step: usize,
+    /// Optimizer steps taken or skipped so far (drives the LR schedule).
+    pub optimizer_steps: u64,
+    /// Partial sums of the epoch in progress.
+    pub partial: PartialEpoch,
+    /// Loss scaler state.
+    pub scaler: ScalerState,
+    /// Finished epochs.
+    pub epochs: Vec<EpochRecord>,
+    /// Folder the original config was read from (resolves relative paths).
+    pub config_dir: PathBuf,
+}
+
+/// Sums over the part of an epoch already trained.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Device-side f32 loss sum, stored exactly so a resumed sum continues bit for bit.
+    pub loss_sum: f32,
+    /// Samples trained.
+    pub samples: u64,
+    /// Steps skipped.
+    pub skipped: u64,
+    /// Training wall seconds.
+    pub wall_s: f64,
+    /// Data loading seconds.
+    pub data_s: f64,
+}
+
+/// A checkpoint's parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Training state.
+    pub state: TrainState,
+    /// Model record bytes (Burn `BinBytesRecorder`, full precision).
+    pub model: Vec<u8>,
+    /// Optimizer record bytes.
+    pub optim: Vec<u8>,
+}
+
+fn put(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+impl Checkpoint {
+    /// Serialises and writes atomically into `dir/checkpoint.bin`.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&self.state).expect("state serialises");
+        let mut out = Vec::with_capacity(64 + json.len() + self.model.len() + self.optim.len());
+        out.extend_from_slice(MAGIC);
+        put(&mut out, &json);
+        put(&mut out, &self.model);
+        put(&mut out, &self.optim);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        write_atomic(&dir.join(FILE), &out)
+    }
+
+    /// Reads and verifies `dir/checkpoint.bin`.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(FILE);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read checkpoint: {e}", path.display()))?;
+        Self::from_bytes(&bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))
+    }
+
+    /// Parses checkpoint bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < MAGIC.len() + 32 || &bytes[..8] != MAGIC {
+            return Err("not a greentrain checkpoint (bad magic)".into());
+        }
+        let (body, digest) = bytes.split_at(bytes.len() - 32);
+        if Sha256::digest(body).as_slice() != digest {
+            return Err("checkpoint is damaged (sha256 mismatch)".into());
+        }
+        let mut pos = 8;
+        let mut take = || -> Result<&[u8], String> {
+            let len_bytes = body.get(pos..pos + 8).ok_or("checkpoint truncated")?;
+            let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+            let part = body
+                .get(pos + 8..pos + 8 + len)
+                .ok_or("checkpoint truncated")?;
+            pos += 8 + len;
+            Ok(part)
+        };
+        let json = take()?;
+        let model = take()?.to_vec();
+        let optim = take()?.to_vec();
+        let state = serde_json::from_slice(json)
+            .map_err(|e| format!("checkpoint state unreadable: {e}"))?;
+        Ok(Self {
+            state,
+            model,
+            optim,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greentrain_amp::GradScaler;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            state: TrainState {
+                epoch: 2,
+                step: 5,
+                optimizer_steps: 17,
+                partial: PartialEpoch {
+                    loss_sum: 1.25,
+                    samples: 40,
+                    skipped: 1,
+                    wall_s: 0.5,
+                    data_s: 0.1,
+                },
+                scaler: GradScaler::identity().state().clone(),
+                epochs: vec![],
+                config_dir: PathBuf::from("/x"),
+            },
+            model: vec![1, 2, 3],
+            optim: vec![9; 100],
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_damage_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let c = sample();
+        c.save(d.path()).unwrap();
+        assert_eq!(Checkpoint::load(d.path()).unwrap(), c);
+        let p = d.path().join(FILE);
+        let mut b = std::fs::read(&p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        let e = Checkpoint::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("damaged"), "{e}");
+        std::fs::write(&p, &b[..20]).unwrap();
+        assert!(Checkpoint::load(d.path()).is_err());
+    }
+}

@@ -1,0 +1,548 @@
+//! The run config (TOML): parsing, `--set` overrides, validation.
+//!
+//! Every error names the file, the key and, where it can be found, the line:
+//! a user with a typo in a 40-line config should not have to bisect it.
+
+use greentrain_amp::{Precision, ScalerConfig};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A config error: file, key and line where known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The config file, or `--set` for an override.
+    pub file: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `train.lr`.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error in {}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, " line {l}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ", key `{k}`")?;
+        }
+        write!(f, ": {}", self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `[run]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Name of the run; the run directory is `<name>-<UTC timestamp>`.
+    pub name: String,
+    /// Seed for initialisation and data order.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// Which dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// MNIST 60k/10k, shipped in `datasets/mnist`.
+    Mnist,
+    /// MNIST-1D 4k/1k, shipped in `datasets/mnist1d`.
+    Mnist1d,
+    /// UCI digits 8x8, shipped in `datasets/digits` (first half train).
+    Digits,
+    /// Any four IDX files given by path.
+    Idx,
+}
+
+/// `[data]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `mnist`, `mnist1d`, `digits` or `idx`.
+    pub dataset: DatasetKind,
+    /// Mini-batch size for training.
+    pub batch_size: usize,
+    /// Batch size for evaluation (default 1000).
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Fraction of the training split held out for validation (default 0).
+    #[serde(default)]
+    pub val_fraction: f64,
+    /// Folder holding the shipped datasets (default: `datasets/` found from
+    /// the working directory, the config's folder or the install).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// IDX paths for `dataset = "idx"` (relative to the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_images: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[allow(missing_docs)]
+    pub train_labels: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[allow(missing_docs)]
+    pub test_images: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[allow(missing_docs)]
+    pub test_labels: Option<PathBuf>,
+}
+
+fn default_eval_batch() -> usize {
+    1000
+}
+
+/// Which model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Fully connected ReLU net; `hidden = []` is logistic regression.
+    Mlp,
+    /// LeNet-5 for 28x28 inputs.
+    Lenet5,
+    /// The MNIST-1D CNN of Greydanus & Kobak (input length 40).
+    Mnist1dCnn,
+}
+
+/// `[model]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `mlp`, `lenet5` or `mnist1d_cnn`.
+    pub kind: ModelKind,
+    /// Hidden layer widths of the MLP (default `[800]`).
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// Channels of the MNIST-1D CNN (default 25).
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![800]
+}
+fn default_channels() -> usize {
+    25
+}
+
+/// Optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Plain SGD.
+    Sgd,
+    /// SGD with (heavy-ball) momentum.
+    Momentum,
+    /// Adam (L2 weight decay).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// `lr` throughout.
+    Constant,
+    /// Cosine decay from `lr` to 0 over all steps.
+    Cosine,
+    /// `lr * gamma^(epoch / step_epochs)`.
+    Step,
+}
+
+/// `[train]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// `sgd`, `momentum`, `adam` or `adamw`.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Weight decay (L2 for sgd/momentum/adam, decoupled for adamw).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Momentum coefficient for `momentum` (default 0.9).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Learning-rate schedule (default `constant`).
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Epochs between decays for `schedule = "step"` (default 1).
+    #[serde(default = "default_step_epochs")]
+    pub step_epochs: usize,
+    /// Decay factor for `schedule = "step"` (default 0.1).
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// Global gradient-norm clipping threshold (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// Micro-batches accumulated per optimizer step (default 1).
+    #[serde(default = "default_accumulate")]
+    pub accumulate: usize,
+    /// Steps between progress log lines when stdout is not a terminal.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_schedule() -> Schedule {
+    Schedule::Constant
+}
+fn default_step_epochs() -> usize {
+    1
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+fn default_accumulate() -> usize {
+    1
+}
+fn default_log_every() -> usize {
+    100
+}
+
+/// `[precision]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionSection {
+    /// `fp32`, `fp16` or `bf16`.
+    #[serde(default)]
+    pub mode: Precision,
+    /// Loss scaler: starting scale (fp16 only).
+    #[serde(default = "d_init_scale")]
+    pub init_scale: f64,
+    /// Loss scaler: growth factor.
+    #[serde(default = "d_growth")]
+    pub growth_factor: f64,
+    /// Loss scaler: backoff factor.
+    #[serde(default = "d_backoff")]
+    pub backoff_factor: f64,
+    /// Loss scaler: clean steps between growths.
+    #[serde(default = "d_interval")]
+    pub growth_interval: u32,
+}
+
+fn d_init_scale() -> f64 {
+    ScalerConfig::default().init_scale
+}
+fn d_growth() -> f64 {
+    ScalerConfig::default().growth_factor
+}
+fn d_backoff() -> f64 {
+    ScalerConfig::default().backoff_factor
+}
+fn d_interval() -> u32 {
+    ScalerConfig::default().growth_interval
+}
+
+impl Default for PrecisionSection {
+    fn default() -> Self {
+        Self {
+            mode: Precision::Fp32,
+            init_scale: d_init_scale(),
+            growth_factor: d_growth(),
+            backoff_factor: d_backoff(),
+            growth_interval: d_interval(),
+        }
+    }
+}
+
+impl PrecisionSection {
+    /// The scaler settings.
+    pub fn scaler(&self) -> ScalerConfig {
+        ScalerConfig {
+            init_scale: self.init_scale,
+            growth_factor: self.growth_factor,
+            backoff_factor: self.backoff_factor,
+            growth_interval: self.growth_interval,
+        }
+    }
+}
+
+/// The whole config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[run]`
+    pub run: RunSection,
+    /// `[data]`
+    pub data: DataSection,
+    /// `[model]`
+    pub model: ModelSection,
+    /// `[train]`
+    pub train: TrainSection,
+    /// `[precision]`
+    #[serde(default)]
+    pub precision: PrecisionSection,
+}
+
+/// A config and where it came from (for resolving relative paths).
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    /// The validated config.
+    pub config: Config,
+    /// The file it was read from.
+    pub path: PathBuf,
+}
+
+impl LoadedConfig {
+    /// The folder relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].matches('\n').count() + 1
+}
+
+/// Finds the line of `section.key` (or of `[section]`) in the source, for
+/// errors found after parsing.
+pub fn locate(src: &str, dotted: &str) -> Option<usize> {
+    let mut parts = dotted.splitn(2, '.');
+    let section = parts.next()?;
+    let key = parts.next();
+    let mut in_section = false;
+    for (i, raw) in src.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            in_section = line.trim_start_matches('[').trim_end_matches(']').trim() == section;
+            if in_section && key.is_none() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if in_section {
+            if let Some(k) = key {
+                let name = line.split('=').next().unwrap_or("").trim();
+                if name == k {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn deserialize(src: &str, file: &str) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::new(src);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| line_of(src, s.start));
+        let key = if path.is_empty() || path == "." {
+            None
+        } else {
+            Some(path)
+        };
+        ConfigError {
+            file: file.to_string(),
+            line,
+            key,
+            msg: inner.message().to_string(),
+        }
+    })
+}
+
+/// Parses one `--set section.key=value` into the table. The value is read as
+/// TOML; a bare word that is not valid TOML is taken as a string.
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let err = |key: Option<String>, msg: String| ConfigError {
+        file: "--set".into(),
+        line: None,
+        key,
+        msg,
+    };
+    let (key, raw) = spec.split_once('=').ok_or_else(|| {
+        err(
+            None,
+            format!("'{spec}' is not of the form section.key=value"),
+        )
+    })?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(err(
+            Some(key.into()),
+            "override keys have the form section.key, e.g. train.lr".into(),
+        ));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| err(Some(key.into()), format!("`{p}` is not a section")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Reads, overrides and validates a config file.
+pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig, ConfigError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        msg: format!("cannot read: {e}"),
+    })?;
+    let config = parse(&src, &file, overrides)?;
+    Ok(LoadedConfig {
+        config,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Parses and validates config text (the file name is for messages).
+pub fn parse(src: &str, file: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+    // Parse the file alone first so that its own errors carry its lines.
+    let mut config = deserialize(src, file)?;
+    if !overrides.is_empty() {
+        let mut table: toml::Table = toml::from_str(src).map_err(|e| ConfigError {
+            file: file.into(),
+            line: e.span().map(|s| line_of(src, s.start)),
+            key: None,
+            msg: e.message().to_string(),
+        })?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let text = toml::to_string(&table).expect("a table serialises");
+        config = deserialize(&text, "--set").map_err(|mut e| {
+            e.line = None;
+            e
+        })?;
+    }
+    validate(&config).map_err(|(key, msg)| {
+        let overridden = overrides
+            .iter()
+            .any(|o| o.split('=').next().map(str::trim) == Some(key.as_str()));
+        let (file, line) = if overridden {
+            ("--set".to_string(), None)
+        } else {
+            (file.to_string(), locate(src, &key))
+        };
+        ConfigError {
+            file,
+            line,
+            key: Some(key),
+            msg,
+        }
+    })?;
+    Ok(config)
+}
+
+/// Range and consistency checks; returns the offending key and a message.
+pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    fn bad(key: &str, msg: impl Into<String>) -> Result<(), (String, String)> {
+        Err((key.to_string(), msg.into()))
+    }
+    if c.run.name.trim().is_empty()
+        || c.run
+            .name
+            .chars()
+            .any(|ch| !(ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
+    {
+        return bad(
+            "run.name",
+            "must be non-empty and use only letters, digits, '-', '_' and '.'",
+        );
+    }
+    if c.data.batch_size == 0 {
+        return bad("data.batch_size", "must be at least 1");
+    }
+    if c.data.eval_batch_size == 0 {
+        return bad("data.eval_batch_size", "must be at least 1");
+    }
+    if !(0.0..0.9).contains(&c.data.val_fraction) {
+        return bad("data.val_fraction", "must be in [0, 0.9)");
+    }
+    let idx_keys = [
+        ("data.train_images", &c.data.train_images),
+        ("data.train_labels", &c.data.train_labels),
+        ("data.test_images", &c.data.test_images),
+        ("data.test_labels", &c.data.test_labels),
+    ];
+    for (k, v) in idx_keys {
+        match (c.data.dataset, v) {
+            (DatasetKind::Idx, None) => return bad(k, "required when data.dataset = \"idx\""),
+            (DatasetKind::Idx, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return bad(k, "only used with data.dataset = \"idx\""),
+        }
+    }
+    if c.model.hidden.contains(&0) {
+        return bad("model.hidden", "every layer needs at least 1 unit");
+    }
+    if c.model.channels == 0 {
+        return bad("model.channels", "must be at least 1");
+    }
+    if c.train.epochs == 0 {
+        return bad("train.epochs", "must be at least 1");
+    }
+    if !(c.train.lr.is_finite() && c.train.lr > 0.0) {
+        return bad("train.lr", "must be a positive number");
+    }
+    if !(c.train.weight_decay >= 0.0 && c.train.weight_decay.is_finite()) {
+        return bad("train.weight_decay", "must be >= 0");
+    }
+    if !(0.0..1.0).contains(&c.train.momentum) {
+        return bad("train.momentum", "must be in [0, 1)");
+    }
+    if c.train.step_epochs == 0 {
+        return bad("train.step_epochs", "must be at least 1");
+    }
+    if !(c.train.gamma > 0.0 && c.train.gamma <= 1.0) {
+        return bad("train.gamma", "must be in (0, 1]");
+    }
+    if let Some(n) = c.train.clip_grad_norm {
+        if !(n.is_finite() && n > 0.0) {
+            return bad("train.clip_grad_norm", "must be a positive number");
+        }
+    }
+    if c.train.accumulate == 0 {
+        return bad("train.accumulate", "must be at least 1");
+    }
+    if c.train.log_every == 0 {
+        return bad("train.log_every", "must be at least 1");
+    }
+    if let Err(msg) = c.precision.scaler().validate() {
+        let key = msg.split_whitespace().next().unwrap_or("mode");
+        return bad(&format!("precision.{key}"), msg.clone());
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The resolved config as TOML (what the run directory's `config.toml` holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// The precision type, re-exported for `--precision` parsing.
+pub type PrecisionMode = Precision;

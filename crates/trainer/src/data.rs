@@ -1,0 +1,594 @@
+//! Datasets: IDX (u8 and f32, gzipped or not) and the UCI digits CSV, with
+//! sha256 verification of the shipped files. Every failure names the file.
+
+use crate::config::{Config, DatasetKind};
+use flate2::read::MultiGzDecoder;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A dataset problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is malformed or fails its checksum.
+    #[error("{path}: {msg}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// No datasets folder was found.
+    #[error(
+        "cannot find the datasets folder (looked in: {0}); set data.root or GREENTRAIN_DATASETS"
+    )]
+    NoRoot(String),
+}
+
+fn corrupt(path: &Path, msg: impl Into<String>) -> DataError {
+    DataError::Corrupt {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// One split: row-major features and labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// `n * features` values.
+    pub x: Vec<f32>,
+    /// `n` labels.
+    pub y: Vec<u8>,
+}
+
+impl Split {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+    /// Whether the split is empty.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+}
+
+/// A loaded dataset.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Short name for records.
+    pub name: String,
+    /// Shape of one sample (e.g. `[28, 28]`, `[40]`, `[64]`).
+    pub sample_shape: Vec<usize>,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Training split (without the validation part).
+    pub train: Split,
+    /// Validation split, when `val_fraction > 0`.
+    pub val: Option<Split>,
+    /// Test split.
+    pub test: Split,
+}
+
+impl Dataset {
+    /// Features per sample.
+    pub fn features(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+}
+
+/// sha256 of the raw (decompressed) bytes of each shipped file; for digits,
+/// of the gzipped file itself (as in `shared/datasets/README.md`).
+pub const CHECKSUMS: &[(&str, &str)] = &[
+    (
+        "digits/digits.csv.gz",
+        "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+    ),
+    (
+        "mnist1d/train-x-idx2-f32",
+        "cce539c5e530960c60af884a0521fa7f679757c52e432a248a164a2a8421ae2e",
+    ),
+    (
+        "mnist1d/train-y-idx1-ubyte",
+        "04df6139c6bdf779fdb90dc98075023b5c2fa91781847bee53f3a8c1211c64b2",
+    ),
+    (
+        "mnist1d/test-x-idx2-f32",
+        "254389086f72a70ad63e091934ca7eb67e128b1f80209ccaa368994f863c9dce",
+    ),
+    (
+        "mnist1d/test-y-idx1-ubyte",
+        "d44d4c5ce982a3b9aadd2f4fb62bc464e49fd92490d3a57d20ac76b34fc3a4a5",
+    ),
+    (
+        "mnist/train-images-idx3-ubyte.gz",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "mnist/train-labels-idx1-ubyte.gz",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "mnist/t10k-images-idx3-ubyte.gz",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "mnist/t10k-labels-idx1-ubyte.gz",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+];
+
+fn expected_sha(rel: &str) -> Option<&'static str> {
+    CHECKSUMS.iter().find(|(p, _)| *p == rel).map(|(_, s)| *s)
+}
+
+/// Reads a file, gunzipping it when it starts with the gzip magic.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+        let mut out = Vec::new();
+        MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(path, format!("gzip stream is corrupt or truncated: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(path: &Path, bytes: &[u8], expected: &str) -> Result<(), DataError> {
+    let got = sha256_hex(bytes);
+    if got != expected {
+        return Err(corrupt(
+            path,
+            format!("sha256 mismatch: expected {expected}, got {got} (file damaged or replaced)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Values of an IDX file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IdxData {
+    /// Type 0x08.
+    U8(Vec<u8>),
+    /// Type 0x0D (big-endian f32).
+    F32(Vec<f32>),
+}
+
+/// A parsed IDX file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idx {
+    /// Dimensions, first is the sample count.
+    pub dims: Vec<usize>,
+    /// Values.
+    pub data: IdxData,
+}
+
+/// Parses IDX bytes (already decompressed). `path` is for messages.
+pub fn parse_idx(path: &Path, b: &[u8]) -> Result<Idx, DataError> {
+    if b.len() < 4 {
+        return Err(corrupt(
+            path,
+            format!("too short for an IDX header ({} bytes)", b.len()),
+        ));
+    }
+    if b[0] != 0 || b[1] != 0 {
+        return Err(corrupt(
+            path,
+            format!(
+                "wrong magic number 0x{:02x}{:02x}{:02x}{:02x}: not an IDX file",
+                b[0], b[1], b[2], b[3]
+            ),
+        ));
+    }
+    let ty = b[2];
+    let elem = match ty {
+        0x08 => 1,
+        0x0D => 4,
+        0x09 | 0x0B | 0x0C | 0x0E => {
+            return Err(corrupt(
+                path,
+                format!("IDX element type 0x{ty:02x} is not supported (use u8 0x08 or f32 0x0D)"),
+            ))
+        }
+        _ => {
+            return Err(corrupt(
+                path,
+                format!("wrong magic number: unknown IDX type byte 0x{ty:02x}"),
+            ))
+        }
+    };
+    let nd = b[3] as usize;
+    if nd == 0 {
+        return Err(corrupt(path, "IDX header declares 0 dimensions"));
+    }
+    let header = 4 + 4 * nd;
+    if b.len() < header {
+        return Err(corrupt(path, "truncated IDX header"));
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| corrupt(path, "IDX dimensions overflow"))?;
+    let need = count
+        .checked_mul(elem)
+        .and_then(|n| n.checked_add(header))
+        .ok_or_else(|| corrupt(path, "IDX dimensions overflow"))?;
+    if b.len() < need {
+        return Err(corrupt(
+            path,
+            format!(
+                "truncated: dimensions {dims:?} need {need} bytes, file has {}",
+                b.len()
+            ),
+        ));
+    }
+    if b.len() > need {
+        return Err(corrupt(
+            path,
+            format!(
+                "{} trailing bytes after the data for dimensions {dims:?}",
+                b.len() - need
+            ),
+        ));
+    }
+    let body = &b[header..];
+    let data = if elem == 1 {
+        IdxData::U8(body.to_vec())
+    } else {
+        let v: Vec<f32> = body
+            .chunks_exact(4)
+            .map(|c| f32::from_be_bytes(c.try_into().unwrap()))
+            .collect();
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(corrupt(path, format!("value {i} is not finite")));
+        }
+        IdxData::F32(v)
+    };
+    Ok(Idx { dims, data })
+}
+
+fn load_idx(path: &Path, expected: Option<&str>) -> Result<Idx, DataError> {
+    let bytes = read_maybe_gz(path)?;
+    if let Some(sha) = expected {
+        verify(path, &bytes, sha)?;
+    }
+    parse_idx(path, &bytes)
+}
+
+/// Images to features: u8 scaled to [0, 1] (then standardised by `norm`),
+/// f32 kept as they are.
+fn idx_images(
+    path: &Path,
+    idx: Idx,
+    norm: Option<(f32, f32)>,
+) -> Result<(Vec<f32>, Vec<usize>, usize), DataError> {
+    if idx.dims.len() < 2 {
+        return Err(corrupt(
+            path,
+            format!("images need at least 2 dimensions, got {:?}", idx.dims),
+        ));
+    }
+    let n = idx.dims[0];
+    let shape = idx.dims[1..].to_vec();
+    let x = match idx.data {
+        IdxData::U8(v) => {
+            let (mean, std) = norm.unwrap_or((0.0, 1.0));
+            v.into_iter()
+                .map(|p| (p as f32 / 255.0 - mean) / std)
+                .collect()
+        }
+        IdxData::F32(v) => v,
+    };
+    Ok((x, shape, n))
+}
+
+fn idx_labels(path: &Path, idx: Idx, num_classes: Option<usize>) -> Result<Vec<u8>, DataError> {
+    if idx.dims.len() != 1 {
+        return Err(corrupt(
+            path,
+            format!("labels must be 1-dimensional, got {:?}", idx.dims),
+        ));
+    }
+    let IdxData::U8(y) = idx.data else {
+        return Err(corrupt(path, "labels must be u8 (type 0x08)"));
+    };
+    if let Some(k) = num_classes {
+        if let Some(i) = y.iter().position(|&l| l as usize >= k) {
+            return Err(corrupt(
+                path,
+                format!("label {} at index {i} is out of range 0..{k}", y[i]),
+            ));
+        }
+    }
+    Ok(y)
+}
+
+fn split_from_idx(
+    images: &Path,
+    labels: &Path,
+    root_rel: Option<(&str, &str)>,
+    norm: Option<(f32, f32)>,
+    num_classes: Option<usize>,
+) -> Result<(Split, Vec<usize>), DataError> {
+    let (ish, lsh) = match root_rel {
+        Some((i, l)) => (expected_sha(i), expected_sha(l)),
+        None => (None, None),
+    };
+    let (x, shape, n) = idx_images(images, load_idx(images, ish)?, norm)?;
+    let y = idx_labels(labels, load_idx(labels, lsh)?, num_classes)?;
+    if y.len() != n {
+        return Err(corrupt(
+            labels,
+            format!("{} labels for {n} images in {}", y.len(), images.display()),
+        ));
+    }
+    Ok((Split { x, y }, shape))
+}
+
+/// Parses the UCI digits CSV (64 pixel columns 0..16, then the label).
+pub fn parse_digits_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 1;
+        let rec = rec.map_err(|e| corrupt(path, format!("line {line}: {e}")))?;
+        if rec.len() != 65 {
+            return Err(corrupt(
+                path,
+                format!("line {line}: expected 65 columns, got {}", rec.len()),
+            ));
+        }
+        for (j, field) in rec.iter().enumerate() {
+            let v: f32 = field.trim().parse().map_err(|_| {
+                corrupt(
+                    path,
+                    format!("line {line}, column {}: '{field}' is not a number", j + 1),
+                )
+            })?;
+            if j < 64 {
+                if !(0.0..=16.0).contains(&v) {
+                    return Err(corrupt(
+                        path,
+                        format!("line {line}, column {}: pixel {v} outside 0..16", j + 1),
+                    ));
+                }
+                x.push(v / 16.0);
+            } else {
+                if v.fract() != 0.0 || !(0.0..10.0).contains(&v) {
+                    return Err(corrupt(
+                        path,
+                        format!("line {line}: label {v} is out of range 0..10"),
+                    ));
+                }
+                y.push(v as u8);
+            }
+        }
+    }
+    if y.is_empty() {
+        return Err(corrupt(path, "no rows"));
+    }
+    Ok(Split { x, y })
+}
+
+/// Finds the shipped `datasets/` folder.
+pub fn find_root(config_dir: &Path, configured: Option<&Path>) -> Result<PathBuf, DataError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(r) = configured {
+        candidates.push(if r.is_absolute() {
+            r.to_path_buf()
+        } else {
+            config_dir.join(r)
+        });
+    } else {
+        if let Ok(env) = std::env::var("GREENTRAIN_DATASETS") {
+            candidates.push(PathBuf::from(env));
+        }
+        candidates.push(PathBuf::from("datasets"));
+        candidates.push(config_dir.join("datasets"));
+        candidates.push(config_dir.join("../datasets"));
+        candidates.push(config_dir.join("../../datasets"));
+        candidates.push(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../datasets"
+        )));
+    }
+    for c in &candidates {
+        if c.join("LICENSES.md").is_file() || c.join("mnist").is_dir() || c.join("digits").is_dir()
+        {
+            return Ok(c.clone());
+        }
+    }
+    Err(DataError::NoRoot(
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
+}
+
+const MNIST_NORM: (f32, f32) = (0.1307, 0.3081);
+
+/// Loads the dataset a config names, splitting off validation data.
+pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
+    let d = &config.data;
+    let (name, train, test, shape, classes) = match d.dataset {
+        DatasetKind::Mnist => {
+            let root = find_root(config_dir, d.root.as_deref())?;
+            let f = |n: &str| root.join("mnist").join(n);
+            let (train, shape) = split_from_idx(
+                &f("train-images-idx3-ubyte.gz"),
+                &f("train-labels-idx1-ubyte.gz"),
+                Some((
+                    "mnist/train-images-idx3-ubyte.gz",
+                    "mnist/train-labels-idx1-ubyte.gz",
+                )),
+                Some(MNIST_NORM),
+                Some(10),
+            )?;
+            let (test, _) = split_from_idx(
+                &f("t10k-images-idx3-ubyte.gz"),
+                &f("t10k-labels-idx1-ubyte.gz"),
+                Some((
+                    "mnist/t10k-images-idx3-ubyte.gz",
+                    "mnist/t10k-labels-idx1-ubyte.gz",
+                )),
+                Some(MNIST_NORM),
+                Some(10),
+            )?;
+            ("mnist".to_string(), train, test, shape, 10)
+        }
+        DatasetKind::Mnist1d => {
+            let root = find_root(config_dir, d.root.as_deref())?;
+            let f = |n: &str| root.join("mnist1d").join(n);
+            let (train, shape) = split_from_idx(
+                &f("train-x-idx2-f32"),
+                &f("train-y-idx1-ubyte"),
+                Some(("mnist1d/train-x-idx2-f32", "mnist1d/train-y-idx1-ubyte")),
+                None,
+                Some(10),
+            )?;
+            let (test, _) = split_from_idx(
+                &f("test-x-idx2-f32"),
+                &f("test-y-idx1-ubyte"),
+                Some(("mnist1d/test-x-idx2-f32", "mnist1d/test-y-idx1-ubyte")),
+                None,
+                Some(10),
+            )?;
+            ("mnist1d".to_string(), train, test, shape, 10)
+        }
+        DatasetKind::Digits => {
+            let root = find_root(config_dir, d.root.as_deref())?;
+            let path = root.join("digits").join("digits.csv.gz");
+            let raw = std::fs::read(&path).map_err(|source| DataError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            verify(&path, &raw, expected_sha("digits/digits.csv.gz").unwrap())?;
+            let text = read_maybe_gz(&path)?;
+            let all = parse_digits_csv(&path, &text)?;
+            // First half trains, second half tests (scikit-learn's example split).
+            let half = all.len() / 2;
+            let train = Split {
+                x: all.x[..half * 64].to_vec(),
+                y: all.y[..half].to_vec(),
+            };
+            let test = Split {
+                x: all.x[half * 64..].to_vec(),
+                y: all.y[half..].to_vec(),
+            };
+            ("digits".to_string(), train, test, vec![64], 10)
+        }
+        DatasetKind::Idx => {
+            let p = |o: &Option<PathBuf>| {
+                let p = o.as_ref().expect("validated");
+                if p.is_absolute() {
+                    p.clone()
+                } else {
+                    config_dir.join(p)
+                }
+            };
+            let (train, shape) =
+                split_from_idx(&p(&d.train_images), &p(&d.train_labels), None, None, None)?;
+            let classes = train.y.iter().copied().max().unwrap_or(0) as usize + 1;
+            let test_labels = p(&d.test_labels);
+            let (test, tshape) =
+                split_from_idx(&p(&d.test_images), &test_labels, None, None, Some(classes))?;
+            if tshape != shape {
+                return Err(corrupt(
+                    &p(&d.test_images),
+                    format!("sample shape {tshape:?} differs from the training images' {shape:?}"),
+                ));
+            }
+            ("idx".to_string(), train, test, shape, classes)
+        }
+    };
+    let features: usize = shape.iter().product();
+    let (train, val) = split_validation(train, features, d.val_fraction, config.run.seed);
+    Ok(Dataset {
+        name,
+        sample_shape: shape,
+        num_classes: classes,
+        train,
+        val,
+        test,
+    })
+}
+
+/// Holds out `fraction` of the training split, chosen by a seeded shuffle
+/// (stream 1 of the run's seed; data order uses the epoch's own stream).
+fn split_validation(
+    train: Split,
+    features: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Split, Option<Split>) {
+    let n_val = (train.len() as f64 * fraction).round() as usize;
+    if n_val == 0 {
+        return (train, None);
+    }
+    let mut idx: Vec<usize> = (0..train.len()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX);
+    idx.shuffle(&mut rng);
+    let take = |ids: &[usize]| {
+        let mut s = Split {
+            x: Vec::with_capacity(ids.len() * features),
+            y: Vec::with_capacity(ids.len()),
+        };
+        for &i in ids {
+            s.x.extend_from_slice(&train.x[i * features..(i + 1) * features]);
+            s.y.push(train.y[i]);
+        }
+        s
+    };
+    let (v, t) = idx.split_at(n_val);
+    (take(t), Some(take(v)))
+}
+
+/// The sample order of one epoch: a permutation drawn from the run's seed
+/// on the epoch's own stream, so resuming at any epoch needs no RNG state.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1 + epoch as u64);
+    idx.shuffle(&mut rng);
+    idx
+}
+
+/// Gathers the rows `ids` into one contiguous buffer (features, labels).
+pub fn gather(split: &Split, features: usize, ids: &[usize]) -> (Vec<f32>, Vec<i64>) {
+    let mut x = Vec::with_capacity(ids.len() * features);
+    let mut y = Vec::with_capacity(ids.len());
+    for &i in ids {
+        x.extend_from_slice(&split.x[i * features..(i + 1) * features]);
+        y.push(split.y[i] as i64);
+    }
+    (x, y)
+}

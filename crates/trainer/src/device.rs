@@ -1,0 +1,211 @@
+//! Device choice and the checks made before a backend is touched.
+//!
+//! Burn's CUDA backend panics on a background thread when there is no
+//! driver, and wgpu panics without an adapter; both would kill a run with
+//! an unreadable message. These probes find out first.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Where to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// Burn's Flex backend (pure-Rust CPU).
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// wgpu's default adapter (Vulkan, Metal, DX12 or GL).
+    Wgpu,
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(0) => f.write_str("cuda"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Wgpu => f.write_str("wgpu"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" | "flex" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "wgpu" => Ok(DeviceSpec::Wgpu),
+            _ => {
+                if let Some(n) = s.strip_prefix("cuda:") {
+                    n.parse()
+                        .map(DeviceSpec::Cuda)
+                        .map_err(|_| format!("bad CUDA device index in '{s}'"))
+                } else {
+                    Err(format!(
+                        "unknown device '{s}': expected cpu, cuda, cuda:N or wgpu"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The backend name recorded in `run.json`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DeviceSpec::Cpu => "flex",
+            DeviceSpec::Cuda(_) => "cuda",
+            DeviceSpec::Wgpu => "wgpu",
+        }
+    }
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("device {device}: {why}")]
+pub struct DeviceUnavailable {
+    /// The requested device.
+    pub device: String,
+    /// What is missing.
+    pub why: String,
+}
+
+/// A one-line description of the host CPU (from /proc/cpuinfo).
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Checks for an NVIDIA driver and the CUDA driver library, without
+/// initialising CUDA. Returns the driver version line.
+pub fn probe_cuda() -> Result<String, String> {
+    if !cfg!(feature = "cuda") {
+        return Err("this greentrain was built without the `cuda` feature".into());
+    }
+    let version = std::fs::read_to_string("/proc/driver/nvidia/version").map_err(|_| {
+        "no NVIDIA driver loaded (/proc/driver/nvidia/version is missing)".to_string()
+    })?;
+    // SAFETY: loading the driver library runs its initialisers only; it is
+    // the library Burn's CUDA backend loads moments later anyway.
+    let lib = unsafe { libloading::Library::new("libcuda.so.1") };
+    if let Err(e) = lib {
+        return Err(format!(
+            "the NVIDIA driver is loaded but libcuda.so.1 cannot be opened: {e}"
+        ));
+    }
+    Ok(version.lines().next().unwrap_or("").trim().to_string())
+}
+
+/// Finds a wgpu adapter. Returns its name and backend.
+pub fn probe_wgpu() -> Result<String, String> {
+    #[cfg(feature = "wgpu")]
+    {
+        let instance = wgpu::Instance::default();
+        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let info: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect();
+        if info.is_empty() {
+            Err("no wgpu adapter found (no Vulkan/Metal/DX12/GL driver; on Debian install mesa-vulkan-drivers)".into())
+        } else {
+            Ok(info.join("; "))
+        }
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        Err("this greentrain was built without the `wgpu` feature".into())
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Checks that `spec` can be used here, before training starts.
+pub fn check(spec: DeviceSpec) -> Result<String, DeviceUnavailable> {
+    let fail = |why: String| DeviceUnavailable {
+        device: spec.to_string(),
+        why,
+    };
+    match spec {
+        DeviceSpec::Cpu => Ok(cpu_name()),
+        DeviceSpec::Cuda(n) => {
+            let driver = probe_cuda().map_err(fail)?;
+            let count = cuda_device_count();
+            if n >= count {
+                return Err(fail(format!("only {count} CUDA device(s) visible")));
+            }
+            Ok(gpu_name(n).unwrap_or_else(|| format!("CUDA device {n} ({driver})")))
+        }
+        DeviceSpec::Wgpu => probe_wgpu().map_err(fail),
+    }
+}
+
+/// Visible CUDA devices: `CUDA_VISIBLE_DEVICES` when set, else the GPUs
+/// the driver lists. Counted without initialising CUDA.
+fn cuda_device_count() -> usize {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v
+            .split(',')
+            .map(str::trim)
+            .take_while(|s| !s.is_empty() && !s.starts_with('-'))
+            .count();
+    }
+    std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The GPU's marketing name via nvidia-smi, when it is installed.
+fn gpu_name(n: usize) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            &format!("--id={n}"),
+        ])
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?;
+    let s = s.trim();
+    (!s.is_empty() && out.status.success()).then(|| s.to_string())
+}
+
+/// What `greentrain devices` prints: each device and whether it can run.
+pub fn list() -> Vec<(String, Result<String, String>)> {
+    vec![
+        (
+            "cpu".into(),
+            Ok(format!(
+                "flex backend, {} ({} threads)",
+                cpu_name(),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            )),
+        ),
+        ("cuda".into(), check(DeviceSpec::Cuda(0)).map_err(|e| e.why)),
+        ("wgpu".into(), probe_wgpu()),
+    ]
+}

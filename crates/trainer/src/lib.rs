@@ -1,0 +1,15 @@
+//! The greentrain trainer: config, datasets, models, the training loop,
+//! checkpoints and run records. The `greentrain` binary is a thin CLI over
+//! this crate; mixed precision lives in `greentrain-amp`.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod record;
+pub mod train;
+
+pub use config::{Config, ConfigError, LoadedConfig};
+pub use device::DeviceSpec;
+pub use train::{resume, train, Failure, Outcome, TrainRequest};

@@ -1,0 +1,265 @@
+//! Models. Every op goes through [`Autocast`], so the precision policy, not
+//! the model, decides each op's dtype.
+//!
+//! Parameters are drawn from the run's own ChaCha stream (PyTorch's default
+//! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), not from the backend's global RNG:
+//! the same seed gives the same initial weights on every backend, and tests
+//! running in parallel cannot disturb each other's initialisation.
+
+use crate::config::{ModelKind, ModelSection};
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv1d, Conv2d};
+use burn::nn::{Linear, PaddingConfig1d, PaddingConfig2d};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::{Tensor, TensorData};
+use greentrain_amp::Autocast;
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Parameter initialiser over the run's seed.
+pub struct Init<'a, B: Backend> {
+    rng: ChaCha8Rng,
+    device: &'a B::Device,
+}
+
+impl<'a, B: Backend> Init<'a, B> {
+    /// Stream 0 of the run's seed is reserved for parameters.
+    pub fn new(seed: u64, device: &'a B::Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(0);
+        Self { rng, device }
+    }
+
+    fn uniform<const D: usize>(&mut self, shape: [usize; D], bound: f32) -> Param<Tensor<B, D>> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(-bound..bound))
+            .collect();
+        Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), self.device))
+    }
+
+    /// A linear layer `[d_in, d_out]`.
+    pub fn linear(&mut self, d_in: usize, d_out: usize) -> Linear<B> {
+        let k = 1.0 / (d_in as f32).sqrt();
+        Linear {
+            weight: self.uniform([d_in, d_out], k),
+            bias: Some(self.uniform([d_out], k)),
+        }
+    }
+
+    /// A 1-D convolution.
+    pub fn conv1d(
+        &mut self,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Conv1d<B> {
+        let k = 1.0 / ((c_in * kernel) as f32).sqrt();
+        Conv1d {
+            weight: self.uniform([c_out, c_in, kernel], k),
+            bias: Some(self.uniform([c_out], k)),
+            stride,
+            kernel_size: kernel,
+            dilation: 1,
+            groups: 1,
+            padding: PaddingConfig1d::Explicit(pad, pad),
+        }
+    }
+
+    /// A 2-D convolution, square kernel, stride 1.
+    pub fn conv2d(&mut self, c_in: usize, c_out: usize, kernel: usize, pad: usize) -> Conv2d<B> {
+        let k = 1.0 / ((c_in * kernel * kernel) as f32).sqrt();
+        Conv2d {
+            weight: self.uniform([c_out, c_in, kernel, kernel], k),
+            bias: Some(self.uniform([c_out], k)),
+            stride: [1, 1],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            groups: 1,
+            padding: PaddingConfig2d::Explicit(pad, pad, pad, pad),
+        }
+    }
+}
+
+/// Fully connected ReLU network; no hidden layer is logistic regression.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    layers: Vec<Linear<B>>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+        let last = self.layers.len() - 1;
+        let mut h = x;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = ac.linear(l, h);
+            if i < last {
+                h = ac.relu(h);
+            }
+        }
+        h
+    }
+}
+
+/// LeNet-5 (ReLU, max-pool) for 1x28x28 inputs.
+#[derive(Module, Debug)]
+pub struct LeNet5<B: Backend> {
+    c1: Conv2d<B>,
+    c3: Conv2d<B>,
+    f5: Linear<B>,
+    f6: Linear<B>,
+    out: Linear<B>,
+}
+
+impl<B: Backend> LeNet5<B> {
+    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+        let [n, _] = x.dims();
+        let x = x.reshape([n, 1, 28, 28]);
+        let h = ac.relu(ac.conv2d(&self.c1, x)); // 6x28x28 (padding 2)
+        let h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false); // 6x14x14
+        let h = ac.relu(ac.conv2d(&self.c3, h)); // 16x10x10
+        let h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false); // 16x5x5
+        let h = h.reshape([n, 16 * 5 * 5]);
+        let h = ac.relu(ac.linear(&self.f5, h));
+        let h = ac.relu(ac.linear(&self.f6, h));
+        ac.linear(&self.out, h)
+    }
+}
+
+/// The MNIST-1D CNN (Greydanus & Kobak): three Conv1d (k 5/3/3, stride 2,
+/// padding 1) with ReLU, then Linear(channels*5, 10).
+#[derive(Module, Debug)]
+pub struct Mnist1dCnn<B: Backend> {
+    conv1: Conv1d<B>,
+    conv2: Conv1d<B>,
+    conv3: Conv1d<B>,
+    linear: Linear<B>,
+}
+
+impl<B: Backend> Mnist1dCnn<B> {
+    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+        let [n, len] = x.dims();
+        let x = x.reshape([n, 1, len]);
+        let h = ac.relu(ac.conv1d(&self.conv1, x));
+        let h = ac.relu(ac.conv1d(&self.conv2, h));
+        let h = ac.relu(ac.conv1d(&self.conv3, h));
+        let [_, c, l] = h.dims();
+        ac.linear(&self.linear, h.reshape([n, c * l]))
+    }
+}
+
+/// Every model greentrain trains.
+#[derive(Module, Debug)]
+pub enum Model<B: Backend> {
+    /// See [`Mlp`].
+    Mlp(Mlp<B>),
+    /// See [`LeNet5`].
+    LeNet5(LeNet5<B>),
+    /// See [`Mnist1dCnn`].
+    Mnist1dCnn(Mnist1dCnn<B>),
+}
+
+/// The model does not fit the data.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "model.kind = \"{kind}\" does not fit dataset {dataset} with samples of shape {shape:?}: {why}"
+)]
+pub struct ShapeMismatch {
+    kind: String,
+    dataset: String,
+    shape: Vec<usize>,
+    why: String,
+}
+
+/// Output length of a 1-D convolution.
+fn conv_out(len: usize, k: usize, s: usize, p: usize) -> Option<usize> {
+    (len + 2 * p).checked_sub(k).map(|v| v / s + 1)
+}
+
+/// Checks that `spec` fits samples of `shape` before any work.
+pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<(), ShapeMismatch> {
+    let err = |why: &str| ShapeMismatch {
+        kind: format!("{:?}", spec.kind).to_lowercase(),
+        dataset: dataset.to_string(),
+        shape: shape.to_vec(),
+        why: why.to_string(),
+    };
+    match spec.kind {
+        ModelKind::Mlp => Ok(()),
+        ModelKind::Lenet5 => {
+            if shape == [28, 28] || shape == [784] {
+                Ok(())
+            } else {
+                Err(err("lenet5 needs 28x28 images"))
+            }
+        }
+        ModelKind::Mnist1dCnn => {
+            if shape.len() != 1 {
+                return Err(err("mnist1d_cnn needs 1-D signals"));
+            }
+            let l = conv_out(shape[0], 5, 2, 1)
+                .and_then(|l| conv_out(l, 3, 2, 1))
+                .and_then(|l| conv_out(l, 3, 2, 1));
+            match l {
+                Some(l) if l > 0 => Ok(()),
+                _ => Err(err("signal too short for three stride-2 convolutions")),
+            }
+        }
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds the model for samples of `shape` and `classes` outputs.
+    pub fn new(
+        spec: &ModelSection,
+        shape: &[usize],
+        classes: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> Self {
+        let mut init = Init::<B>::new(seed, device);
+        let features: usize = shape.iter().product();
+        match spec.kind {
+            ModelKind::Mlp => {
+                let mut dims = vec![features];
+                dims.extend(&spec.hidden);
+                dims.push(classes);
+                let layers = dims.windows(2).map(|w| init.linear(w[0], w[1])).collect();
+                Model::Mlp(Mlp { layers })
+            }
+            ModelKind::Lenet5 => Model::LeNet5(LeNet5 {
+                c1: init.conv2d(1, 6, 5, 2),
+                c3: init.conv2d(6, 16, 5, 0),
+                f5: init.linear(400, 120),
+                f6: init.linear(120, 84),
+                out: init.linear(84, classes),
+            }),
+            ModelKind::Mnist1dCnn => {
+                let c = spec.channels;
+                let l = conv_out(shape[0], 5, 2, 1).unwrap();
+                let l = conv_out(l, 3, 2, 1).unwrap();
+                let l = conv_out(l, 3, 2, 1).unwrap();
+                Model::Mnist1dCnn(Mnist1dCnn {
+                    conv1: init.conv1d(1, c, 5, 2, 1),
+                    conv2: init.conv1d(c, c, 3, 2, 1),
+                    conv3: init.conv1d(c, c, 3, 2, 1),
+                    linear: init.linear(c * l, classes),
+                })
+            }
+        }
+    }
+
+    /// Logits `[batch, classes]` from flattened samples `[batch, features]`,
+    /// in the policy's compute dtype.
+    pub fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+        match self {
+            Model::Mlp(m) => m.forward(x, ac),
+            Model::LeNet5(m) => m.forward(x, ac),
+            Model::Mnist1dCnn(m) => m.forward(x, ac),
+        }
+    }
+}

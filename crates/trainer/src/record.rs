@@ -1,0 +1,285 @@
+//! The run record: `run.json`, `metrics.csv`, `config.toml`, always written
+//! atomically (temporary file, fsync, rename) so a crash never leaves half
+//! a record. Field names are a contract (`docs/run-record.md`).
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Schema tag of `run.json`.
+pub const SCHEMA: &str = "greentrain.run/1";
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch to RFC 3339 UTC (`2026-11-27T05:00:00Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Compact UTC stamp for directory names (`20261127T050000Z`).
+pub fn stamp(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// Software versions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    /// greentrain.
+    pub greentrain: String,
+    /// Burn.
+    pub burn: String,
+    /// The rustc that built this binary.
+    pub rustc: String,
+}
+
+impl Versions {
+    /// This build's versions.
+    pub fn current() -> Self {
+        Self {
+            greentrain: env!("CARGO_PKG_VERSION").to_string(),
+            burn: "0.21.0".to_string(),
+            rustc: env!("GREENTRAIN_RUSTC_VERSION").to_string(),
+        }
+    }
+}
+
+/// The device a run used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// `flex`, `cuda` or `wgpu`.
+    pub backend: String,
+    /// Human-readable device name.
+    pub name: String,
+    /// The `--device` value (`cpu`, `cuda:1`, `wgpu`).
+    pub spec: String,
+}
+
+/// One epoch's metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's samples.
+    pub train_loss: f64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Test accuracy, a fraction in [0, 1].
+    pub test_accuracy: f64,
+    /// Validation loss, when a validation split exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy, when a validation split exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+    /// Wall time of the epoch's training steps, in seconds.
+    pub wall_s: f64,
+    /// Wall time of evaluation, in seconds.
+    pub eval_s: f64,
+    /// Training samples processed in the epoch.
+    pub samples: u64,
+    /// Training samples per second.
+    pub samples_per_s: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Loss scale at the end of the epoch (1 without scaling).
+    pub loss_scale: f64,
+    /// Optimizer steps skipped for inf/NaN gradients in this epoch.
+    pub skipped_steps: u64,
+    /// Seconds spent assembling batches (data loading).
+    pub data_s: f64,
+}
+
+/// The totals of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    /// Test accuracy after the last epoch.
+    pub test_accuracy: f64,
+    /// Test loss after the last epoch.
+    pub test_loss: f64,
+    /// Training wall time summed over epochs, in seconds.
+    pub wall_s: f64,
+    /// Training samples processed.
+    pub samples: u64,
+    /// Optimizer steps skipped in the whole run.
+    pub skipped_steps: u64,
+}
+
+/// `run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `greentrain.run/1`.
+    pub schema: String,
+    /// Run name.
+    pub name: String,
+    /// `running`, `completed`, `interrupted`, `failed`, `stopped_budget`.
+    pub status: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// RFC 3339 UTC, when finished.
+    pub finished_at: Option<String>,
+    /// The resolved config.
+    pub config: serde_json::Value,
+    /// sha256 of the resolved `config.toml`.
+    pub config_sha256: String,
+    /// Seed.
+    pub seed: u64,
+    /// Software versions.
+    pub versions: Versions,
+    /// Device.
+    pub device: DeviceRecord,
+    /// `fp32`, `fp16` or `bf16`.
+    pub precision: String,
+    /// Dataset facts.
+    pub dataset: DatasetRecord,
+    /// Per-epoch metrics.
+    pub epochs: Vec<EpochRecord>,
+    /// Totals, once at least one epoch finished.
+    #[serde(rename = "final")]
+    pub final_: Option<FinalRecord>,
+    /// Error message when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many times the run was resumed.
+    #[serde(default)]
+    pub resumed: u32,
+}
+
+/// Dataset facts in the record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Name.
+    pub name: String,
+    /// Training samples (after the validation split).
+    pub train_samples: usize,
+    /// Validation samples.
+    pub val_samples: usize,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Shape of one sample.
+    pub sample_shape: Vec<usize>,
+}
+
+impl RunRecord {
+    /// Writes `run.json` atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("record serialises");
+        write_atomic(&dir.join("run.json"), text.as_bytes())
+    }
+
+    /// Reads `run.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let p = dir.join("run.json");
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a greentrain run record: {e}", p.display()))
+    }
+}
+
+/// The `metrics.csv` header.
+pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s";
+
+/// Writes `metrics.csv` (a row per epoch) atomically.
+pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
+    let mut s = String::from(METRICS_HEADER);
+    s.push('\n');
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for e in epochs {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4}\n",
+            e.epoch,
+            e.train_loss,
+            e.test_loss,
+            e.test_accuracy,
+            opt(e.val_loss),
+            opt(e.val_accuracy),
+            e.wall_s,
+            e.eval_s,
+            e.samples_per_s,
+            e.lr,
+            e.loss_scale,
+            e.skipped_steps,
+            e.data_s
+        ));
+    }
+    write_atomic(&dir.join("metrics.csv"), s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn civil_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_842_000); // 2026-11-27T05:00:00Z
+        assert_eq!(rfc3339(t), "2026-11-27T05:00:00Z");
+        assert_eq!(stamp(t), "20261127T050000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

@@ -1,0 +1,837 @@
+//! The training loop, generic over Burn's `AutodiffBackend`, and the
+//! entry points that pick a backend from a [`DeviceSpec`].
+
+use crate::checkpoint::{Checkpoint, PartialEpoch, TrainState};
+use crate::config::{self, Config, LoadedConfig, OptimizerKind, Schedule};
+use crate::data::{self, Dataset, Split};
+use crate::device::{self, DeviceSpec};
+use crate::model::{self, Model};
+use crate::record::{
+    self, DatasetRecord, DeviceRecord, EpochRecord, FinalRecord, RunRecord, Versions,
+};
+use anyhow::{anyhow, Context};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{
+    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
+};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use greentrain_amp::{grads, Autocast, GradScaler};
+use sha2::{Digest, Sha256};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+/// Why a run did not complete: a usage/config problem (exit 2) or a
+/// failure at run time (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad config, bad device choice, bad data: found before training.
+    Usage(anyhow::Error),
+    /// Something broke while running.
+    Runtime(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// `completed` or `interrupted`.
+    pub status: String,
+    /// The record as last written.
+    pub record: RunRecord,
+}
+
+/// What to train.
+#[derive(Clone, Debug)]
+pub struct TrainRequest {
+    /// The config (already validated).
+    pub config: LoadedConfig,
+    /// Where.
+    pub device: DeviceSpec,
+    /// Parent folder of run directories.
+    pub out_dir: PathBuf,
+    /// Suppress progress output (tests).
+    pub quiet: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler: the loop checkpoints at the next step
+/// boundary and the record says `interrupted`.
+pub fn install_interrupt_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("second interrupt: exiting without checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: checkpointing at the next step boundary (Ctrl-C again to abort)"
+            );
+        });
+    });
+}
+
+/// Everything a run needs before the backend is chosen.
+struct Setup {
+    config: Config,
+    config_dir: PathBuf,
+    dataset: Dataset,
+    run_dir: PathBuf,
+    record: RunRecord,
+    resume: Option<Checkpoint>,
+    quiet: bool,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> {
+    let dataset = data::load(config, config_dir).map_err(|e| Failure::Usage(e.into()))?;
+    model::check_fit(&config.model, &dataset.name, &dataset.sample_shape)
+        .map_err(|e| Failure::Usage(e.into()))?;
+    Ok(dataset)
+}
+
+fn check_device(spec: DeviceSpec, config: &Config) -> Result<DeviceRecord, Failure> {
+    let name = device::check(spec).map_err(|e| Failure::Usage(e.into()))?;
+    let record = DeviceRecord {
+        backend: spec.backend().to_string(),
+        name,
+        spec: spec.to_string(),
+    };
+    dispatch(spec, CheckPrecision(config.precision.mode)).map_err(Failure::Usage)?;
+    Ok(record)
+}
+
+/// Starts a new run.
+pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
+    let config = req.config.config.clone();
+    let config_dir =
+        std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
+    let device = check_device(req.device, &config)?;
+    let dataset = prepare_data(&config, &config_dir)?;
+
+    let started = SystemTime::now();
+    std::fs::create_dir_all(&req.out_dir)
+        .with_context(|| format!("cannot create output folder {}", req.out_dir.display()))
+        .map_err(Failure::Runtime)?;
+    let run_dir = unique_dir(
+        &req.out_dir,
+        &format!("{}-{}", config.run.name, record::stamp(started)),
+    )
+    .map_err(Failure::Runtime)?;
+    let toml_text = config.to_toml();
+    record::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
+        .context("writing config.toml")
+        .map_err(Failure::Runtime)?;
+    let record = RunRecord {
+        schema: record::SCHEMA.into(),
+        name: config.run.name.clone(),
+        status: "running".into(),
+        started_at: record::rfc3339(started),
+        finished_at: None,
+        config: serde_json::to_value(&config).expect("config to json"),
+        config_sha256: sha256_hex(toml_text.as_bytes()),
+        seed: config.run.seed,
+        versions: Versions::current(),
+        device,
+        precision: config.precision.mode.to_string(),
+        dataset: dataset_record(&dataset),
+        epochs: vec![],
+        final_: None,
+        error: None,
+        resumed: 0,
+    };
+    record
+        .save(&run_dir)
+        .context("writing run.json")
+        .map_err(Failure::Runtime)?;
+    let setup = Setup {
+        config,
+        config_dir,
+        dataset,
+        run_dir,
+        record,
+        resume: None,
+        quiet: req.quiet,
+    };
+    run(req.device, setup)
+}
+
+/// Continues a run from its checkpoint. `device` defaults to the one the
+/// run used.
+pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result<Outcome, Failure> {
+    let usage = |e: anyhow::Error| Failure::Usage(e);
+    let mut record = RunRecord::load(run_dir).map_err(usage)?;
+    if record.status == "completed" {
+        return Err(Failure::Usage(anyhow!(
+            "{} is already completed",
+            run_dir.display()
+        )));
+    }
+    let config_path = run_dir.join("config.toml");
+    let loaded = config::load(&config_path, &[]).map_err(|e| Failure::Usage(e.into()))?;
+    let ckpt = Checkpoint::load(run_dir).map_err(usage)?;
+    let spec = match device {
+        Some(d) => d,
+        None => record
+            .device
+            .spec
+            .parse()
+            .map_err(|e: String| Failure::Usage(anyhow!(e)))?,
+    };
+    let config = loaded.config;
+    record.device = check_device(spec, &config)?;
+    let dataset = prepare_data(&config, &ckpt.state.config_dir)?;
+    record.status = "running".into();
+    record.resumed += 1;
+    record.error = None;
+    record
+        .save(run_dir)
+        .context("writing run.json")
+        .map_err(Failure::Runtime)?;
+    let setup = Setup {
+        config,
+        config_dir: ckpt.state.config_dir.clone(),
+        dataset,
+        run_dir: run_dir.to_path_buf(),
+        record,
+        resume: Some(ckpt),
+        quiet,
+    };
+    run(spec, setup)
+}
+
+fn unique_dir(parent: &Path, base: &str) -> anyhow::Result<PathBuf> {
+    for i in 0..1000 {
+        let name = if i == 0 {
+            base.to_string()
+        } else {
+            format!("{base}-{i}")
+        };
+        let p = parent.join(name);
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(anyhow!("cannot create run directory {}: {e}", p.display())),
+        }
+    }
+    Err(anyhow!(
+        "too many run directories named {base} in {}",
+        parent.display()
+    ))
+}
+
+fn dataset_record(d: &Dataset) -> DatasetRecord {
+    DatasetRecord {
+        name: d.name.clone(),
+        train_samples: d.train.len(),
+        val_samples: d.val.as_ref().map_or(0, Split::len),
+        test_samples: d.test.len(),
+        sample_shape: d.sample_shape.clone(),
+    }
+}
+
+/// A piece of work to run with the backend a [`DeviceSpec`] names.
+trait BackendTask {
+    type Out;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out;
+}
+
+struct CheckPrecision(greentrain_amp::Precision);
+impl BackendTask for CheckPrecision {
+    type Out = anyhow::Result<()>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out {
+        self.0.check_supported::<B>(&device).map_err(|e| anyhow!(e))
+    }
+}
+
+/// The one place where a backend type is chosen at run time.
+fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
+    match spec {
+        DeviceSpec::Cpu => {
+            task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            burn::backend::cuda::CudaDevice::new(n),
+        ),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu => {
+            task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => unreachable!("device {other} passed its check in a build without its backend"),
+    }
+}
+
+struct RunTask(Setup);
+impl BackendTask for RunTask {
+    type Out = Result<Outcome, Failure>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out {
+        run_on::<B>(self.0, device)
+    }
+}
+
+fn run(spec: DeviceSpec, setup: Setup) -> Result<Outcome, Failure> {
+    install_interrupt_handler();
+    dispatch(spec, RunTask(setup))
+}
+
+// ---- optimizers ----------------------------------------------------------
+
+/// The configured optimizer behind one type.
+enum Optim<B: AutodiffBackend> {
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, Model<B>, B>),
+    Adam(OptimizerAdaptor<Adam, Model<B>, B>),
+    AdamW(OptimizerAdaptor<AdamW, Model<B>, B>),
+}
+
+type Rec = BinBytesRecorder<FullPrecisionSettings>;
+
+impl<B: AutodiffBackend> Optim<B> {
+    fn new(c: &Config) -> Self {
+        let t = &c.train;
+        let wd = (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32));
+        match t.optimizer {
+            OptimizerKind::Sgd | OptimizerKind::Momentum => {
+                let momentum = (t.optimizer == OptimizerKind::Momentum).then(|| MomentumConfig {
+                    momentum: t.momentum,
+                    dampening: 0.0,
+                    nesterov: false,
+                });
+                Optim::Sgd(
+                    SgdConfig::new()
+                        .with_weight_decay(wd)
+                        .with_momentum(momentum)
+                        .init(),
+                )
+            }
+            // PyTorch's epsilon (1e-8), not Burn's default (1e-5).
+            OptimizerKind::Adam => Optim::Adam(
+                AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(wd)
+                    .init(),
+            ),
+            OptimizerKind::Adamw => Optim::AdamW(
+                AdamWConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(t.weight_decay as f32)
+                    .init(),
+            ),
+        }
+    }
+
+    fn step(&mut self, lr: f64, m: Model<B>, g: GradientsParams) -> Model<B> {
+        match self {
+            Optim::Sgd(o) => o.step(lr, m, g),
+            Optim::Adam(o) => o.step(lr, m, g),
+            Optim::AdamW(o) => o.step(lr, m, g),
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let r = Rec::default();
+        let out = match self {
+            Optim::Sgd(o) => Recorder::<B>::record(&r, o.to_record(), ()),
+            Optim::Adam(o) => Recorder::<B>::record(&r, o.to_record(), ()),
+            Optim::AdamW(o) => Recorder::<B>::record(&r, o.to_record(), ()),
+        };
+        out.expect("in-memory record")
+    }
+
+    fn load_bytes(self, bytes: Vec<u8>, device: &B::Device) -> anyhow::Result<Self> {
+        let r = Rec::default();
+        Ok(match self {
+            Optim::Sgd(o) => Optim::Sgd(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
+            Optim::Adam(o) => Optim::Adam(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
+            Optim::AdamW(o) => Optim::AdamW(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
+        })
+    }
+}
+
+/// Model weights as bytes (the checkpoint's model part).
+pub fn model_bytes<B: Backend>(m: &Model<B>) -> Vec<u8> {
+    Recorder::<B>::record(&Rec::default(), m.clone().into_record(), ()).expect("in-memory record")
+}
+
+fn load_model<B: Backend>(
+    m: Model<B>,
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> anyhow::Result<Model<B>> {
+    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)?;
+    Ok(m.load_record(rec))
+}
+
+/// Learning rate at optimizer step `step` (0-based) in epoch `epoch`.
+pub fn lr_at(c: &Config, step: u64, total_steps: u64, epoch: usize) -> f64 {
+    let t = &c.train;
+    match t.schedule {
+        Schedule::Constant => t.lr,
+        Schedule::Cosine => {
+            let p = (step as f64 / total_steps.max(1) as f64).min(1.0);
+            t.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+        Schedule::Step => t.lr * t.gamma.powi((epoch / t.step_epochs) as i32),
+    }
+}
+
+// ---- the loop ------------------------------------------------------------
+
+fn batch_tensors<B: Backend>(
+    split: &Split,
+    features: usize,
+    ids: &[usize],
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    let (x, y) = data::gather(split, features, ids);
+    let n = ids.len();
+    let x = Tensor::from_data(TensorData::new(x, [n, features]), device);
+    let y = Tensor::from_data(TensorData::new(y, [n]), device);
+    (x, y)
+}
+
+/// Mean loss and accuracy of `model` on `split`, read back once.
+fn evaluate<B: Backend>(
+    model: &Model<B>,
+    ac: &Autocast,
+    split: &Split,
+    features: usize,
+    batch: usize,
+    device: &B::Device,
+) -> (f64, f64) {
+    let ids: Vec<usize> = (0..split.len()).collect();
+    let mut loss_sum: Option<Tensor<B, 1>> = None;
+    let mut correct: Option<Tensor<B, 1, Int>> = None;
+    for chunk in ids.chunks(batch) {
+        let (x, y) = batch_tensors::<B>(split, features, chunk, device);
+        let logits = model.forward(x, ac);
+        let n = chunk.len();
+        let pred = logits.clone().argmax(1).reshape([n]);
+        let hits = pred.equal(y.clone()).int().sum();
+        let l = ac.cross_entropy_per_sample(logits, y).sum();
+        loss_sum = Some(match loss_sum {
+            Some(s) => s + l,
+            None => l,
+        });
+        correct = Some(match correct {
+            Some(c) => c + hits,
+            None => hits,
+        });
+    }
+    let n = split.len().max(1) as f64;
+    let loss: f32 = loss_sum
+        .map(|t| t.into_scalar().to_f32_lossy())
+        .unwrap_or(0.0);
+    let hits: i64 = correct.map(|t| t.into_scalar().to_i64_lossy()).unwrap_or(0);
+    (loss as f64 / n, hits as f64 / n)
+}
+
+trait ScalarExt {
+    fn to_f32_lossy(self) -> f32;
+    fn to_i64_lossy(self) -> i64;
+}
+impl<E: burn::tensor::ElementConversion> ScalarExt for E {
+    fn to_f32_lossy(self) -> f32 {
+        self.elem::<f32>()
+    }
+    fn to_i64_lossy(self) -> i64 {
+        self.elem::<i64>()
+    }
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Self { bar: None, quiet }
+    }
+    fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize, done: usize) {
+        if self.quiet || !std::io::stdout().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(steps as u64),
+            indicatif::ProgressDrawTarget::stdout(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        bar.set_position(done as u64);
+        self.bar = Some(bar);
+    }
+    fn step(&self, epoch: usize, epochs: usize, step: usize, steps: usize, msg: Option<String>) {
+        if self.quiet {
+            return;
+        }
+        match (&self.bar, msg) {
+            (Some(b), Some(m)) => {
+                b.set_position(step as u64);
+                b.set_message(m);
+            }
+            (Some(b), None) => b.set_position(step as u64),
+            (None, Some(m)) => println!(
+                "epoch {}/{} step {}/{} {}",
+                epoch + 1,
+                epochs,
+                step,
+                steps,
+                m
+            ),
+            (None, None) => {}
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+    fn line(&self, s: &str) {
+        if !self.quiet {
+            println!("{s}");
+        }
+    }
+}
+
+fn run_on<B: AutodiffBackend>(setup: Setup, device: B::Device) -> Result<Outcome, Failure> {
+    let run_dir = setup.run_dir.clone();
+    let mut record = setup.record.clone();
+    match train_loop::<B>(setup, device, &mut record) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            record.status = "failed".into();
+            record.finished_at = Some(record::rfc3339(SystemTime::now()));
+            record.error = Some(format!("{e:#}"));
+            let _ = record.save(&run_dir);
+            Err(Failure::Runtime(e))
+        }
+    }
+}
+
+fn train_loop<B: AutodiffBackend>(
+    setup: Setup,
+    device: B::Device,
+    record: &mut RunRecord,
+) -> anyhow::Result<Outcome> {
+    let Setup {
+        config: c,
+        config_dir,
+        dataset,
+        run_dir,
+        resume,
+        quiet,
+        ..
+    } = setup;
+    let precision = c.precision.mode;
+    let ac = Autocast::new(precision);
+    let features = dataset.features();
+    let n_train = dataset.train.len();
+    let bs = c.data.batch_size;
+    let accum = c.train.accumulate;
+    let batches = n_train.div_ceil(bs);
+    let opt_steps_per_epoch = batches.div_ceil(accum) as u64;
+    let total_opt_steps = opt_steps_per_epoch * c.train.epochs as u64;
+
+    let mut model = Model::<B>::new(
+        &c.model,
+        &dataset.sample_shape,
+        dataset.num_classes,
+        c.run.seed,
+        &device,
+    );
+    let mut optim = Optim::<B>::new(&c);
+    let mut scaler = GradScaler::for_precision(precision, c.precision.scaler());
+    let mut state = TrainState {
+        epoch: 0,
+        step: 0,
+        optimizer_steps: 0,
+        partial: PartialEpoch::default(),
+        scaler: scaler.state().clone(),
+        epochs: vec![],
+        config_dir,
+    };
+    if let Some(ck) = resume {
+        model = load_model(model, ck.model, &device).context("loading model from checkpoint")?;
+        optim = optim
+            .load_bytes(ck.optim, &device)
+            .context("loading optimizer from checkpoint")?;
+        scaler = GradScaler::from_state(ck.state.scaler.clone());
+        state = ck.state;
+        record.epochs = state.epochs.clone();
+    }
+
+    let mut progress = Progress::new(quiet);
+    if state.epoch == 0 && state.step == 0 {
+        progress.line(&format!(
+            "training {} on {} ({} {}), {} train / {} test samples, {} epochs, precision {}",
+            c.run.name,
+            record.device.name,
+            record.device.backend,
+            record.device.spec,
+            n_train,
+            dataset.test.len(),
+            c.train.epochs,
+            precision
+        ));
+    } else {
+        progress.line(&format!(
+            "resuming {} at epoch {} step {}",
+            c.run.name,
+            state.epoch + 1,
+            state.step
+        ));
+    }
+
+    while state.epoch < c.train.epochs {
+        let epoch = state.epoch;
+        let order = data::epoch_order(n_train, c.run.seed, epoch);
+        let chunks: Vec<&[usize]> = order.chunks(bs).collect();
+        let mut loss_sum: Tensor<B::InnerBackend, 1> =
+            Tensor::from_data(TensorData::new(vec![state.partial.loss_sum], [1]), &device);
+        let mut partial = state.partial.clone();
+        let mut acc: Option<GradientsParams> = None;
+        let mut lr = lr_at(&c, state.optimizer_steps, total_opt_steps, epoch);
+        progress.start_epoch(epoch, c.train.epochs, batches, state.step);
+        let mut since_log = Instant::now();
+        let mut samples_since_log = 0u64;
+
+        let mut bi = state.step;
+        while bi < batches {
+            // Checkpoint on Ctrl-C only between optimizer steps, so no
+            // accumulated gradient is lost.
+            if bi % accum == 0 && INTERRUPTED.load(Ordering::SeqCst) {
+                progress.finish();
+                state.step = bi;
+                state.partial = PartialEpoch {
+                    loss_sum: loss_sum.clone().into_scalar().to_f32_lossy(),
+                    ..partial
+                };
+                state.scaler = scaler.state().clone();
+                save_checkpoint(&run_dir, &state, &model, &optim)?;
+                record.status = "interrupted".into();
+                record.finished_at = Some(record::rfc3339(SystemTime::now()));
+                record.save(&run_dir)?;
+                progress.line(&format!(
+                    "interrupted at epoch {} step {}; continue with: greentrain resume {}",
+                    epoch + 1,
+                    bi,
+                    run_dir.display()
+                ));
+                return Ok(Outcome {
+                    run_dir,
+                    status: "interrupted".into(),
+                    record: record.clone(),
+                });
+            }
+            let t0 = Instant::now();
+            let group_start = bi - bi % accum;
+            let group_end = (group_start + accum).min(batches);
+            let group_samples: usize = chunks[group_start..group_end].iter().map(|c| c.len()).sum();
+            let ids = chunks[bi];
+            let (x, y) = batch_tensors::<B>(&dataset.train, features, ids, &device);
+            let t_data = t0.elapsed().as_secs_f64();
+
+            let logits = model.forward(x, &ac);
+            let loss = ac.cross_entropy(logits, y);
+            loss_sum = loss_sum + loss.clone().inner().mul_scalar(ids.len() as f32);
+            // Weight each micro-batch by its share of the group's samples, so
+            // the accumulated gradient is the group's mean gradient.
+            let weighted = if group_end - group_start > 1 {
+                loss.mul_scalar(ids.len() as f32 / group_samples as f32)
+            } else {
+                loss
+            };
+            let g = scaler.scale_loss(weighted).backward();
+            let g = GradientsParams::from_grads(g, &model);
+            acc = Some(grads::accumulate::<B, Model<B>>(&model, acc.take(), g));
+
+            if bi + 1 == group_end {
+                lr = lr_at(&c, state.optimizer_steps, total_opt_steps, epoch);
+                let g = acc.take().expect("accumulated gradients");
+                let (m, rep) =
+                    scaler.step_with::<B, Model<B>, _>(model, g, c.train.clip_grad_norm, |m, g| {
+                        optim.step(lr, m, g)
+                    });
+                model = m;
+                state.optimizer_steps += 1;
+                if rep.skipped {
+                    partial.skipped += 1;
+                }
+            }
+            partial.samples += ids.len() as u64;
+            samples_since_log += ids.len() as u64;
+            partial.data_s += t_data;
+            bi += 1;
+            partial.wall_s += t0.elapsed().as_secs_f64();
+
+            if bi % c.train.log_every == 0 || bi == batches {
+                let show_loss = loss_sum.clone().into_scalar().to_f32_lossy() as f64
+                    / partial.samples.max(1) as f64;
+                let rate = samples_since_log as f64 / since_log.elapsed().as_secs_f64().max(1e-9);
+                let mut msg = format!("loss {show_loss:.4} {rate:.0} samples/s");
+                if scaler.is_enabled() {
+                    msg.push_str(&format!(
+                        " scale {} skipped {}",
+                        scaler.scale(),
+                        partial.skipped
+                    ));
+                }
+                progress.step(epoch, c.train.epochs, bi, batches, Some(msg));
+                since_log = Instant::now();
+                samples_since_log = 0;
+            } else {
+                progress.step(epoch, c.train.epochs, bi, batches, None);
+            }
+        }
+        progress.finish();
+
+        let train_loss =
+            loss_sum.into_scalar().to_f32_lossy() as f64 / partial.samples.max(1) as f64;
+        let t_eval = Instant::now();
+        let valid = model.valid();
+        let eb = c.data.eval_batch_size;
+        let (test_loss, test_acc) =
+            evaluate::<B::InnerBackend>(&valid, &ac, &dataset.test, features, eb, &device);
+        let (val_loss, val_acc) = match &dataset.val {
+            Some(v) => {
+                let (l, a) = evaluate::<B::InnerBackend>(&valid, &ac, v, features, eb, &device);
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let eval_s = t_eval.elapsed().as_secs_f64();
+        let e = EpochRecord {
+            epoch: epoch + 1,
+            train_loss,
+            test_loss,
+            test_accuracy: test_acc,
+            val_loss,
+            val_accuracy: val_acc,
+            wall_s: partial.wall_s,
+            eval_s,
+            samples: partial.samples,
+            samples_per_s: partial.samples as f64 / partial.wall_s.max(1e-9),
+            lr,
+            loss_scale: scaler.scale() as f64,
+            skipped_steps: partial.skipped,
+            data_s: partial.data_s,
+        };
+        let mut line = format!(
+            "epoch {}/{}: train_loss {:.4} test_loss {:.4} test_acc {:.2}% ",
+            e.epoch,
+            c.train.epochs,
+            e.train_loss,
+            e.test_loss,
+            100.0 * e.test_accuracy
+        );
+        if let Some(a) = e.val_accuracy {
+            line.push_str(&format!("val_acc {:.2}% ", 100.0 * a));
+        }
+        line.push_str(&format!(
+            "{:.1}s {:.0} samples/s",
+            e.wall_s, e.samples_per_s
+        ));
+        if scaler.is_enabled() {
+            line.push_str(&format!(
+                " scale {} skipped {}",
+                e.loss_scale, e.skipped_steps
+            ));
+        }
+        progress.line(&line);
+
+        state.epochs.push(e);
+        state.epoch += 1;
+        state.step = 0;
+        state.partial = PartialEpoch::default();
+        state.scaler = scaler.state().clone();
+        record.epochs = state.epochs.clone();
+        record.final_ = Some(final_of(&state.epochs));
+        save_checkpoint(&run_dir, &state, &model, &optim)?;
+        record::save_metrics(&run_dir, &record.epochs)?;
+        record.save(&run_dir)?;
+    }
+
+    record.status = "completed".into();
+    record.finished_at = Some(record::rfc3339(SystemTime::now()));
+    record.final_ = Some(final_of(&state.epochs));
+    record.save(&run_dir)?;
+    if let Some(f) = &record.final_ {
+        progress.line(&format!(
+            "done: test accuracy {:.2}% in {:.1}s of training ({} samples, {:.0} samples/s), precision {}{}",
+            100.0 * f.test_accuracy,
+            f.wall_s,
+            f.samples,
+            f.samples as f64 / f.wall_s.max(1e-9),
+            precision,
+            if scaler.is_enabled() {
+                format!(", {} skipped steps", f.skipped_steps)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(Outcome {
+        run_dir,
+        status: "completed".into(),
+        record: record.clone(),
+    })
+}
+
+fn final_of(epochs: &[EpochRecord]) -> FinalRecord {
+    let last = epochs.last().expect("at least one epoch");
+    FinalRecord {
+        test_accuracy: last.test_accuracy,
+        test_loss: last.test_loss,
+        wall_s: epochs.iter().map(|e| e.wall_s).sum(),
+        samples: epochs.iter().map(|e| e.samples).sum(),
+        skipped_steps: epochs.iter().map(|e| e.skipped_steps).sum(),
+    }
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    dir: &Path,
+    state: &TrainState,
+    model: &Model<B>,
+    optim: &Optim<B>,
+) -> anyhow::Result<()> {
+    Checkpoint {
+        state: state.clone(),
+        model: model_bytes(model),
+        optim: optim.to_bytes(),
+    }
+    .save(dir)
+    .with_context(|| format!("writing checkpoint in {}", dir.display()))
+}
