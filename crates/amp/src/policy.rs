@@ -63,14 +63,24 @@ impl Precision {
         self,
         device: &B::Device,
     ) -> Result<(), UnsupportedPrecision> {
+        self.check_with(|d| B::supports_dtype(device, d), &B::name(device))
+    }
+
+    /// [`Precision::check_supported`] against any support query (for
+    /// backends reached some other way, and for tests).
+    pub fn check_with(
+        self,
+        supports: impl Fn(DType) -> bool,
+        backend: &str,
+    ) -> Result<(), UnsupportedPrecision> {
         let dtype: DType = self.compute_dtype().into();
-        if B::supports_dtype(device, dtype) {
+        if supports(dtype) {
             Ok(())
         } else {
             Err(UnsupportedPrecision {
                 precision: self,
                 dtype,
-                backend: B::name(device),
+                backend: backend.to_string(),
             })
         }
     }
