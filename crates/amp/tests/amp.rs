@@ -18,16 +18,23 @@ fn dev() -> burn::tensor::Device<B> {
 
 /// A 6->4 linear layer with fixed, varied weights.
 fn model() -> Linear<B> {
-    let w: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    let w: Vec<f32> = (0..24)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05)
+        .collect();
     let b: Vec<f32> = (0..4).map(|i| i as f32 * 0.01).collect();
     Linear {
         weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [6, 4]), &dev())),
-        bias: Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [4]), &dev()))),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [4]),
+            &dev(),
+        ))),
     }
 }
 
 fn batch(n: usize, offset: usize) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
-    let x: Vec<f32> = (0..n * 6).map(|i| (((i + offset) * 13 % 17) as f32 - 8.0) * 0.1).collect();
+    let x: Vec<f32> = (0..n * 6)
+        .map(|i| (((i + offset) * 13 % 17) as f32 - 8.0) * 0.1)
+        .collect();
     let y: Vec<i64> = (0..n).map(|i| ((i + offset) % 4) as i64).collect();
     (
         Tensor::from_data(TensorData::new(x, [n, 6]), &dev()),
@@ -42,7 +49,15 @@ fn loss(m: &Linear<B>, ac: &Autocast, n: usize, offset: usize) -> Tensor<B, 1> {
 
 fn params(m: &Linear<B>) -> Vec<u32> {
     let mut v: Vec<f32> = m.weight.val().into_data().to_vec().unwrap();
-    v.extend(m.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap());
+    v.extend(
+        m.bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+    );
     v.into_iter().map(f32::to_bits).collect()
 }
 
@@ -61,7 +76,10 @@ fn poisoned(m: &Linear<B>, value: f32) -> GradientsParams {
     let mut g = GradientsParams::new();
     let mut w = vec![0.01f32; 24];
     w[5] = value;
-    g.register::<I, 2>(m.weight.id, Tensor::from_data(TensorData::new(w, [6, 4]), &dev()));
+    g.register::<I, 2>(
+        m.weight.id,
+        Tensor::from_data(TensorData::new(w, [6, 4]), &dev()),
+    );
     g.register::<I, 1>(
         m.bias.as_ref().unwrap().id,
         Tensor::from_data(TensorData::new(vec![0.01f32; 4], [4]), &dev()),
@@ -88,7 +106,11 @@ fn t01_non_finite_gradient_skips_step_and_backs_off() {
         let g = poisoned(&m, bad);
         let (m, rep) = scaler.step(&mut optim, 1e-2, m, g, None);
         assert!(rep.skipped, "{bad} must skip");
-        assert_eq!(params(&m), p0, "parameters changed on a skipped step ({bad})");
+        assert_eq!(
+            params(&m),
+            p0,
+            "parameters changed on a skipped step ({bad})"
+        );
         assert_eq!(optim.to_record().len(), o_ref.to_record().len());
         // The optimizer state (moments and Adam's step count, which drives
         // bias correction) is untouched: the same next step from the state
@@ -98,7 +120,11 @@ fn t01_non_finite_gradient_skips_step_and_backs_off() {
         let g_ref = grads_of(&m_ref, loss(&m_ref, &fp32, 8, 1));
         let after = optim.step(1e-2, m.clone(), g);
         let after_ref = o_ref.step(1e-2, m_ref, g_ref);
-        assert_eq!(params(&after), params(&after_ref), "optimizer state changed on a skipped step ({bad})");
+        assert_eq!(
+            params(&after),
+            params(&after_ref),
+            "optimizer state changed on a skipped step ({bad})"
+        );
         assert_eq!(scaler.scale(), 32768.0);
         assert_eq!(scaler.growth_tracker(), 0);
     }
@@ -118,7 +144,10 @@ fn t02_power_of_two_scaling_is_exact_in_fp32() {
     let scaled = grads_of(&m, scaler.scale_loss(loss(&m, &ac, 8, 3)));
     let unscaled = scaler.unscale::<B, _>(&m, scaled);
     let a: Vec<u32> = grad_vec(&m, &plain).into_iter().map(f32::to_bits).collect();
-    let b: Vec<u32> = grad_vec(&m, &unscaled).into_iter().map(f32::to_bits).collect();
+    let b: Vec<u32> = grad_vec(&m, &unscaled)
+        .into_iter()
+        .map(f32::to_bits)
+        .collect();
     assert_eq!(a, b);
 
     // And the whole step: scaled-and-unscaled update equals the plain update.
@@ -132,7 +161,11 @@ fn t02_power_of_two_scaling_is_exact_in_fp32() {
     let g2 = grads_of(&m2, s2.scale_loss(loss(&m2, &ac, 8, 3)));
     let (m2, rep) = s2.step(&mut o2, 1e-2, m2, g2, None);
     assert!(!rep.skipped);
-    assert_ne!(params(&m1), params(&model()), "the step must move the weights");
+    assert_ne!(
+        params(&m1),
+        params(&model()),
+        "the step must move the weights"
+    );
     assert_eq!(params(&m1), params(&m2));
 }
 
@@ -174,7 +207,9 @@ fn t03_growth_and_backoff_schedule() {
 // 4. Saving and restoring the scaler state mid-run continues exactly.
 #[test]
 fn t04_scaler_state_roundtrip_continues_exactly() {
-    let pattern = [false, false, true, false, false, false, true, true, false, false, false, false];
+    let pattern = [
+        false, false, true, false, false, false, true, true, false, false, false, false,
+    ];
     let cfg = ScalerConfig {
         growth_interval: 2,
         ..ScalerConfig::default()
@@ -207,7 +242,11 @@ fn t05_clipping_after_unscale_matches_unscaled_clipping() {
     let m1 = model();
     let g1 = grads_of(&m1, loss(&m1, &ac, 8, 1));
     let (m1, r1) = plain.step(&mut o1, 0.5, m1, g1, Some(max_norm));
-    assert!(r1.clipped, "the test must actually clip (norm {:?})", r1.grad_norm);
+    assert!(
+        r1.clipped,
+        "the test must actually clip (norm {:?})",
+        r1.grad_norm
+    );
 
     let mut o2 = SgdConfig::new().init::<B, Linear<B>>();
     let mut amp = GradScaler::new(ScalerConfig::default());
@@ -246,7 +285,10 @@ fn t06_accumulation_matches_fp32_and_inf_skips_whole_step() {
     let acc = scaler.unscale::<B, _>(&m, acc.unwrap());
     let got = grad_vec(&m, &acc);
     let d = max_rel_diff(&got, &reference);
-    assert!(d < 5e-3, "accumulated fp16 gradient differs from fp32 by {d}");
+    assert!(
+        d < 5e-3,
+        "accumulated fp16 gradient differs from fp32 by {d}"
+    );
 
     // An overflowing micro-batch poisons the accumulated gradient.
     let mut scaler = GradScaler::new(ScalerConfig::default());
@@ -275,14 +317,27 @@ fn t07_policy_dtypes_and_large_logits() {
     let m = model();
     let x = Tensor::<B, 2>::ones([3, 6], &d);
     assert_eq!(ac.linear(&m, x.clone()).dtype(), DType::F16);
-    assert_eq!(ac.matmul(x.clone(), Tensor::ones([6, 2], &d)).dtype(), DType::F16);
+    assert_eq!(
+        ac.matmul(x.clone(), Tensor::ones([6, 2], &d)).dtype(),
+        DType::F16
+    );
     let c1 = Conv1dConfig::new(1, 2, 3).init::<B>(&d);
-    assert_eq!(ac.conv1d(&c1, Tensor::ones([2, 1, 8], &d)).dtype(), DType::F16);
+    assert_eq!(
+        ac.conv1d(&c1, Tensor::ones([2, 1, 8], &d)).dtype(),
+        DType::F16
+    );
     let c2 = Conv2dConfig::new([1, 2], [3, 3]).init::<B>(&d);
-    assert_eq!(ac.conv2d(&c2, Tensor::ones([2, 1, 5, 5], &d)).dtype(), DType::F16);
+    assert_eq!(
+        ac.conv2d(&c2, Tensor::ones([2, 1, 5, 5], &d)).dtype(),
+        DType::F16
+    );
 
     let h = ac.linear(&m, x);
-    assert_eq!(ac.relu(h.clone()).dtype(), DType::F16, "relu keeps its input dtype");
+    assert_eq!(
+        ac.relu(h.clone()).dtype(),
+        DType::F16,
+        "relu keeps its input dtype"
+    );
     assert_eq!(ac.softmax(h.clone(), 1).dtype(), DType::F32);
     assert_eq!(ac.log_softmax(h.clone(), 1).dtype(), DType::F32);
     assert_eq!(ac.exp(h.clone()).dtype(), DType::F32);
@@ -294,14 +349,30 @@ fn t07_policy_dtypes_and_large_logits() {
     let img = ac.conv2d(&c2, Tensor::ones([2, 1, 5, 5], &d));
     assert_eq!(ac.batch_norm(&bn, img).dtype(), DType::F32);
     let (a, b) = ac.promote(h.clone(), Tensor::<B, 2>::ones([3, 4], &d));
-    assert_eq!((a.dtype(), b.dtype()), (DType::F32, DType::F32), "mixed inputs run in the wider dtype");
-    assert_eq!(ac.add(h.clone(), Tensor::ones([3, 4], &d)).dtype(), DType::F32);
+    assert_eq!(
+        (a.dtype(), b.dtype()),
+        (DType::F32, DType::F32),
+        "mixed inputs run in the wider dtype"
+    );
+    assert_eq!(
+        ac.add(h.clone(), Tensor::ones([3, 4], &d)).dtype(),
+        DType::F32
+    );
 
     // Logits of 12 and more: e^12 = 162755 > 65504 overflows f16...
     let big: Vec<f32> = (0..8).map(|i| 12.0 + 2.0 * i as f32).collect();
     let logits = Tensor::<B, 2>::from_data(TensorData::new(big, [2, 4]), &d).cast(FloatDType::F16);
-    let naive = logits.clone().exp().into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    assert!(naive.iter().any(|v| v.is_infinite()), "the overflow this test guards against");
+    let naive = logits
+        .clone()
+        .exp()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
+    assert!(
+        naive.iter().any(|v| v.is_infinite()),
+        "the overflow this test guards against"
+    );
     // ...but the policy's loss runs in f32 and stays finite.
     let y = Tensor::<B, 1, Int>::from_ints([1, 3], &d);
     let l = ac.cross_entropy(logits, y);
@@ -365,7 +436,10 @@ fn t10_unsupported_precision_is_a_clear_error() {
         .check_with(|d| d != DType::BF16, "wgpu<lavapipe>")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("bf16") && e.contains("wgpu<lavapipe>") && e.contains("does not support"), "{e}");
+    assert!(
+        e.contains("bf16") && e.contains("wgpu<lavapipe>") && e.contains("does not support"),
+        "{e}"
+    );
     assert!(Precision::Fp16.check_supported::<B>(&dev()).is_ok());
     assert!(Precision::Bf16.check_supported::<B>(&dev()).is_ok());
 }

@@ -400,11 +400,16 @@ pub fn parse_digits_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
 pub fn find_root(config_dir: &Path, configured: Option<&Path>) -> Result<PathBuf, DataError> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(r) = configured {
-        candidates.push(if r.is_absolute() {
+        let root = if r.is_absolute() {
             r.to_path_buf()
         } else {
             config_dir.join(r)
-        });
+        };
+        // A folder the user names is taken as it is.
+        if root.is_dir() {
+            return Ok(root);
+        }
+        candidates.push(root);
     } else {
         if let Ok(env) = std::env::var("GREENTRAIN_DATASETS") {
             candidates.push(PathBuf::from(env));

@@ -7,7 +7,7 @@
 //! running in parallel cannot disturb each other's initialisation.
 
 use crate::config::{ModelKind, ModelSection};
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::backend::Backend;
@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 pub struct Init<'a, B: Backend> {
     rng: ChaCha8Rng,
     device: &'a B::Device,
+    next_id: u64,
 }
 
 impl<'a, B: Backend> Init<'a, B> {
@@ -29,7 +30,11 @@ impl<'a, B: Backend> Init<'a, B> {
     pub fn new(seed: u64, device: &'a B::Device) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(0);
-        Self { rng, device }
+        Self {
+            rng,
+            device,
+            next_id: 0,
+        }
     }
 
     fn uniform<const D: usize>(&mut self, shape: [usize; D], bound: f32) -> Param<Tensor<B, D>> {
@@ -37,7 +42,11 @@ impl<'a, B: Backend> Init<'a, B> {
         let v: Vec<f32> = (0..n)
             .map(|_| self.rng.random_range(-bound..bound))
             .collect();
-        Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), self.device))
+        // Parameter ids are numbered, not random, so that the same config
+        // gives a byte-identical model record.
+        self.next_id += 1;
+        let t = Tensor::from_data(TensorData::new(v, shape), self.device);
+        Param::initialized(ParamId::from(self.next_id), t.require_grad())
     }
 
     /// A linear layer `[d_in, d_out]`.

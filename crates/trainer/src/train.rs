@@ -73,6 +73,18 @@ pub struct TrainRequest {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Asks a running training loop (in this process) to checkpoint at its next
+/// step boundary and stop, as Ctrl-C does. For programs embedding the
+/// trainer.
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Clears a pending interrupt request.
+pub fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
 /// Installs the Ctrl-C handler: the loop checkpoints at the next step
 /// boundary and the record says `interrupted`.
 pub fn install_interrupt_handler() {

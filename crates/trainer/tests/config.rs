@@ -1,0 +1,149 @@
+//! Config errors name the file, the key and the line.
+
+use greentrain_trainer::config::{self, DatasetKind, ModelKind};
+use greentrain_trainer::model;
+
+const GOOD: &str = r#"
+[run]
+name = "t"
+seed = 1
+
+[data]
+dataset = "digits"
+batch_size = 32
+
+[model]
+kind = "mlp"
+hidden = [16]
+
+[train]
+epochs = 2
+optimizer = "adam"
+lr = 0.001
+"#;
+
+fn err(src: &str, overrides: &[&str]) -> config::ConfigError {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    config::parse(src, "x.toml", &o).unwrap_err()
+}
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let c = config::parse(GOOD, "x.toml", &[]).unwrap();
+    assert_eq!(c.data.dataset, DatasetKind::Digits);
+    assert_eq!(c.model.kind, ModelKind::Mlp);
+    assert_eq!(c.precision.mode.to_string(), "fp32");
+    assert_eq!(c.precision.init_scale, 65536.0);
+    assert_eq!(c.train.accumulate, 1);
+    // The resolved config round-trips through its TOML.
+    let again = config::parse(&c.to_toml(), "resolved.toml", &[]).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn unknown_key_names_key_file_and_line() {
+    let src = GOOD.replace("lr = 0.001", "lr = 0.001\nepochz = 3");
+    let e = err(&src, &[]);
+    assert_eq!(e.file, "x.toml");
+    assert_eq!(e.line, Some(18));
+    assert!(e.msg.contains("epochz"), "{e}");
+    assert!(e.to_string().contains("x.toml line 18"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let src = GOOD.replace("batch_size = 32", "batch_size = \"big\"");
+    let e = err(&src, &[]);
+    assert_eq!(e.key.as_deref(), Some("data.batch_size"));
+    assert_eq!(e.line, Some(8));
+}
+
+#[test]
+fn unknown_enum_value_is_an_error() {
+    let e = err(&GOOD.replace("\"adam\"", "\"adamax\""), &[]);
+    assert_eq!(e.key.as_deref(), Some("train.optimizer"));
+    assert!(e.msg.contains("adamax"), "{e}");
+}
+
+#[test]
+fn out_of_range_value_names_key_and_line() {
+    let e = err(&GOOD.replace("lr = 0.001", "lr = -1.0"), &[]);
+    assert_eq!(e.key.as_deref(), Some("train.lr"));
+    assert_eq!(e.line, Some(17));
+    let e = err(&GOOD.replace("epochs = 2", "epochs = 0"), &[]);
+    assert_eq!(e.key.as_deref(), Some("train.epochs"));
+    let e = err(
+        &GOOD.replace(
+            "seed = 1",
+            "seed = 1\n[precision]\nmode = \"fp16\"\nbackoff_factor = 2.0",
+        ),
+        &[],
+    );
+    assert_eq!(e.key.as_deref(), Some("precision.backoff_factor"));
+}
+
+#[test]
+fn missing_section_is_an_error() {
+    let src = GOOD.replace("[model]\nkind = \"mlp\"\nhidden = [16]\n", "");
+    let e = err(&src, &[]);
+    assert!(e.msg.contains("model"), "{e}");
+}
+
+#[test]
+fn overrides_apply_and_are_blamed() {
+    let o = vec![
+        "train.lr=0.5".to_string(),
+        "precision.mode=fp16".to_string(),
+        "run.name=renamed".to_string(),
+    ];
+    let c = config::parse(GOOD, "x.toml", &o).unwrap();
+    assert_eq!(c.train.lr, 0.5);
+    assert_eq!(c.precision.mode.to_string(), "fp16");
+    assert_eq!(c.run.name, "renamed");
+    let e = err(GOOD, &["train.lr=-3"]);
+    assert_eq!(e.file, "--set");
+    assert_eq!(e.key.as_deref(), Some("train.lr"));
+    let e = err(GOOD, &["train.nope=1"]);
+    assert_eq!(e.file, "--set");
+    assert!(e.msg.contains("nope"), "{e}");
+    let e = err(GOOD, &["novalue"]);
+    assert!(e.msg.contains("section.key=value"), "{e}");
+}
+
+#[test]
+fn idx_dataset_needs_its_paths() {
+    let e = err(&GOOD.replace("\"digits\"", "\"idx\""), &[]);
+    assert_eq!(e.key.as_deref(), Some("data.train_images"));
+    let e = err(
+        &GOOD.replace("batch_size = 32", "batch_size = 32\ntrain_images = \"a\""),
+        &[],
+    );
+    assert_eq!(e.key.as_deref(), Some("data.train_images"));
+}
+
+#[test]
+fn model_that_does_not_fit_the_data_is_rejected() {
+    let c = config::parse(&GOOD.replace("\"mlp\"", "\"lenet5\""), "x.toml", &[]).unwrap();
+    let e = model::check_fit(&c.model, "digits", &[64])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("28x28"), "{e}");
+    let c = config::parse(&GOOD.replace("\"mlp\"", "\"mnist1d_cnn\""), "x.toml", &[]).unwrap();
+    assert!(model::check_fit(&c.model, "mnist1d", &[40]).is_ok());
+    assert!(model::check_fit(&c.model, "x", &[2]).is_err());
+    assert!(model::check_fit(&c.model, "x", &[28, 28]).is_err());
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            config::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+}
