@@ -24,7 +24,10 @@ fn text(b: &[u8]) -> String {
 fn run_dir_of(out: &Output) -> PathBuf {
     let stdout = text(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    PathBuf::from(last.strip_prefix("run: ").unwrap_or_else(|| panic!("last line is not 'run: ...': {stdout}")))
+    PathBuf::from(
+        last.strip_prefix("run: ")
+            .unwrap_or_else(|| panic!("last line is not 'run: ...': {stdout}")),
+    )
 }
 
 fn record(dir: &Path) -> Value {
@@ -35,7 +38,13 @@ fn record(dir: &Path) -> Value {
 fn digits_run_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let o = bin()
-        .args(["--config", "configs/digits_mlp.toml", "--set", "train.epochs=3", "--out"])
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=3",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .unwrap();
@@ -52,7 +61,14 @@ fn digits_run_end_to_end() {
 
     // `train --config` is the same command.
     let o2 = bin()
-        .args(["train", "--config", "configs/digits_mlp.toml", "--set", "train.epochs=3", "--out"])
+        .args([
+            "train",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=3",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .unwrap();
@@ -68,20 +84,52 @@ fn config_errors_exit_2_naming_file_key_and_line() {
     let src = std::fs::read_to_string(root().join("configs/digits_mlp.toml")).unwrap();
     std::fs::write(&cfg, src.replace("lr = 1e-3", "lr = 0")).unwrap();
     let out = dir.path().join("runs");
-    let o = bin().arg("--config").arg(&cfg).arg("--out").arg(&out).output().unwrap();
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = text(&o.stderr);
-    assert!(err.contains("bad.toml") && err.contains("train.lr") && err.contains("line "), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("train.lr") && err.contains("line "),
+        "{err}"
+    );
     assert!(!out.exists(), "no run directory for a config error");
 
-    let o = bin().args(["--config", "configs/digits_mlp.toml", "--set", "model.kind=transformer"]).output().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "model.kind=transformer",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("model.kind"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("model.kind"),
+        "{}",
+        text(&o.stderr)
+    );
 
-    let o = bin().args(["--config", "configs/digits_mlp.toml", "--precision", "fp8"]).output().unwrap();
+    let o = bin()
+        .args(["--config", "configs/digits_mlp.toml", "--precision", "fp8"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 
-    let o = bin().args(["--config", "configs/digits_mlp.toml", "--set", "model.kind=lenet5"]).output().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "model.kind=lenet5",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("28x28"), "{}", text(&o.stderr));
 
@@ -95,7 +143,11 @@ fn config_errors_exit_2_naming_file_key_and_line() {
 fn corrupt_dataset_exits_2_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("images.idx");
-    std::fs::write(&bad, [0u8, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]).unwrap();
+    std::fs::write(
+        &bad,
+        [0u8, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3],
+    )
+    .unwrap();
     let labels = dir.path().join("labels.idx");
     std::fs::write(&labels, [0u8, 0, 8, 1, 0, 0, 0, 1, 0]).unwrap();
     let cfg = dir.path().join("c.toml");
@@ -104,10 +156,19 @@ fn corrupt_dataset_exits_2_naming_the_file() {
         "[run]\nname = \"c\"\n[data]\ndataset = \"idx\"\nbatch_size = 2\ntrain_images = \"images.idx\"\ntrain_labels = \"labels.idx\"\ntest_images = \"images.idx\"\ntest_labels = \"labels.idx\"\n[model]\nkind = \"mlp\"\n[train]\nepochs = 1\noptimizer = \"sgd\"\nlr = 0.1\n",
     )
     .unwrap();
-    let o = bin().arg("--config").arg(&cfg).arg("--out").arg(dir.path().join("runs")).output().unwrap();
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = text(&o.stderr);
-    assert!(err.contains("images.idx") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("images.idx") && err.contains("truncated"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -116,22 +177,38 @@ fn unavailable_devices_are_one_line_errors() {
     let o = bin().arg("devices").output().unwrap();
     assert!(o.status.success());
     let s = text(&o.stdout);
-    assert!(s.lines().any(|l| l.starts_with("cpu") && l.contains("available")), "{s}");
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("cpu") && l.contains("available")),
+        "{s}"
+    );
     assert!(s.contains("cuda") && s.contains("wgpu"), "{s}");
 
     if !Path::new("/proc/driver/nvidia/version").exists() {
         let out = tempfile::tempdir().unwrap();
         let o = bin()
-            .args(["--config", "configs/digits_mlp.toml", "--device", "cuda", "--out"])
+            .args([
+                "--config",
+                "configs/digits_mlp.toml",
+                "--device",
+                "cuda",
+                "--out",
+            ])
             .arg(out.path())
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2));
         let err = text(&o.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("device cuda") && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("device cuda") && !err.contains("panicked"),
+            "{err}"
+        );
     }
-    let o = bin().args(["--config", "configs/digits_mlp.toml", "--device", "tpu"]).output().unwrap();
+    let o = bin()
+        .args(["--config", "configs/digits_mlp.toml", "--device", "tpu"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -164,7 +241,11 @@ const MNIST_SMALL: [&str; 8] = [
 ];
 
 /// Starts a run, waits for its first checkpoint, then sends `signal`.
-fn start_and_signal(out: &Path, signal: &str, delay: Duration) -> (std::process::ExitStatus, PathBuf) {
+fn start_and_signal(
+    out: &Path,
+    signal: &str,
+    delay: Duration,
+) -> (std::process::ExitStatus, PathBuf) {
     let mut child = bin()
         .args(MNIST_SMALL)
         .arg("--out")
@@ -183,11 +264,17 @@ fn start_and_signal(out: &Path, signal: &str, delay: Duration) -> (std::process:
         if let Some(dir) = found {
             break dir;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     std::thread::sleep(delay);
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     (child.wait().unwrap(), ckpt)
 }
@@ -195,7 +282,12 @@ fn start_and_signal(out: &Path, signal: &str, delay: Duration) -> (std::process:
 #[test]
 fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
     let base = tempfile::tempdir().unwrap();
-    let whole = bin().args(MNIST_SMALL).arg("--out").arg(base.path().join("whole")).output().unwrap();
+    let whole = bin()
+        .args(MNIST_SMALL)
+        .arg("--out")
+        .arg(base.path().join("whole"))
+        .output()
+        .unwrap();
     assert!(whole.status.success(), "{}", text(&whole.stderr));
     let whole_dir = run_dir_of(&whole);
     let want = metrics(&record(&whole_dir));
@@ -205,14 +297,22 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
     let out = base.path().join("killed");
     let (status, dir) = start_and_signal(&out, "-KILL", Duration::from_millis(0));
     assert!(!status.success());
-    assert_eq!(record(&dir)["status"], "running", "the kill must land before the run ends");
+    assert_eq!(
+        record(&dir)["status"],
+        "running",
+        "the kill must land before the run ends"
+    );
     let o = bin().arg("resume").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let r = record(&dir);
     assert_eq!(r["status"], "completed");
     assert_eq!(r["resumed"], 1);
     assert_eq!(metrics(&r), want);
-    assert_eq!(Checkpoint::load(&dir).unwrap().model, want_weights, "weights differ after resume");
+    assert_eq!(
+        Checkpoint::load(&dir).unwrap().model,
+        want_weights,
+        "weights differ after resume"
+    );
 
     // SIGINT (Ctrl-C): checkpoint mid-epoch, exit 130, resume.
     let out = base.path().join("interrupted");
@@ -226,5 +326,9 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
     let r = record(&dir);
     assert_eq!(r["status"], "completed");
     assert_eq!(metrics(&r), want);
-    assert_eq!(Checkpoint::load(&dir).unwrap().model, want_weights, "weights differ after resume");
+    assert_eq!(
+        Checkpoint::load(&dir).unwrap().model,
+        want_weights,
+        "weights differ after resume"
+    );
 }
