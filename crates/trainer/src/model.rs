@@ -162,6 +162,8 @@ impl<B: Backend> Mnist1dCnn<B> {
 }
 
 /// Every model greentrain trains.
+// One model per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Model<B: Backend> {
     /// See [`Mlp`].

@@ -330,7 +330,7 @@ impl<B: AutodiffBackend> Optim<B> {
         let wd = (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32));
         match t.optimizer {
             OptimizerKind::Sgd | OptimizerKind::Momentum => {
-                let momentum = (t.optimizer == OptimizerKind::Momentum).then(|| MomentumConfig {
+                let momentum = (t.optimizer == OptimizerKind::Momentum).then_some(MomentumConfig {
                     momentum: t.momentum,
                     dampening: 0.0,
                     nesterov: false,
@@ -644,7 +644,7 @@ fn train_loop<B: AutodiffBackend>(
         while bi < batches {
             // Checkpoint on Ctrl-C only between optimizer steps, so no
             // accumulated gradient is lost.
-            if bi % accum == 0 && INTERRUPTED.load(Ordering::SeqCst) {
+            if bi.is_multiple_of(accum) && INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish();
                 state.step = bi;
                 state.partial = PartialEpoch {
@@ -709,7 +709,7 @@ fn train_loop<B: AutodiffBackend>(
             bi += 1;
             partial.wall_s += t0.elapsed().as_secs_f64();
 
-            if bi % c.train.log_every == 0 || bi == batches {
+            if bi.is_multiple_of(c.train.log_every) || bi == batches {
                 let show_loss = loss_sum.clone().into_scalar().to_f32_lossy() as f64
                     / partial.samples.max(1) as f64;
                 let rate = samples_since_log as f64 / since_log.elapsed().as_secs_f64().max(1e-9);
