@@ -1,0 +1,412 @@
+//! The tracker: a background sampler over a set of meters and named,
+//! nestable measurement windows (`begin("train/epoch-3")` ... `end(..)`),
+//! after Zeus's measurement-window API.
+//!
+//! Window edges call a synchronise hook first, so that on asynchronous
+//! backends (GPUs) the work launched inside a window is finished before its
+//! energy is read.
+
+use crate::meter::{ComponentInfo, Meter, Provenance};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Counter and integrated power disagreeing by more than this is flagged.
+pub const CROSS_CHECK_TOLERANCE: f64 = 0.05;
+
+/// Energy of one component over a window or a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentEnergy {
+    /// Component name (`cpu`, `dram`, `ram`, `gpu:<uuid>`).
+    pub name: String,
+    /// `gpu`, `cpu`, `dram` or `ram`.
+    pub kind: crate::ComponentKind,
+    /// Joules.
+    pub joules: f64,
+    /// How `joules` was obtained.
+    pub provenance: Provenance,
+    /// The meter's method (and model, for estimates).
+    pub method: String,
+    /// Integrated sampled power over the same span, when the component has
+    /// both a counter and a power reading (the cross-check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrated_j: Option<f64>,
+    /// `|counter - integrated| / counter > 5%`.
+    #[serde(default)]
+    pub cross_check_disagrees: bool,
+}
+
+/// One finished window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// Window name.
+    pub name: String,
+    /// Unix seconds at the start.
+    pub start_unix: f64,
+    /// Unix seconds at the end.
+    pub end_unix: f64,
+    /// Seconds.
+    pub duration_s: f64,
+    /// Per component.
+    pub components: Vec<ComponentEnergy>,
+    /// Sum over components, in joules.
+    pub total_j: f64,
+    /// Weakest provenance among the components.
+    pub provenance: Provenance,
+}
+
+struct Comp {
+    info: ComponentInfo,
+    meter: Box<dyn Meter>,
+    counter_j: Option<f64>,
+    integrated_j: f64,
+    has_power: bool,
+    last_power: Option<(Instant, f64)>,
+}
+
+impl Comp {
+    fn poll(&mut self, now: Instant) {
+        if let Some(e) = self.meter.energy_j() {
+            self.counter_j = Some(e);
+        }
+        if let Some(p) = self.meter.power_w() {
+            self.has_power = true;
+            if let Some((t0, p0)) = self.last_power {
+                let dt = now.saturating_duration_since(t0).as_secs_f64();
+                self.integrated_j += 0.5 * (p0 + p) * dt;
+            }
+            self.last_power = Some((now, p));
+        }
+    }
+    fn provenance(&self) -> Provenance {
+        if self.counter_j.is_some() {
+            Provenance::Measured
+        } else {
+            self.meter.power_provenance()
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Reading {
+    unix: f64,
+    counter: Vec<Option<f64>>,
+    integrated: Vec<f64>,
+}
+
+struct Inner {
+    comps: Vec<Comp>,
+    /// (unix seconds, cumulative joules over all components)
+    timeline: Vec<(f64, f64)>,
+}
+
+impl Inner {
+    fn read(&mut self) -> Reading {
+        let now = Instant::now();
+        for c in &mut self.comps {
+            c.poll(now);
+        }
+        let r = Reading {
+            unix: unix_now(),
+            counter: self.comps.iter().map(|c| c.counter_j).collect(),
+            integrated: self.comps.iter().map(|c| c.integrated_j).collect(),
+        };
+        let total = self
+            .comps
+            .iter()
+            .map(|c| c.counter_j.unwrap_or(c.integrated_j))
+            .sum();
+        self.timeline.push((r.unix, total));
+        r
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+type SyncHook = Box<dyn Fn() + Send>;
+
+/// Samples meters in the background and measures named windows.
+pub struct Tracker {
+    inner: Arc<Mutex<Inner>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    sync: Option<SyncHook>,
+    open: HashMap<String, Reading>,
+    start: Reading,
+    sample_hz: f64,
+    /// Problems found while setting up meters, to show once.
+    pub warnings: Vec<String>,
+}
+
+impl Tracker {
+    /// Starts sampling `meters` at `sample_hz` (10-20 Hz is the intended
+    /// range; 0 disables the thread and reads only at window edges).
+    pub fn new(meters: Vec<Box<dyn Meter>>, sample_hz: f64) -> Self {
+        let comps: Vec<Comp> = meters
+            .into_iter()
+            .map(|m| Comp {
+                info: m.info(),
+                meter: m,
+                counter_j: None,
+                integrated_j: 0.0,
+                has_power: false,
+                last_power: None,
+            })
+            .collect();
+        let mut inner = Inner {
+            comps,
+            timeline: Vec::new(),
+        };
+        let start = inner.read();
+        let inner = Arc::new(Mutex::new(inner));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = (sample_hz > 0.0).then(|| {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            let period = Duration::from_secs_f64(1.0 / sample_hz);
+            std::thread::Builder::new()
+                .name("greentrain-energy".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(period);
+                        inner.lock().unwrap().read();
+                    }
+                })
+                .expect("spawn energy sampler")
+        });
+        Self {
+            inner,
+            stop,
+            thread,
+            sync: None,
+            open: HashMap::new(),
+            start,
+            sample_hz,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Sets the hook called at every window edge (e.g. the device's sync).
+    pub fn set_sync(&mut self, hook: impl Fn() + Send + 'static) {
+        self.sync = Some(Box::new(hook));
+    }
+
+    /// Sampling rate in Hz.
+    pub fn sample_hz(&self) -> f64 {
+        self.sample_hz
+    }
+
+    /// The components being metered.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.inner
+            .lock()
+            .unwrap()
+            .comps
+            .iter()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    fn edge(&mut self) -> Reading {
+        if let Some(s) = &self.sync {
+            s();
+        }
+        self.inner.lock().unwrap().read()
+    }
+
+    /// Opens window `name`. Windows nest and overlap freely; reopening an
+    /// open name restarts it.
+    pub fn begin(&mut self, name: &str) {
+        let r = self.edge();
+        self.open.insert(name.to_string(), r);
+    }
+
+    /// Closes window `name` and reports it; `None` if it was not open.
+    pub fn end(&mut self, name: &str) -> Option<WindowReport> {
+        let start = self.open.remove(name)?;
+        let end = self.edge();
+        Some(self.report(name, &start, &end))
+    }
+
+    /// Energy since the tracker started.
+    pub fn total(&mut self) -> WindowReport {
+        let end = self.edge();
+        let start = self.start.clone();
+        self.report("total", &start, &end)
+    }
+
+    /// Cumulative energy over time: `(unix seconds, joules since start)`.
+    pub fn timeline(&self) -> Vec<(f64, f64)> {
+        let inner = self.inner.lock().unwrap();
+        let base = inner.timeline.first().map_or(0.0, |p| p.1);
+        inner.timeline.iter().map(|&(t, j)| (t, j - base)).collect()
+    }
+
+    fn report(&self, name: &str, a: &Reading, b: &Reading) -> WindowReport {
+        let inner = self.inner.lock().unwrap();
+        let mut components = Vec::new();
+        for (i, c) in inner.comps.iter().enumerate() {
+            let integrated = b.integrated[i] - a.integrated[i];
+            let counter = match (a.counter[i], b.counter[i]) {
+                (Some(x), Some(y)) => Some(y - x),
+                _ => None,
+            };
+            let (joules, integrated_j) = match counter {
+                Some(j) => (j, c.has_power.then_some(integrated)),
+                None => (integrated, None),
+            };
+            let disagrees = match integrated_j {
+                Some(ij) if joules > 0.0 => ((joules - ij) / joules).abs() > CROSS_CHECK_TOLERANCE,
+                _ => false,
+            };
+            components.push(ComponentEnergy {
+                name: c.info.name.clone(),
+                kind: c.info.kind,
+                joules,
+                provenance: if counter.is_some() {
+                    Provenance::Measured
+                } else {
+                    c.provenance()
+                },
+                method: c.info.method.clone(),
+                integrated_j,
+                cross_check_disagrees: disagrees,
+            });
+        }
+        let total_j = components.iter().map(|c| c.joules).sum();
+        let provenance = components
+            .iter()
+            .map(|c| c.provenance)
+            .fold(Provenance::Measured, Provenance::weakest);
+        WindowReport {
+            name: name.to_string(),
+            start_unix: a.unix,
+            end_unix: b.unix,
+            duration_s: (b.unix - a.unix).max(0.0),
+            components,
+            total_j,
+            provenance,
+        }
+    }
+
+    /// Measures idle power for `secs` seconds before any work: watts per
+    /// component, to subtract as a baseline.
+    pub fn idle_baseline(&mut self, secs: f64) -> WindowReport {
+        self.begin("idle");
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        self.end("idle").expect("idle window is open")
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where to look for meters.
+#[derive(Clone, Debug)]
+pub struct DetectOptions {
+    /// powercap root (the real one is `/sys/class/powercap`).
+    pub rapl_root: std::path::PathBuf,
+    /// Try NVML.
+    pub nvml: bool,
+    /// `CUDA_VISIBLE_DEVICES`.
+    pub cuda_visible: Option<String>,
+    /// CPU model name, for the TDP estimate.
+    pub cpu_model: String,
+    /// Sampling rate.
+    pub sample_hz: f64,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        Self {
+            rapl_root: crate::rapl::DEFAULT_ROOT.into(),
+            nvml: true,
+            cuda_visible: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            cpu_model: cpu_model(),
+            sample_hz: 10.0,
+        }
+    }
+}
+
+/// The CPU model from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Builds the best meters this machine offers: NVML for GPUs, RAPL for CPU
+/// and DRAM, and named estimates for whatever cannot be read.
+pub fn detect(opts: &DetectOptions, gpu_api: Option<Box<dyn crate::nvml::GpuApi>>) -> Tracker {
+    let mut meters: Vec<Box<dyn Meter>> = Vec::new();
+    let mut warnings = Vec::new();
+    let api = match gpu_api {
+        Some(a) => Some(a),
+        None if opts.nvml => load_nvml(&mut warnings),
+        None => None,
+    };
+    if let Some(api) = api {
+        for m in crate::nvml::GpuMeter::all(api, opts.cuda_visible.as_deref()) {
+            meters.push(Box::new(m));
+        }
+    }
+    let rapl = crate::rapl::discover(&opts.rapl_root);
+    warnings.extend(rapl.warnings);
+    match rapl.cpu {
+        Some(m) => meters.push(Box::new(m)),
+        None => {
+            if !warnings.iter().any(|w| w.contains("permission denied")) {
+                warnings.push(format!(
+                    "no readable RAPL counters under {}: CPU energy is estimated",
+                    opts.rapl_root.display()
+                ));
+            }
+            meters.push(Box::new(crate::estimate::CpuEstimate::new(&opts.cpu_model)));
+        }
+    }
+    match rapl.dram {
+        Some(m) => meters.push(Box::new(m)),
+        None => meters.push(Box::new(crate::estimate::RamEstimate::new(
+            crate::estimate::total_ram_gb().unwrap_or(8.0),
+        ))),
+    }
+    let mut t = Tracker::new(meters, opts.sample_hz);
+    t.warnings = warnings;
+    t
+}
+
+#[cfg(feature = "nvml")]
+fn load_nvml(warnings: &mut Vec<String>) -> Option<Box<dyn crate::nvml::GpuApi>> {
+    match crate::nvml::Nvml::load() {
+        Ok(n) => Some(Box::new(n)),
+        Err(e) => {
+            warnings.push(e);
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "nvml"))]
+fn load_nvml(warnings: &mut Vec<String>) -> Option<Box<dyn crate::nvml::GpuApi>> {
+    warnings.push("built without the `nvml` feature: no GPU energy meter".into());
+    None
+}
