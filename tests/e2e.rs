@@ -332,3 +332,36 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
         "weights differ after resume"
     );
 }
+
+#[test]
+fn budget_stop_exits_3_and_bad_intensity_file_exits_2() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "budget.max_kwh=1e-15",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("stopped: energy budget"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(record(&run_dir_of(&o))["status"], "stopped_budget");
+
+    let f = out.path().join("uk.json");
+    std::fs::write(&f, "{\"data\": []}").unwrap();
+    let o = bin()
+        .args(["--config", "configs/digits_mlp.toml", "--set"])
+        .arg(format!("carbon.intensity_file=\"{}\"", f.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("uk.json"), "{}", text(&o.stderr));
+}

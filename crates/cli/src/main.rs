@@ -1,7 +1,8 @@
 //! `greentrain`: a thin command line over `greentrain-trainer`.
 //!
 //! Exit status: 0 success, 1 failure at run time, 2 usage or config error,
-//! 130 interrupted (checkpointed; `greentrain resume` continues).
+//! 3 stopped by an energy or carbon budget (checkpointed), 130 interrupted
+//! (checkpointed; `greentrain resume` continues).
 
 use clap::{Args, Parser, Subcommand};
 use greentrain_trainer::{config, device, DeviceSpec, Failure, Outcome, TrainRequest};
@@ -72,10 +73,10 @@ fn finish(result: Result<Outcome, Failure>) -> ExitCode {
     match result {
         Ok(o) => {
             println!("run: {}", o.run_dir.display());
-            if o.status == "interrupted" {
-                ExitCode::from(130)
-            } else {
-                ExitCode::SUCCESS
+            match o.status.as_str() {
+                "interrupted" => ExitCode::from(130),
+                "stopped_budget" => ExitCode::from(3),
+                _ => ExitCode::SUCCESS,
             }
         }
         Err(Failure::Usage(e)) => usage(format!("{e:#}")),

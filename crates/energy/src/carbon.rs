@@ -478,10 +478,9 @@ impl Intensity {
             }
         };
         let co2_g = g * pue;
-        let intensity = if total_j > 0.0 {
-            g / kwh(total_j)
-        } else {
-            self.nominal()
+        let intensity = match self {
+            Intensity::Series(_) if total_j > 0.0 => g / kwh(total_j),
+            _ => self.nominal(),
         };
         CarbonRecord {
             intensity_g_per_kwh: intensity,

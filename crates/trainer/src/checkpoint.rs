@@ -46,6 +46,9 @@ pub struct PartialEpoch {
     pub wall_s: f64,
     /// Data loading seconds.
     pub data_s: f64,
+    /// Joules of the epoch's training window so far.
+    #[serde(default)]
+    pub energy_j: f64,
 }
 
 /// A checkpoint's parts.
@@ -135,6 +138,7 @@ mod tests {
                     skipped: 1,
                     wall_s: 0.5,
                     data_s: 0.1,
+                    energy_j: 2.0,
                 },
                 scaler: GradScaler::identity().state().clone(),
                 epochs: vec![],

@@ -273,6 +273,113 @@ impl PrecisionSection {
     }
 }
 
+/// `[energy]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergySection {
+    /// Meter energy at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Background sampling rate in Hz (default 10).
+    #[serde(default = "default_sample_hz")]
+    pub sample_hz: f64,
+    /// Seconds of idle power to measure before training (default 0: off).
+    #[serde(default)]
+    pub idle_baseline_s: f64,
+    /// powercap root for RAPL (default `/sys/class/powercap`).
+    #[serde(default = "default_rapl_root")]
+    pub rapl_root: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_sample_hz() -> f64 {
+    10.0
+}
+fn default_rapl_root() -> PathBuf {
+    PathBuf::from("/sys/class/powercap")
+}
+
+impl Default for EnergySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sample_hz: default_sample_hz(),
+            idle_baseline_s: 0.0,
+            rapl_root: default_rapl_root(),
+        }
+    }
+}
+
+/// `[carbon]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarbonSection {
+    /// A constant intensity, gCO2eq/kWh (first choice when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity_g_per_kwh: Option<f64>,
+    /// An intensity time series (Electricity Maps CSV, UK Carbon Intensity
+    /// JSON, or `timestamp,g_per_kwh` CSV), relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity_file: Option<PathBuf>,
+    /// A zone from the shipped table: ISO alpha-3 (`FRA`) or
+    /// `provider:region` (`gcp:europe-west1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Power usage effectiveness of the data centre (default 1.0).
+    #[serde(default = "default_pue")]
+    pub pue: f64,
+    /// Embodied emissions attributed to the run, gCO2eq (for the SCI score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embodied_g: Option<f64>,
+}
+
+fn default_pue() -> f64 {
+    1.0
+}
+
+impl Default for CarbonSection {
+    fn default() -> Self {
+        Self {
+            intensity_g_per_kwh: None,
+            intensity_file: None,
+            zone: None,
+            pue: 1.0,
+            embodied_g: None,
+        }
+    }
+}
+
+/// `[budget]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Stop when the run's energy reaches, or is predicted to exceed, this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_kwh: Option<f64>,
+    /// Stop when the run's emissions reach, or are predicted to exceed, this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_co2_g: Option<f64>,
+    /// Epochs measured before the first whole-run prediction (default 1).
+    #[serde(default = "default_predict_after")]
+    pub predict_after_epochs: usize,
+}
+
+fn default_predict_after() -> usize {
+    1
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        Self {
+            max_kwh: None,
+            max_co2_g: None,
+            predict_after_epochs: default_predict_after(),
+        }
+    }
+}
+
 /// The whole config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +395,15 @@ pub struct Config {
     /// `[precision]`
     #[serde(default)]
     pub precision: PrecisionSection,
+    /// `[energy]`
+    #[serde(default)]
+    pub energy: EnergySection,
+    /// `[carbon]`
+    #[serde(default)]
+    pub carbon: CarbonSection,
+    /// `[budget]`
+    #[serde(default)]
+    pub budget: BudgetSection,
 }
 
 /// A config and where it came from (for resolving relative paths).
@@ -529,6 +645,44 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.train.log_every == 0 {
         return bad("train.log_every", "must be at least 1");
+    }
+    if !(c.energy.sample_hz > 0.0 && c.energy.sample_hz <= 100.0) {
+        return bad("energy.sample_hz", "must be in (0, 100]");
+    }
+    if !(c.energy.idle_baseline_s >= 0.0 && c.energy.idle_baseline_s <= 3600.0) {
+        return bad("energy.idle_baseline_s", "must be in [0, 3600]");
+    }
+    if let Some(g) = c.carbon.intensity_g_per_kwh {
+        if !(g.is_finite() && g >= 0.0) {
+            return bad("carbon.intensity_g_per_kwh", "must be >= 0");
+        }
+    }
+    if !(c.carbon.pue >= 1.0 && c.carbon.pue <= 5.0) {
+        return bad("carbon.pue", "must be in [1, 5]");
+    }
+    if let Some(e) = c.carbon.embodied_g {
+        if !(e.is_finite() && e >= 0.0) {
+            return bad("carbon.embodied_g", "must be >= 0");
+        }
+    }
+    for (k, v) in [
+        ("budget.max_kwh", c.budget.max_kwh),
+        ("budget.max_co2_g", c.budget.max_co2_g),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(k, "must be a positive number");
+            }
+            if !c.energy.enabled {
+                return bad(
+                    k,
+                    "a budget needs energy metering ([energy] enabled = true)",
+                );
+            }
+        }
+    }
+    if c.budget.predict_after_epochs == 0 {
+        return bad("budget.predict_after_epochs", "must be at least 1");
     }
     if let Err(msg) = c.precision.scaler().validate() {
         let key = msg.split_whitespace().next().unwrap_or("mode");

@@ -135,6 +135,12 @@ pub struct EpochRecord {
     pub skipped_steps: u64,
     /// Seconds spent assembling batches (data loading).
     pub data_s: f64,
+    /// Energy of the epoch (training, evaluation and checkpoint windows), J.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
+    /// Emissions of the epoch, gCO2eq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub co2_g: Option<f64>,
 }
 
 /// The totals of a run.
@@ -150,6 +156,15 @@ pub struct FinalRecord {
     pub samples: u64,
     /// Optimizer steps skipped in the whole run.
     pub skipped_steps: u64,
+    /// Energy of the whole run, kWh (all components, all windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_kwh: Option<f64>,
+    /// Emissions, gCO2eq: `energy_kwh x carbon.pue x carbon.intensity_g_per_kwh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub co2_g: Option<f64>,
+    /// Joules per training sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub j_per_sample: Option<f64>,
 }
 
 /// `run.json`.
@@ -190,6 +205,12 @@ pub struct RunRecord {
     /// How many times the run was resumed.
     #[serde(default)]
     pub resumed: u32,
+    /// Energy, with provenance per component (absent when metering is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<crate::energy::EnergyRecord>,
+    /// Carbon: intensity, its source, PUE, emissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carbon: Option<crate::energy::CarbonOut>,
 }
 
 /// Dataset facts in the record.
@@ -225,7 +246,7 @@ impl RunRecord {
 }
 
 /// The `metrics.csv` header.
-pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s";
+pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
 
 /// Writes `metrics.csv` (a row per epoch) atomically.
 pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
@@ -234,7 +255,7 @@ pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for e in epochs {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4}\n",
+            "{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4},{},{}\n",
             e.epoch,
             e.train_loss,
             e.test_loss,
@@ -247,7 +268,9 @@ pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
             e.lr,
             e.loss_scale,
             e.skipped_steps,
-            e.data_s
+            e.data_s,
+            opt(e.energy_j),
+            opt(e.co2_g)
         ));
     }
     write_atomic(&dir.join("metrics.csv"), s.as_bytes())

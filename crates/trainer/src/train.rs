@@ -104,6 +104,7 @@ pub fn install_interrupt_handler() {
 
 /// Everything a run needs before the backend is chosen.
 struct Setup {
+    intensity: greentrain_energy::carbon::Intensity,
     config: Config,
     config_dir: PathBuf,
     dataset: Dataset,
@@ -145,6 +146,8 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
         std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
     let device = check_device(req.device, &config)?;
     let dataset = prepare_data(&config, &config_dir)?;
+    let intensity =
+        crate::energy::intensity(&config, &config_dir).map_err(|e| Failure::Usage(e.into()))?;
 
     let started = SystemTime::now();
     std::fs::create_dir_all(&req.out_dir)
@@ -176,12 +179,15 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
         final_: None,
         error: None,
         resumed: 0,
+        energy: None,
+        carbon: None,
     };
     record
         .save(&run_dir)
         .context("writing run.json")
         .map_err(Failure::Runtime)?;
     let setup = Setup {
+        intensity,
         config,
         config_dir,
         dataset,
@@ -218,6 +224,8 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
     let config = loaded.config;
     record.device = check_device(spec, &config)?;
     let dataset = prepare_data(&config, &ckpt.state.config_dir)?;
+    let intensity = crate::energy::intensity(&config, &ckpt.state.config_dir)
+        .map_err(|e| Failure::Usage(e.into()))?;
     record.status = "running".into();
     record.resumed += 1;
     record.error = None;
@@ -226,6 +234,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
         .context("writing run.json")
         .map_err(Failure::Runtime)?;
     let setup = Setup {
+        intensity,
         config,
         config_dir: ckpt.state.config_dir.clone(),
         dataset,
@@ -565,8 +574,13 @@ fn train_loop<B: AutodiffBackend>(
         run_dir,
         resume,
         quiet,
+        intensity,
         ..
     } = setup;
+    let prior = match (&record.energy, &record.carbon) {
+        (Some(e), Some(cb)) => Some((e.clone(), cb.operational.co2_g)),
+        _ => None,
+    };
     let precision = c.precision.mode;
     let ac = Autocast::new(precision);
     let features = dataset.features();
@@ -606,6 +620,23 @@ fn train_loop<B: AutodiffBackend>(
     }
 
     let mut progress = Progress::new(quiet);
+    let mut account = c
+        .energy
+        .enabled
+        .then(|| crate::energy::Account::start(&c, intensity, prior));
+    if let Some(a) = account.as_mut() {
+        for w in a.warnings() {
+            eprintln!("energy: {w}");
+        }
+        for line in a.describe() {
+            progress.line(&format!("energy meter {line}"));
+        }
+        let dev = device.clone();
+        a.set_sync(move || {
+            let _ = B::sync(&dev);
+        });
+    }
+    let mut announced_prediction = false;
     if state.epoch == 0 && state.step == 0 {
         progress.line(&format!(
             "training {} on {} ({} {}), {} train / {} test samples, {} epochs, precision {}",
@@ -637,6 +668,12 @@ fn train_loop<B: AutodiffBackend>(
         let mut acc: Option<GradientsParams> = None;
         let mut lr = lr_at(&c, state.optimizer_steps, total_opt_steps, epoch);
         progress.start_epoch(epoch, c.train.epochs, batches, state.step);
+        let train_window = format!("train/epoch-{}", epoch + 1);
+        let epoch_started = unix_now();
+        if let Some(a) = account.as_mut() {
+            a.begin(&train_window);
+        }
+        let mut train_j = state.partial.energy_j;
         let mut since_log = Instant::now();
         let mut samples_since_log = 0u64;
 
@@ -646,6 +683,9 @@ fn train_loop<B: AutodiffBackend>(
             // accumulated gradient is lost.
             if bi.is_multiple_of(accum) && INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish();
+                if let Some(a) = account.as_mut() {
+                    partial.energy_j += a.end(&train_window);
+                }
                 state.step = bi;
                 state.partial = PartialEpoch {
                     loss_sum: loss_sum.clone().into_scalar().to_f32_lossy(),
@@ -655,6 +695,14 @@ fn train_loop<B: AutodiffBackend>(
                 save_checkpoint(&run_dir, &state, &model, &optim)?;
                 record.status = "interrupted".into();
                 record.finished_at = Some(record::rfc3339(SystemTime::now()));
+                if let Some(a) = account.as_mut() {
+                    let (e, cb) = a.record(
+                        total_samples(&state.epochs) + partial.samples,
+                        total_wall(&state.epochs) + partial.wall_s,
+                    );
+                    record.energy = Some(e);
+                    record.carbon = Some(cb);
+                }
                 record.save(&run_dir)?;
                 progress.line(&format!(
                     "interrupted at epoch {} step {}; continue with: greentrain resume {}",
@@ -729,9 +777,16 @@ fn train_loop<B: AutodiffBackend>(
             }
         }
         progress.finish();
+        if let Some(a) = account.as_mut() {
+            train_j += a.end(&train_window);
+        }
 
         let train_loss =
             loss_sum.into_scalar().to_f32_lossy() as f64 / partial.samples.max(1) as f64;
+        let eval_window = format!("eval/epoch-{}", epoch + 1);
+        if let Some(a) = account.as_mut() {
+            a.begin(&eval_window);
+        }
         let t_eval = Instant::now();
         let valid = model.valid();
         let eb = c.data.eval_batch_size;
@@ -745,6 +800,12 @@ fn train_loop<B: AutodiffBackend>(
             None => (None, None),
         };
         let eval_s = t_eval.elapsed().as_secs_f64();
+        let eval_j = account.as_mut().map(|a| a.end(&eval_window));
+        let epoch_j = eval_j.map(|e| e + train_j);
+        let epoch_g = match (&account, epoch_j) {
+            (Some(a), Some(j)) => Some(a.co2_g(j, epoch_started, unix_now())),
+            _ => None,
+        };
         let e = EpochRecord {
             epoch: epoch + 1,
             train_loss,
@@ -760,6 +821,8 @@ fn train_loop<B: AutodiffBackend>(
             loss_scale: scaler.scale() as f64,
             skipped_steps: partial.skipped,
             data_s: partial.data_s,
+            energy_j: epoch_j,
+            co2_g: epoch_g,
         };
         let mut line = format!(
             "epoch {}/{}: train_loss {:.4} test_loss {:.4} test_acc {:.2}% ",
@@ -782,6 +845,9 @@ fn train_loop<B: AutodiffBackend>(
                 e.loss_scale, e.skipped_steps
             ));
         }
+        if let (Some(j), Some(g)) = (e.energy_j, e.co2_g) {
+            line.push_str(&format!(" {} J {} gCO2eq", sig(j), sig(g)));
+        }
         progress.line(&line);
 
         state.epochs.push(e);
@@ -791,14 +857,88 @@ fn train_loop<B: AutodiffBackend>(
         state.scaler = scaler.state().clone();
         record.epochs = state.epochs.clone();
         record.final_ = Some(final_of(&state.epochs));
+        let ckpt_window = format!("checkpoint/epoch-{}", epoch + 1);
+        if let Some(a) = account.as_mut() {
+            a.begin(&ckpt_window);
+        }
         save_checkpoint(&run_dir, &state, &model, &optim)?;
+        if let Some(a) = account.as_mut() {
+            a.end(&ckpt_window);
+        }
         record::save_metrics(&run_dir, &record.epochs)?;
+        let mut verdict = greentrain_energy::budget::BudgetVerdict::Ok;
+        if let Some(a) = account.as_mut() {
+            let (mut e, cb) = a.record(total_samples(&state.epochs), total_wall(&state.epochs));
+            let secs: Vec<f64> = state.epochs.iter().map(|e| e.wall_s + e.eval_s).collect();
+            let joules: Vec<f64> = state
+                .epochs
+                .iter()
+                .map(|e| e.energy_j.unwrap_or(0.0))
+                .collect();
+            verdict = a.check_budget(&c, &secs, &joules, e.total_j, cb.operational.co2_g);
+            e.prediction = a.prediction().cloned();
+            if let (Some(p), false) = (a.prediction(), announced_prediction) {
+                if state.epoch < c.train.epochs {
+                    progress.line(&format!(
+                                                "prediction after {} epoch(s): {} s ({}-{}), {} kWh ({}-{}), {} gCO2eq ({}-{}) [{}]",
+                        p.after_epochs,
+                        sig(p.time_s.mean),
+                        sig(p.time_s.low),
+                        sig(p.time_s.high),
+                        sig(p.energy_kwh.mean),
+                        sig(p.energy_kwh.low),
+                        sig(p.energy_kwh.high),
+                        sig(p.co2_g.mean),
+                        sig(p.co2_g.low),
+                        sig(p.co2_g.high),
+                        e.provenance
+                    ));
+                }
+                announced_prediction = true;
+            }
+            fill_energy(record, e, cb);
+        }
         record.save(&run_dir)?;
+        if let greentrain_energy::budget::BudgetVerdict::Stop(why) = verdict {
+            if state.epoch < c.train.epochs {
+                record.status = "stopped_budget".into();
+                record.finished_at = Some(record::rfc3339(SystemTime::now()));
+                record.save(&run_dir)?;
+                progress.line(&format!(
+                    "stopped: {why}; checkpointed after epoch {}",
+                    state.epoch
+                ));
+                return Ok(Outcome {
+                    run_dir,
+                    status: "stopped_budget".into(),
+                    record: record.clone(),
+                });
+            }
+        }
     }
 
     record.status = "completed".into();
     record.finished_at = Some(record::rfc3339(SystemTime::now()));
     record.final_ = Some(final_of(&state.epochs));
+    if let Some(a) = account.as_mut() {
+        let (e, cb) = a.record(total_samples(&state.epochs), total_wall(&state.epochs));
+        fill_energy(record, e, cb);
+        if let (Some(e), Some(cb)) = (&record.energy, &record.carbon) {
+            let run_id = run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let row = crate::energy::emissions_row(
+                &c.run.name,
+                &run_id,
+                e,
+                cb,
+                c.carbon.zone.as_deref(),
+                &record.device.name,
+            );
+            row.write(&run_dir).context("writing emissions.csv")?;
+        }
+    }
     record.save(&run_dir)?;
     if let Some(f) = &record.final_ {
         progress.line(&format!(
@@ -811,15 +951,80 @@ fn train_loop<B: AutodiffBackend>(
             if scaler.is_enabled() {
                 format!(", {} skipped steps", f.skipped_steps)
             } else {
-                String::new()
+                                String::new()
             }
         ));
+        if let (Some(e), Some(cb), Some(kwh), Some(g), Some(jps)) = (
+            &record.energy,
+            &record.carbon,
+            f.energy_kwh,
+            f.co2_g,
+            f.j_per_sample,
+        ) {
+            let parts: Vec<String> = e
+                .components
+                .iter()
+                .map(|c| format!("{} {} J {}", c.name, sig(c.joules), c.provenance))
+                .collect();
+            progress.line(&format!(
+                "energy: {} J = {} kWh [{}] ({}); {} gCO2eq at {} g/kWh ({}), PUE {}; {} J/sample",
+                sig(e.total_j),
+                sig(kwh),
+                e.provenance,
+                parts.join(", "),
+                sig(g),
+                sig(cb.operational.intensity_g_per_kwh),
+                cb.operational.source,
+                cb.operational.pue,
+                sig(jps)
+            ));
+        }
     }
     Ok(Outcome {
         run_dir,
         status: "completed".into(),
         record: record.clone(),
     })
+}
+
+/// Four significant digits, without switching to exponent notation for
+/// the small numbers that short CPU runs produce.
+fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.digits$}")
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn total_samples(epochs: &[EpochRecord]) -> u64 {
+    epochs.iter().map(|e| e.samples).sum()
+}
+
+fn total_wall(epochs: &[EpochRecord]) -> f64 {
+    epochs.iter().map(|e| e.wall_s).sum()
+}
+
+/// Puts the energy and carbon parts into the record, and the totals into `final`.
+fn fill_energy(
+    record: &mut RunRecord,
+    e: crate::energy::EnergyRecord,
+    cb: crate::energy::CarbonOut,
+) {
+    if let Some(f) = record.final_.as_mut() {
+        f.energy_kwh = Some(e.total_kwh);
+        f.co2_g = Some(cb.operational.co2_g);
+        f.j_per_sample = (f.samples > 0).then(|| e.total_j / f.samples as f64);
+    }
+    record.energy = Some(e);
+    record.carbon = Some(cb);
 }
 
 fn final_of(epochs: &[EpochRecord]) -> FinalRecord {
@@ -830,6 +1035,9 @@ fn final_of(epochs: &[EpochRecord]) -> FinalRecord {
         wall_s: epochs.iter().map(|e| e.wall_s).sum(),
         samples: epochs.iter().map(|e| e.samples).sum(),
         skipped_steps: epochs.iter().map(|e| e.skipped_steps).sum(),
+        energy_kwh: None,
+        co2_g: None,
+        j_per_sample: None,
     }
 }
 
