@@ -38,8 +38,15 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// List the devices this machine can train on.
+        /// List the devices this machine can train on.
     Devices,
+    /// List the energy meters this machine offers, with their provenance;
+    /// with --idle, measure idle power first.
+    Meters {
+        /// Seconds of idle power to measure.
+        #[arg(long)]
+        idle: Option<f64>,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -129,6 +136,39 @@ fn main() -> ExitCode {
                 Err(e) => return usage(e),
             };
             finish(greentrain_trainer::resume(&run_dir, spec, quiet))
+        }
+                Some(Command::Meters { idle }) => {
+            use greentrain_energy::tracker::{detect, DetectOptions};
+            let mut t = detect(&DetectOptions::default(), None);
+            for w in &t.warnings {
+                println!("warning: {w}");
+            }
+            for c in t.components() {
+                println!("{} [{}]: {}", c.name, c.provenance, c.method);
+                for (k, v) in &c.details {
+                    println!("    {k}: {v}");
+                }
+            }
+            if let Some(secs) = idle {
+                if !(secs > 0.0 && secs <= 3600.0) {
+                    return usage("--idle takes seconds in (0, 3600]");
+                }
+                let w = t.idle_baseline(secs);
+                for c in &w.components {
+                    println!(
+                        "idle {}: {:.2} W over {:.1} s [{}]{}",
+                        c.name,
+                        c.joules / w.duration_s.max(1e-9),
+                        w.duration_s,
+                        c.provenance,
+                        c.integrated_j
+                            .map(|j| format!(" (integrated power: {:.2} W)", j / w.duration_s.max(1e-9)))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("idle total: {:.2} W [{}]", w.total_j / w.duration_s.max(1e-9), w.provenance);
+            }
+            ExitCode::SUCCESS
         }
         Some(Command::Devices) => {
             for (name, status) in device::list() {

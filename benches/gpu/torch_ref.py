@@ -1,0 +1,135 @@
+"""PyTorch reference for benches/gpu/run.sh: the same model, data, batch size and
+optimizer as greentrain's configs/gpu/*.toml, in fp32 (TF32 off, set explicitly and
+reported) or with torch.autocast(float16) + GradScaler, with energy from NVML's
+total-energy counter and a 20 Hz integrated-power cross-check (pynvml).
+The first epoch is warm-up (cuDNN autotune, allocator) and is excluded."""
+import argparse, gzip, json, os, struct, sys, threading, time
+
+try:
+    import torch
+    import torch.nn as nn
+except ImportError:
+    print("torch is not installed: PyTorch reference skipped", file=sys.stderr)
+    sys.exit(3)
+
+def idx(path):
+    raw = gzip.open(path, "rb").read()
+    nd = raw[3]
+    dims = struct.unpack(">" + "I" * nd, raw[4:4 + 4 * nd])
+    return torch.frombuffer(bytearray(raw[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
+
+def data(root):
+    f = lambda n: os.path.join(root, "mnist", n)
+    xs = (idx(f("train-images-idx3-ubyte.gz")).float() / 255 - 0.1307) / 0.3081
+    ys = idx(f("train-labels-idx1-ubyte.gz")).long()
+    xt = (idx(f("t10k-images-idx3-ubyte.gz")).float() / 255 - 0.1307) / 0.3081
+    yt = idx(f("t10k-labels-idx1-ubyte.gz")).long()
+    return xs.reshape(-1, 784), ys, xt.reshape(-1, 784), yt
+
+def model(name):
+    if name == "mnist_wide_mlp":
+        return nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 10))
+    if name == "mnist_lenet5":
+        return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    raise SystemExit(f"unknown model {name}")
+
+LR = {"mnist_wide_mlp": 1e-3, "mnist_lenet5": 2e-3}
+
+class Nvml:
+    """NVML total-energy counter plus sampled power integrated at 20 Hz."""
+    def __init__(self, index):
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self.nv = pynvml
+            self.h = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.name = pynvml.nvmlDeviceGetName(self.h)
+        except Exception as e:  # no GPU, no library
+            print(f"NVML unavailable: {e}", file=sys.stderr)
+            self.nv = None
+            return
+        self.integrated = 0.0
+        self.stop = False
+        self.t = threading.Thread(target=self.sample, daemon=True)
+        self.last = None
+        self.t.start()
+    def counter_j(self):
+        return self.nv.nvmlDeviceGetTotalEnergyConsumption(self.h) / 1000.0 if self.nv else None
+    def sample(self):
+        while not self.stop:
+            p = self.nv.nvmlDeviceGetPowerUsage(self.h) / 1000.0
+            now = time.time()
+            if self.last:
+                self.integrated += 0.5 * (p + self.last[1]) * (now - self.last[0])
+            self.last = (now, p)
+            time.sleep(0.05)
+    def close(self):
+        if self.nv:
+            self.stop = True
+            self.t.join()
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--model", required=True)
+    a.add_argument("--mode", choices=["fp32", "amp"], required=True)
+    a.add_argument("--device", default="cuda")
+    a.add_argument("--epochs", type=int, default=4)
+    a.add_argument("--seed", type=int, default=42)
+    a.add_argument("--batch", type=int, default=1024)
+    a.add_argument("--out", required=True)
+    args = a.parse_args()
+    dev = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
+    torch.manual_seed(args.seed)
+    # TF32 off: fp32 means fp32 (PyTorch's matmul default is already off; cuDNN's is on).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    xs, ys, xt, yt = data(os.environ.get("GREENTRAIN_DATASETS", "datasets"))
+    if dev.type == "cuda":
+        xs, ys = xs.pin_memory(), ys.pin_memory()
+    net = model(args.model).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=LR[args.model], eps=1e-8)
+    scaler = torch.amp.GradScaler("cuda", enabled=(args.mode == "amp" and dev.type == "cuda"))
+    loss_fn = nn.CrossEntropyLoss()
+    meter = Nvml(0) if dev.type == "cuda" else Nvml.__new__(Nvml)
+    if dev.type != "cuda":
+        meter.nv = None
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    epochs, skipped = [], 0
+    n = xs.shape[0]
+    for ep in range(args.epochs):
+        g = torch.Generator().manual_seed(args.seed * 1000 + ep)
+        perm = torch.randperm(n, generator=g)
+        sync()
+        t0, e0, i0 = time.time(), meter.counter_j(), getattr(meter, "integrated", None)
+        for s in range(0, n, args.batch):
+            ids = perm[s:s + args.batch]
+            x = xs[ids].to(dev, non_blocking=True)
+            y = ys[ids].to(dev, non_blocking=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=(args.mode == "amp" and dev.type == "cuda")):
+                loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            before = scaler.get_scale() if scaler.is_enabled() else None
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if before is not None and scaler.get_scale() < before:
+                skipped += 1
+        sync()
+        t1, e1, i1 = time.time(), meter.counter_j(), getattr(meter, "integrated", None)
+        epochs.append({"epoch": ep + 1, "wall_s": t1 - t0, "samples": n,
+                       "energy_j": (e1 - e0) if e0 is not None else None,
+                       "integrated_j": (i1 - i0) if i0 is not None else None})
+    net.eval()
+    with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=(args.mode == "amp" and dev.type == "cuda")):
+        pred = torch.cat([net(xt[s:s + 10000].to(dev)).argmax(1).cpu() for s in range(0, xt.shape[0], 10000)])
+    acc = (pred == yt).float().mean().item()
+    meter.close() if meter.nv else None
+    json.dump({"framework": "pytorch " + torch.__version__, "model": args.model, "mode": args.mode,
+               "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+               "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+               "test_accuracy": acc, "skipped_steps": skipped, "epochs": epochs}, open(args.out, "w"), indent=1)
+    print(f"pytorch {args.model} {args.mode}: accuracy {acc:.4f}")
+
+main()
