@@ -38,7 +38,7 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-        /// List the devices this machine can train on.
+    /// List the devices this machine can train on.
     Devices,
     /// List the energy meters this machine offers, with their provenance;
     /// with --idle, measure idle power first.
@@ -137,7 +137,7 @@ fn main() -> ExitCode {
             };
             finish(greentrain_trainer::resume(&run_dir, spec, quiet))
         }
-                Some(Command::Meters { idle }) => {
+        Some(Command::Meters { idle }) => {
             use greentrain_energy::tracker::{detect, DetectOptions};
             let mut t = detect(&DetectOptions::default(), None);
             for w in &t.warnings {
@@ -162,11 +162,18 @@ fn main() -> ExitCode {
                         w.duration_s,
                         c.provenance,
                         c.integrated_j
-                            .map(|j| format!(" (integrated power: {:.2} W)", j / w.duration_s.max(1e-9)))
+                            .map(|j| format!(
+                                " (integrated power: {:.2} W)",
+                                j / w.duration_s.max(1e-9)
+                            ))
                             .unwrap_or_default()
                     );
                 }
-                println!("idle total: {:.2} W [{}]", w.total_j / w.duration_s.max(1e-9), w.provenance);
+                println!(
+                    "idle total: {:.2} W [{}]",
+                    w.total_j / w.duration_s.max(1e-9),
+                    w.provenance
+                );
             }
             ExitCode::SUCCESS
         }
