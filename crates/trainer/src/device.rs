@@ -74,15 +74,7 @@ pub struct DeviceUnavailable {
 
 /// A one-line description of the host CPU (from /proc/cpuinfo).
 pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    greentrain_energy::tracker::cpu_model()
 }
 
 /// Checks for an NVIDIA driver and the CUDA driver library, without
