@@ -365,3 +365,21 @@ fn budget_stop_exits_3_and_bad_intensity_file_exits_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("uk.json"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn zones_and_meters_list() {
+    let o = bin().args(["zones", "france"]).output().unwrap();
+    assert!(o.status.success());
+    let s = text(&o.stdout);
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("FRA ") && l.contains("g/kWh") && l.contains("(2023)")),
+        "{s}"
+    );
+    let o = bin().args(["zones", "gcp:europe-west1"]).output().unwrap();
+    assert!(text(&o.stdout).contains("gcp:europe-west1"));
+    let o = bin().args(["meters"]).output().unwrap();
+    assert!(o.status.success());
+    let s = text(&o.stdout);
+    assert!(s.lines().any(|l| l.starts_with("cpu [")), "{s}");
+}

@@ -6,13 +6,13 @@
 //! f32; `Tensor::cast` records a cast in the autodiff graph whose backward
 //! casts the gradient back, so parameter gradients arrive in f32.
 
-use burn::nn::conv::{Conv1d, Conv2d};
+use burn::nn::conv::{Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d};
 use burn::nn::{BatchNorm, LayerNorm, Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv1d, conv2d, linear};
-use burn::tensor::ops::PaddedConvOptions;
-use burn::tensor::{DType, FloatDType, Int, Tensor};
+use burn::tensor::module::{attention, conv1d, conv2d, conv_transpose1d, conv_transpose2d, linear};
+use burn::tensor::ops::{AttentionModuleOptions, ConvTransposeOptions, PaddedConvOptions};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -340,6 +340,65 @@ impl Autocast {
         let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
         assert_same("conv2d", &x, &wt);
         conv2d(x, wt, b, options)
+    }
+
+    /// A Burn [`ConvTranspose1d`] layer in the compute dtype.
+    pub fn conv_transpose1d<B: Backend>(
+        &self,
+        layer: &ConvTranspose1d<B>,
+        x: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let options = ConvTransposeOptions::new(
+            [layer.stride],
+            [layer.padding],
+            [layer.padding_out],
+            [layer.dilation],
+            layer.groups,
+        );
+        let x = self.lower(x);
+        let w = self.lower(layer.weight.val());
+        let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
+        assert_same("conv_transpose1d", &x, &w);
+        conv_transpose1d(x, w, b, options)
+    }
+
+    /// A Burn [`ConvTranspose2d`] layer in the compute dtype.
+    pub fn conv_transpose2d<B: Backend>(
+        &self,
+        layer: &ConvTranspose2d<B>,
+        x: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let options = ConvTransposeOptions::new(
+            layer.stride,
+            layer.padding,
+            layer.padding_out,
+            layer.dilation,
+            layer.groups,
+        );
+        let x = self.lower(x);
+        let w = self.lower(layer.weight.val());
+        let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
+        assert_same("conv_transpose2d", &x, &w);
+        conv_transpose2d(x, w, b, options)
+    }
+
+    /// Scaled dot-product attention in the compute dtype (as PyTorch's
+    /// autocast runs `scaled_dot_product_attention`); an additive bias is
+    /// brought to the same dtype.
+    pub fn attention<B: Backend>(
+        &self,
+        query: Tensor<B, 4>,
+        key: Tensor<B, 4>,
+        value: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        attn_bias: Option<Tensor<B, 4>>,
+        options: AttentionModuleOptions,
+    ) -> Tensor<B, 4> {
+        let (q, k, v) = (self.lower(query), self.lower(key), self.lower(value));
+        assert_same("attention", &q, &k);
+        assert_same("attention", &q, &v);
+        let bias = attn_bias.map(|b| self.lower(b));
+        attention(q, k, v, mask, bias, options)
     }
 
     // ---- dtype-preserving ops -----------------------------------------

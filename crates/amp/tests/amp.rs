@@ -3,7 +3,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv1dConfig, Conv2dConfig};
+use burn::nn::conv::{Conv1dConfig, Conv2dConfig, ConvTranspose1dConfig, ConvTranspose2dConfig};
 use burn::nn::{BatchNormConfig, LayerNormConfig, Linear};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
@@ -331,6 +331,22 @@ fn t07_policy_dtypes_and_large_logits() {
         ac.conv2d(&c2, Tensor::ones([2, 1, 5, 5], &d)).dtype(),
         DType::F16
     );
+    let t1 = ConvTranspose1dConfig::new([1, 2], 3).init::<B>(&d);
+    assert_eq!(
+        ac.conv_transpose1d(&t1, Tensor::ones([2, 1, 8], &d))
+            .dtype(),
+        DType::F16
+    );
+    let t2 = ConvTranspose2dConfig::new([1, 2], [3, 3]).init::<B>(&d);
+    assert_eq!(
+        ac.conv_transpose2d(&t2, Tensor::ones([2, 1, 5, 5], &d))
+            .dtype(),
+        DType::F16
+    );
+    let q = Tensor::<B, 4>::ones([1, 2, 3, 4], &d);
+    let att = ac.attention(q.clone(), q.clone(), q, None, None, Default::default());
+    assert_eq!(att.dtype(), DType::F16);
+    assert_eq!(att.dims(), [1, 2, 3, 4]);
 
     let h = ac.linear(&m, x);
     assert_eq!(

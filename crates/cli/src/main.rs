@@ -47,6 +47,11 @@ enum Command {
         #[arg(long)]
         idle: Option<f64>,
     },
+    /// List the carbon zones of the shipped table (for `[carbon] zone`).
+    Zones {
+        /// Only zones whose code, name or provider contains this text.
+        filter: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -174,6 +179,26 @@ fn main() -> ExitCode {
                     w.total_j / w.duration_s.max(1e-9),
                     w.provenance
                 );
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Zones { filter }) => {
+            let f = filter.unwrap_or_default().to_lowercase();
+            for z in greentrain_energy::carbon::zones() {
+                let code = if z.kind == "country" {
+                    z.code.clone()
+                } else {
+                    format!("{}:{}", z.kind, z.code)
+                };
+                if !f.is_empty()
+                    && !format!("{code} {} {}", z.name, z.kind)
+                        .to_lowercase()
+                        .contains(&f)
+                {
+                    continue;
+                }
+                let year = z.year.map(|y| format!(" ({y})")).unwrap_or_default();
+                println!("{code:28} {:8.1} g/kWh{year:7}  {}", z.g_per_kwh, z.name);
             }
             ExitCode::SUCCESS
         }

@@ -27,7 +27,7 @@ pub enum CarbonError {
         msg: String,
     },
     /// The zone is not in the table.
-    #[error("unknown carbon zone '{0}': use a country ISO 3166 alpha-3 code (FRA, USA, DEU, ...) or a cloud region as provider:region (gcp:europe-west1, aws:us-east-1, azure:westeurope); `greentrain zones` and crates/energy/data/zones.csv list them all")]
+    #[error("unknown carbon zone '{0}': use a country ISO 3166 alpha-3 code (FRA, USA, DEU, ...) or a cloud region as provider:region (gcp:europe-west1, aws:us-east-1, azure:westeurope); `greentrain zones [FILTER]` lists them all (from crates/energy/data/zones.csv)")]
     UnknownZone(String),
 }
 

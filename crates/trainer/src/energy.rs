@@ -38,6 +38,10 @@ pub struct EnergyRecord {
     pub total_kwh: f64,
     /// Weakest provenance among the components.
     pub provenance: Provenance,
+    /// The meters of the last session: method, and facts such as the GPU
+    /// name, UUID, power limit and driver version.
+    #[serde(default)]
+    pub meters: Vec<greentrain_energy::ComponentInfo>,
     /// Sampling rate, Hz.
     pub sample_hz: f64,
     /// Idle baseline, when measured.
@@ -274,6 +278,7 @@ impl Account {
             duration_s,
             total_kwh: total_j / 3.6e6,
             provenance,
+            meters: self.tracker.components(),
             sample_hz: self.tracker.sample_hz(),
             idle,
             windows: self.windows.clone(),
