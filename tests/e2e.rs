@@ -383,3 +383,91 @@ fn zones_and_meters_list() {
     let s = text(&o.stdout);
     assert!(s.lines().any(|l| l.starts_with("cpu [")), "{s}");
 }
+
+#[test]
+fn bench_on_digits_writes_all_files() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "bench",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=3",
+            "--repeats",
+            "2",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("| fp16 |") && stdout.contains("| bf16 |") && stdout.contains("vs fp32"),
+        "{stdout}"
+    );
+    assert!(stdout
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("bench: "));
+    for f in ["bench.json", "bench.csv", "bench.md", "bench.tex"] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+    let b: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(b["runs"].as_array().unwrap().len(), 6);
+    let order: Vec<&str> = b["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["fp32", "fp16", "bf16", "fp32", "fp16", "bf16"],
+        "interleaved"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path().join("runs")).unwrap().count(),
+        6,
+        "every run directory is kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("bench.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+
+    let o = bin()
+        .args([
+            "bench",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--precisions",
+            "fp32,fp8",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = bin()
+        .args([
+            "bench",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--warmup-epochs",
+            "99",
+            "--out",
+        ])
+        .arg(out.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("warmup"), "{}", text(&o.stderr));
+}

@@ -38,6 +38,34 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Compare precisions on one config: interleaved repeats, warm-up
+    /// excluded, ratios against fp32 with 95% intervals.
+    Bench {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Comma-separated precisions.
+        #[arg(long, default_value = "fp32,fp16,bf16")]
+        precisions: String,
+        /// Repeats of each precision.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Epochs at the start of each run excluded from time and energy.
+        #[arg(long, default_value_t = 1)]
+        warmup_epochs: usize,
+        /// Override one config value: section.key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// cpu, cuda, cuda:N or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Output folder.
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List the devices this machine can train on.
     Devices,
     /// List the energy meters this machine offers, with their provenance;
@@ -201,6 +229,57 @@ fn main() -> ExitCode {
                 println!("{code:28} {:8.1} g/kWh{year:7}  {}", z.g_per_kwh, z.name);
             }
             ExitCode::SUCCESS
+        }
+        Some(Command::Bench {
+            config: path,
+            precisions,
+            repeats,
+            warmup_epochs,
+            set,
+            device,
+            out,
+            quiet,
+        }) => {
+            let spec: DeviceSpec = match device.parse() {
+                Ok(d) => d,
+                Err(e) => return usage(e),
+            };
+            let precisions: Result<Vec<_>, _> = precisions
+                .split(',')
+                .map(|p| {
+                    p.trim()
+                        .parse::<greentrain_trainer::config::PrecisionMode>()
+                })
+                .collect();
+            let precisions = match precisions {
+                Ok(p) => p,
+                Err(e) => return usage(format!("--precisions: {e}")),
+            };
+            let loaded = match config::load(&path, &set) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            let req = greentrain_trainer::bench::BenchRequest {
+                config: loaded,
+                precisions,
+                repeats,
+                device: spec,
+                out_dir: out.clone(),
+                warmup_epochs,
+                quiet,
+            };
+            match greentrain_trainer::bench::bench(req) {
+                Ok(report) => {
+                    println!("{}", report.markdown());
+                    println!("bench: {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(Failure::Usage(e)) => usage(format!("{e:#}")),
+                Err(Failure::Runtime(e)) => {
+                    eprintln!("greentrain: bench failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Some(Command::Devices) => {
             for (name, status) in device::list() {

@@ -2,6 +2,7 @@
 //! checkpoints and run records. The `greentrain` binary is a thin CLI over
 //! this crate; mixed precision lives in `greentrain-amp`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -9,6 +10,7 @@ pub mod device;
 pub mod energy;
 pub mod model;
 pub mod record;
+pub mod stats;
 pub mod train;
 
 pub use config::{Config, ConfigError, LoadedConfig};

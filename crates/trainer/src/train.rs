@@ -290,6 +290,15 @@ impl BackendTask for CheckPrecision {
     }
 }
 
+/// Checks, before any work, that `spec` can run `precision`.
+pub fn check_precision(
+    spec: DeviceSpec,
+    precision: greentrain_amp::Precision,
+) -> Result<(), Failure> {
+    device::check(spec).map_err(|e| Failure::Usage(e.into()))?;
+    dispatch(spec, CheckPrecision(precision)).map_err(Failure::Usage)
+}
+
 /// The one place where a backend type is chosen at run time.
 fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
     match spec {

@@ -1,0 +1,91 @@
+//! Small statistics for benchmarks: mean, sample standard deviation, and
+//! paired-ratio confidence intervals (Student's t, two-sided 95%).
+
+use serde::{Deserialize, Serialize};
+
+/// Mean and sample standard deviation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1); 0 for one value.
+    pub sd: f64,
+    /// Number of values.
+    pub n: usize,
+}
+
+/// Summarises `v` (which must not be empty).
+pub fn summary(v: &[f64]) -> Summary {
+    let n = v.len();
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let sd = if n > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    Summary { mean, sd, n }
+}
+
+/// Two-sided 95% Student-t quantile for `df` degrees of freedom.
+pub fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        d if d <= 30 => T[d - 1],
+        _ => 1.96,
+    }
+}
+
+/// A ratio against a baseline with its 95% confidence interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// Mean of the per-pair ratios.
+    pub mean: f64,
+    /// Lower end of the 95% interval (NaN with a single pair).
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+    /// Pairs.
+    pub n: usize,
+}
+
+/// Ratio `a[i] / b[i]` over paired repeats: mean +- t95(n-1) sd / sqrt(n).
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> Ratio {
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    let s = summary(&r);
+    let half = if s.n > 1 {
+        t95(s.n - 1) * s.sd / (s.n as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    Ratio {
+        mean: s.mean,
+        low: s.mean - half,
+        high: s.mean + half,
+        n: s.n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_paired_ratio_match_hand_computation() {
+        let s = summary(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(s.mean, 5.0);
+        assert!((s.sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        // Ratios 0.5, 0.6, 0.7: mean 0.6, sd 0.1, t(2) = 4.303, half = 4.303 * 0.1 / sqrt(3).
+        let r = paired_ratio(&[1.0, 1.2, 1.4], &[2.0, 2.0, 2.0]);
+        assert!((r.mean - 0.6).abs() < 1e-12);
+        let half = 4.303 * 0.1 / 3f64.sqrt();
+        assert!((r.low - (0.6 - half)).abs() < 1e-9 && (r.high - (0.6 + half)).abs() < 1e-9);
+        assert!(paired_ratio(&[1.0], &[2.0]).low.is_nan());
+        assert_eq!(t95(1), 12.706);
+        assert_eq!(t95(100), 1.96);
+    }
+}
