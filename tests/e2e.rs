@@ -471,3 +471,53 @@ fn bench_on_digits_writes_all_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("warmup"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn reproduce_matches_exactly_and_catches_a_difference() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=2",
+            "--precision",
+            "fp16",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let dir = run_dir_of(&o);
+    let r = bin()
+        .arg("reproduce")
+        .arg(&dir)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out.path().join("again"))
+        .output()
+        .unwrap();
+    let s = text(&r.stdout);
+    assert_eq!(r.status.code(), Some(0), "{s}{}", text(&r.stderr));
+    assert!(
+        s.contains("epoch 2 test_accuracy") && s.contains("10 of 10 values match"),
+        "{s}"
+    );
+
+    // A record that no longer matches what the config produces: exit 1.
+    let mut v = record(&dir);
+    v["epochs"][1]["test_loss"] = serde_json::json!(0.123);
+    std::fs::write(dir.join("run.json"), serde_json::to_string(&v).unwrap()).unwrap();
+    let r = bin()
+        .arg("reproduce")
+        .arg(&dir)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out.path().join("again"))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(text(&r.stdout).contains("NO"));
+}

@@ -66,6 +66,21 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Re-run a recorded run from its own run.json and compare every
+    /// metric (exit 0 when all match, 1 when any differs).
+    Reproduce {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Device (default: the one the run used).
+        #[arg(long)]
+        device: Option<String>,
+        /// Parent folder of the new run directory.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// No progress output from the run.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List the devices this machine can train on.
     Devices,
     /// List the energy meters this machine offers, with their provenance;
@@ -277,6 +292,40 @@ fn main() -> ExitCode {
                 Err(Failure::Usage(e)) => usage(format!("{e:#}")),
                 Err(Failure::Runtime(e)) => {
                     eprintln!("greentrain: bench failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Reproduce {
+            run_dir,
+            device,
+            out,
+            quiet,
+        }) => {
+            let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            match greentrain_trainer::reproduce::reproduce(&run_dir, spec, &out, quiet) {
+                Ok((outcome, cmp, tol)) => {
+                    print!("{}", greentrain_trainer::reproduce::table(&cmp));
+                    let bad = cmp.iter().filter(|c| !c.matches).count();
+                    println!(
+                        "tolerance: {}; {} of {} values match",
+                        tol.describe(),
+                        cmp.len() - bad,
+                        cmp.len()
+                    );
+                    println!("run: {}", outcome.run_dir.display());
+                    if bad == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(Failure::Usage(e)) => usage(format!("{e:#}")),
+                Err(Failure::Runtime(e)) => {
+                    eprintln!("greentrain: reproduce failed: {e:#}");
                     ExitCode::from(1)
                 }
             }

@@ -136,14 +136,16 @@ fn model_that_does_not_fit_the_data_is_rejected() {
 
 #[test]
 fn shipped_configs_are_valid() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
     let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            config::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+    for dir in [root.to_string(), format!("{root}/paper"), format!("{root}/gpu")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                config::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
         }
     }
-    assert!(n >= 3);
+    assert!(n >= 16, "{n} configs");
 }
