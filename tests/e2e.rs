@@ -521,3 +521,69 @@ fn reproduce_matches_exactly_and_catches_a_difference() {
     assert_eq!(r.status.code(), Some(1));
     assert!(text(&r.stdout).contains("NO"));
 }
+
+#[test]
+fn report_tables_runs_and_names_the_unreadable_ones() {
+    let out = tempfile::tempdir().unwrap();
+    let runs = out.path().join("runs");
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=2",
+            "--quiet",
+            "--set",
+            "carbon.zone=FRA",
+            "--out",
+        ])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let broken = runs.join("broken-run");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("run.json"), "{ not json").unwrap();
+    let rep = out.path().join("rep");
+    let o = bin()
+        .arg("report")
+        .arg(&runs)
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "an unreadable run is reported as an error"
+    );
+    assert!(
+        text(&o.stderr).contains("broken-run/run.json"),
+        "{}",
+        text(&o.stderr)
+    );
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(
+        md.contains("| digits_mlp-") && md.contains("Carbon impact statement"),
+        "{md}"
+    );
+    assert!(
+        md.contains("zone:FRA") && md.contains("kWh") && md.contains("Burn 0.21.0"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Not included") && md.contains("broken-run"),
+        "{md}"
+    );
+    let tex = std::fs::read_to_string(rep.join("report.tex")).unwrap();
+    assert!(
+        tex.contains("\\begin{tabular}") && tex.contains("gCO$_2$eq"),
+        "{tex}"
+    );
+    let o = bin()
+        .arg("report")
+        .arg(out.path().join("nothing-here"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}

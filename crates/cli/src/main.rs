@@ -81,6 +81,16 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// A table of runs and a carbon impact statement (Markdown and LaTeX)
+    /// from run directories or folders holding them.
+    Report {
+        /// Run directories, or folders holding them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output folder for report.md and report.tex.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+    },
     /// List the devices this machine can train on.
     Devices,
     /// List the energy meters this machine offers, with their provenance;
@@ -326,6 +336,31 @@ fn main() -> ExitCode {
                 Err(Failure::Usage(e)) => usage(format!("{e:#}")),
                 Err(Failure::Runtime(e)) => {
                     eprintln!("greentrain: reproduce failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Report { paths, out }) => {
+            let found = greentrain_trainer::report::collect(&paths);
+            for e in &found.errors {
+                eprintln!("greentrain: report: {e}");
+            }
+            if found.runs.is_empty() {
+                eprintln!("greentrain: report: no readable runs");
+                return ExitCode::from(1);
+            }
+            match greentrain_trainer::report::write(&found.runs, &found.errors, &out) {
+                Ok(md) => {
+                    println!("{md}");
+                    println!("report: {}", out.display());
+                    if found.errors.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("greentrain: report: cannot write {}: {e}", out.display());
                     ExitCode::from(1)
                 }
             }

@@ -10,6 +10,7 @@ pub mod device;
 pub mod energy;
 pub mod model;
 pub mod record;
+pub mod report;
 pub mod reproduce;
 pub mod stats;
 pub mod train;

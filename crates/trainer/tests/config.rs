@@ -138,7 +138,11 @@ fn model_that_does_not_fit_the_data_is_rejected() {
 fn shipped_configs_are_valid() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
     let mut n = 0;
-    for dir in [root.to_string(), format!("{root}/paper"), format!("{root}/gpu")] {
+    for dir in [
+        root.to_string(),
+        format!("{root}/paper"),
+        format!("{root}/gpu"),
+    ] {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "toml") {

@@ -1,0 +1,267 @@
+//! `greentrain report RUN_DIR...`: a table of runs and a carbon impact
+//! statement for a paper's appendix, in Markdown and LaTeX. (Plots are not
+//! drawn yet.)
+
+use crate::record::{write_atomic, RunRecord};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Runs found, and the places that looked like runs but could not be read.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Readable runs with their directories.
+    pub runs: Vec<(PathBuf, RunRecord)>,
+    /// `path: why` for each unreadable `run.json`.
+    pub errors: Vec<String>,
+}
+
+/// Collects runs from run directories or folders holding them (searched
+/// three levels down, so `bench/` with its `runs/` works).
+pub fn collect(paths: &[PathBuf]) -> Collected {
+    fn walk(dir: &Path, depth: usize, out: &mut Collected) {
+        let rj = dir.join("run.json");
+        if rj.exists() {
+            match RunRecord::load(dir) {
+                Ok(r) => out.runs.push((dir.to_path_buf(), r)),
+                Err(e) => out.errors.push(format!("{e:#}")),
+            }
+            return;
+        }
+        if depth == 0 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut subs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        subs.sort();
+        for s in subs {
+            walk(&s, depth - 1, out);
+        }
+    }
+    let mut out = Collected::default();
+    for p in paths {
+        if !p.is_dir() {
+            out.errors.push(format!("{}: not a directory", p.display()));
+            continue;
+        }
+        let before = out.runs.len() + out.errors.len();
+        walk(p, 3, &mut out);
+        if out.runs.len() + out.errors.len() == before {
+            out.errors.push(format!(
+                "{}: no run.json found in it or below it",
+                p.display()
+            ));
+        }
+    }
+    out
+}
+
+fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let d = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.d$}")
+}
+
+/// The Markdown table of runs.
+pub fn table(runs: &[(PathBuf, RunRecord)]) -> String {
+    let mut s = String::from("| run | status | device | precision | test accuracy | training time (s) | energy (kWh) | gCO2eq | J/sample |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (dir, r) in runs {
+        let f = r.final_.as_ref();
+        let prov = r
+            .energy
+            .as_ref()
+            .map(|e| format!(" ({})", e.provenance))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |\n",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            r.status,
+            r.device.name,
+            r.device.backend,
+            r.precision,
+            f.map(|f| format!("{:.2}%", 100.0 * f.test_accuracy))
+                .unwrap_or_else(|| "-".into()),
+            f.map(|f| format!("{:.1}", f.wall_s))
+                .unwrap_or_else(|| "-".into()),
+            f.and_then(|f| f.energy_kwh)
+                .map(|k| format!("{}{prov}", sig(k)))
+                .unwrap_or_else(|| "not metered".into()),
+            f.and_then(|f| f.co2_g)
+                .map(sig)
+                .unwrap_or_else(|| "-".into()),
+            f.and_then(|f| f.j_per_sample)
+                .map(sig)
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
+}
+
+/// The carbon impact statement (plain text; Markdown and LaTeX wrap it).
+pub fn statement(runs: &[(PathBuf, RunRecord)]) -> String {
+    let metered: Vec<&RunRecord> = runs
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.energy.is_some() && r.carbon.is_some())
+        .collect();
+    let unmetered = runs.len() - metered.len();
+    let hours: f64 = runs
+        .iter()
+        .filter_map(|(_, r)| {
+            r.final_
+                .as_ref()
+                .map(|f| f.wall_s + r.epochs.iter().map(|e| e.eval_s).sum::<f64>())
+        })
+        .sum::<f64>()
+        / 3600.0;
+    let hardware: BTreeSet<String> = runs
+        .iter()
+        .map(|(_, r)| format!("{} ({})", r.device.name, r.device.backend))
+        .collect();
+    let kwh: f64 = metered
+        .iter()
+        .map(|r| r.energy.as_ref().unwrap().total_kwh)
+        .sum();
+    let g: f64 = metered
+        .iter()
+        .map(|r| r.carbon.as_ref().unwrap().operational.co2_g)
+        .sum();
+    let provs: BTreeSet<String> = metered
+        .iter()
+        .map(|r| r.energy.as_ref().unwrap().provenance.to_string())
+        .collect();
+    let methods: BTreeSet<String> = metered
+        .iter()
+        .flat_map(|r| {
+            r.energy
+                .as_ref()
+                .unwrap()
+                .components
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.method))
+        })
+        .collect();
+    let sources: BTreeSet<String> = metered
+        .iter()
+        .map(|r| {
+            let c = &r.carbon.as_ref().unwrap().operational;
+            format!(
+                "{} g/kWh from {} ({})",
+                sig(c.intensity_g_per_kwh),
+                c.source,
+                c.source_detail
+            )
+        })
+        .collect();
+    let pues: BTreeSet<String> = metered
+        .iter()
+        .map(|r| r.carbon.as_ref().unwrap().operational.pue.to_string())
+        .collect();
+    let versions: BTreeSet<String> = runs
+        .iter()
+        .map(|(_, r)| {
+            format!(
+                "greentrain {} with Burn {} (built by {})",
+                r.versions.greentrain, r.versions.burn, r.versions.rustc
+            )
+        })
+        .collect();
+    let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("; ");
+    let mut t = format!(
+        "The {} training run(s) reported here took {} hours of training and evaluation in total on {}. ",
+        runs.len(),
+        sig(hours),
+        join(&hardware)
+    );
+    if metered.is_empty() {
+        t.push_str("Their energy was not metered. ");
+    } else {
+        let how = if provs.len() == 1 && provs.contains("estimated") {
+            "estimated, not measured".to_string()
+        } else {
+            format!("provenance: {}", join(&provs))
+        };
+        t.push_str(&format!(
+            "They used {} kWh of electricity ({how}; {}), with a power usage effectiveness (PUE) of {}. At a carbon intensity of {}, this corresponds to {} gCO2eq. ",
+            sig(kwh),
+            join(&methods),
+            join(&pues),
+            join(&sources),
+            sig(g)
+        ));
+        if unmetered > 0 {
+            t.push_str(&format!("{unmetered} further run(s) were not metered and are not included in these totals. "));
+        }
+    }
+    t.push_str(&format!("Software: {}.", join(&versions)));
+    t
+}
+
+fn latex_escape(s: &str) -> String {
+    s.replace('\\', "\\textbackslash{}")
+        .replace('&', "\\&")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+        .replace('#', "\\#")
+        .replace('$', "\\$")
+}
+
+/// Writes `report.md` and `report.tex` into `out`; returns the Markdown.
+pub fn write(
+    runs: &[(PathBuf, RunRecord)],
+    errors: &[String],
+    out: &Path,
+) -> std::io::Result<String> {
+    std::fs::create_dir_all(out)?;
+    let stmt = statement(runs);
+    let mut md = format!(
+        "# Runs\n\n{}\n## Carbon impact statement\n\n{}\n",
+        table(runs),
+        stmt
+    );
+    if !errors.is_empty() {
+        md.push_str("\n## Not included\n\n");
+        for e in errors {
+            md.push_str(&format!("- {e}\n"));
+        }
+    }
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    let mut tex = String::from("\\begin{tabular}{llllrrr}\n\\toprule\nRun & Device & Precision & Test acc. & Energy (kWh) & gCO$_2$eq & J/sample \\\\\n\\midrule\n");
+    for (dir, r) in runs {
+        let f = r.final_.as_ref();
+        tex.push_str(&format!(
+            "{} & {} & {} & {} & {} & {} & {} \\\\\n",
+            latex_escape(
+                &dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            latex_escape(&r.device.name),
+            r.precision,
+            f.map(|f| format!("{:.2}\\%", 100.0 * f.test_accuracy))
+                .unwrap_or_else(|| "--".into()),
+            f.and_then(|f| f.energy_kwh)
+                .map(sig)
+                .unwrap_or_else(|| "--".into()),
+            f.and_then(|f| f.co2_g)
+                .map(sig)
+                .unwrap_or_else(|| "--".into()),
+            f.and_then(|f| f.j_per_sample)
+                .map(sig)
+                .unwrap_or_else(|| "--".into()),
+        ));
+    }
+    tex.push_str("\\bottomrule\n\\end{tabular}\n\n\\paragraph{Carbon impact statement.} ");
+    tex.push_str(&latex_escape(&stmt).replace("gCO2eq", "gCO$_2$eq"));
+    tex.push('\n');
+    write_atomic(&out.join("report.tex"), tex.as_bytes())?;
+    Ok(md)
+}
