@@ -134,6 +134,17 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Exit status for a failure: 2 for usage, 1 at run time.
+fn failed(f: Failure, what: &str) -> ExitCode {
+    match f {
+        Failure::Usage(e) => usage(format!("{e:#}")),
+        Failure::Runtime(e) => {
+            eprintln!("greentrain: {what} failed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn finish(result: Result<Outcome, Failure>) -> ExitCode {
     match result {
         Ok(o) => {
@@ -144,11 +155,7 @@ fn finish(result: Result<Outcome, Failure>) -> ExitCode {
                 _ => ExitCode::SUCCESS,
             }
         }
-        Err(Failure::Usage(e)) => usage(format!("{e:#}")),
-        Err(Failure::Runtime(e)) => {
-            eprintln!("greentrain: run failed: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(f) => failed(f, "run"),
     }
 }
 
@@ -299,11 +306,7 @@ fn main() -> ExitCode {
                     println!("bench: {}", out.display());
                     ExitCode::SUCCESS
                 }
-                Err(Failure::Usage(e)) => usage(format!("{e:#}")),
-                Err(Failure::Runtime(e)) => {
-                    eprintln!("greentrain: bench failed: {e:#}");
-                    ExitCode::from(1)
-                }
+                Err(f) => failed(f, "bench"),
             }
         }
         Some(Command::Reproduce {
@@ -333,11 +336,7 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-                Err(Failure::Usage(e)) => usage(format!("{e:#}")),
-                Err(Failure::Runtime(e)) => {
-                    eprintln!("greentrain: reproduce failed: {e:#}");
-                    ExitCode::from(1)
-                }
+                Err(f) => failed(f, "reproduce"),
             }
         }
         Some(Command::Report { paths, out }) => {

@@ -46,6 +46,16 @@ pub fn stamp(t: SystemTime) -> String {
     rfc3339(t).replace(['-', ':'], "")
 }
 
+/// Four significant digits, without switching to exponent notation for
+/// the small numbers that short CPU runs produce.
+pub fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.digits$}")
+}
+
 /// Software versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Versions {

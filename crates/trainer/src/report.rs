@@ -2,7 +2,7 @@
 //! statement for a paper's appendix, in Markdown and LaTeX. (Plots are not
 //! drawn yet.)
 
-use crate::record::{write_atomic, RunRecord};
+use crate::record::{sig, write_atomic, RunRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -58,14 +58,6 @@ pub fn collect(paths: &[PathBuf]) -> Collected {
         }
     }
     out
-}
-
-fn sig(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let d = (3 - x.abs().log10().floor() as i32).max(0) as usize;
-    format!("{x:.d$}")
 }
 
 /// The Markdown table of runs.

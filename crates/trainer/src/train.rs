@@ -7,7 +7,7 @@ use crate::data::{self, Dataset, Split};
 use crate::device::{self, DeviceSpec};
 use crate::model::{self, Model};
 use crate::record::{
-    self, DatasetRecord, DeviceRecord, EpochRecord, FinalRecord, RunRecord, Versions,
+    self, sig, DatasetRecord, DeviceRecord, EpochRecord, FinalRecord, RunRecord, Versions,
 };
 use anyhow::{anyhow, Context};
 use burn::module::{AutodiffModule, Module};
@@ -994,16 +994,6 @@ fn train_loop<B: AutodiffBackend>(
         status: "completed".into(),
         record: record.clone(),
     })
-}
-
-/// Four significant digits, without switching to exponent notation for
-/// the small numbers that short CPU runs produce.
-fn sig(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
-    format!("{x:.digits$}")
 }
 
 fn unix_now() -> f64 {
