@@ -124,7 +124,8 @@ impl Inner {
     }
 }
 
-fn unix_now() -> f64 {
+/// Unix time in seconds, with fractions.
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -343,12 +343,7 @@ pub fn emissions_row(
         None => Default::default(),
     };
     EmissionsRow {
-        timestamp: carbon::format_time(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        ),
+        timestamp: carbon::format_time(tracker::unix_now()),
         project_name: name.to_string(),
         run_id: run_id.to_string(),
         experiment_id: String::new(),

@@ -191,6 +191,15 @@ fn conv_out(len: usize, k: usize, s: usize, p: usize) -> Option<usize> {
     (len + 2 * p).checked_sub(k).map(|v| v / s + 1)
 }
 
+/// Length after the MNIST-1D CNN's three convolutions (k 5/3/3, stride 2,
+/// padding 1); None when the signal is too short.
+fn cnn_out_len(len: usize) -> Option<usize> {
+    conv_out(len, 5, 2, 1)
+        .and_then(|l| conv_out(l, 3, 2, 1))
+        .and_then(|l| conv_out(l, 3, 2, 1))
+        .filter(|&l| l > 0)
+}
+
 /// Checks that `spec` fits samples of `shape` before any work.
 pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<(), ShapeMismatch> {
     let err = |why: &str| ShapeMismatch {
@@ -212,12 +221,9 @@ pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<
             if shape.len() != 1 {
                 return Err(err("mnist1d_cnn needs 1-D signals"));
             }
-            let l = conv_out(shape[0], 5, 2, 1)
-                .and_then(|l| conv_out(l, 3, 2, 1))
-                .and_then(|l| conv_out(l, 3, 2, 1));
-            match l {
-                Some(l) if l > 0 => Ok(()),
-                _ => Err(err("signal too short for three stride-2 convolutions")),
+            match cnn_out_len(shape[0]) {
+                Some(_) => Ok(()),
+                None => Err(err("signal too short for three stride-2 convolutions")),
             }
         }
     }
@@ -251,9 +257,7 @@ impl<B: Backend> Model<B> {
             }),
             ModelKind::Mnist1dCnn => {
                 let c = spec.channels;
-                let l = conv_out(shape[0], 5, 2, 1).unwrap();
-                let l = conv_out(l, 3, 2, 1).unwrap();
-                let l = conv_out(l, 3, 2, 1).unwrap();
+                let l = cnn_out_len(shape[0]).expect("check_fit ran first");
                 Model::Mnist1dCnn(Mnist1dCnn {
                     conv1: init.conv1d(1, c, 5, 2, 1),
                     conv2: init.conv1d(c, c, 3, 2, 1),

@@ -21,7 +21,6 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use greentrain_amp::{grads, Autocast, GradScaler};
-use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,13 +113,6 @@ struct Setup {
     quiet: bool,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
 fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> {
     let dataset = data::load(config, config_dir).map_err(|e| Failure::Usage(e.into()))?;
     model::check_fit(&config.model, &dataset.name, &dataset.sample_shape)
@@ -169,7 +161,7 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
         started_at: record::rfc3339(started),
         finished_at: None,
         config: serde_json::to_value(&config).expect("config to json"),
-        config_sha256: sha256_hex(toml_text.as_bytes()),
+        config_sha256: data::sha256_hex(toml_text.as_bytes()),
         seed: config.run.seed,
         versions: Versions::current(),
         device,
@@ -678,7 +670,7 @@ fn train_loop<B: AutodiffBackend>(
         let mut lr = lr_at(&c, state.optimizer_steps, total_opt_steps, epoch);
         progress.start_epoch(epoch, c.train.epochs, batches, state.step);
         let train_window = format!("train/epoch-{}", epoch + 1);
-        let epoch_started = unix_now();
+        let epoch_started = greentrain_energy::tracker::unix_now();
         if let Some(a) = account.as_mut() {
             a.begin(&train_window);
         }
@@ -812,7 +804,9 @@ fn train_loop<B: AutodiffBackend>(
         let eval_j = account.as_mut().map(|a| a.end(&eval_window));
         let epoch_j = eval_j.map(|e| e + train_j);
         let epoch_g = match (&account, epoch_j) {
-            (Some(a), Some(j)) => Some(a.co2_g(j, epoch_started, unix_now())),
+            (Some(a), Some(j)) => {
+                Some(a.co2_g(j, epoch_started, greentrain_energy::tracker::unix_now()))
+            }
             _ => None,
         };
         let e = EpochRecord {
@@ -994,13 +988,6 @@ fn train_loop<B: AutodiffBackend>(
         status: "completed".into(),
         record: record.clone(),
     })
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn total_samples(epochs: &[EpochRecord]) -> u64 {
