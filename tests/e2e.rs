@@ -414,9 +414,45 @@ fn bench_on_digits_writes_all_files() {
         .last()
         .unwrap()
         .starts_with("bench: "));
-    for f in ["bench.json", "bench.csv", "bench.md", "bench.tex"] {
+    for f in [
+        "bench.json",
+        "bench.csv",
+        "bench.md",
+        "bench.tex",
+        "bench.svg",
+        "bench.png",
+    ] {
         assert!(out.path().join(f).exists(), "{f}");
     }
+    let svg = std::fs::read_to_string(out.path().join("bench.svg")).unwrap();
+    for label in [
+        "test accuracy (%)",
+        "training samples/s",
+        "mJ/sample",
+        "bf16",
+    ] {
+        assert!(svg.contains(label), "bench.svg lacks {label}");
+    }
+    // `report` on the bench folder draws its bars too.
+    let rep = out.path().join("rep");
+    let o = bin()
+        .arg("report")
+        .arg(out.path())
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let names: Vec<String> = std::fs::read_dir(&rep)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("bench-1-") && n.ends_with(".png")),
+        "{names:?}"
+    );
     let b: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("bench.json")).unwrap())
             .unwrap();
@@ -579,6 +615,20 @@ fn report_tables_runs_and_names_the_unreadable_ones() {
     assert!(
         tex.contains("\\begin{tabular}") && tex.contains("gCO$_2$eq"),
         "{tex}"
+    );
+    // The plots: SVG and PNG, labelled with units, linked from report.md.
+    for stem in ["accuracy_vs_energy", "energy_per_epoch"] {
+        let png = std::fs::read(rep.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{stem}.png");
+        assert!(md.contains(&format!("({stem}.svg)")), "{md}");
+    }
+    let svg = std::fs::read_to_string(rep.join("accuracy_vs_energy.svg")).unwrap();
+    assert!(
+        svg.contains("cumulative energy (J)")
+            && svg.contains("test accuracy (%)")
+            && svg.contains("digits_mlp fp32 s42")
+            && svg.contains("energy: estimated"),
+        "{svg}"
     );
     let o = bin()
         .arg("report")

@@ -87,7 +87,7 @@ enum Command {
         /// Run directories, or folders holding them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Output folder for report.md and report.tex.
+        /// Output folder for report.md, report.tex and the plots (SVG and PNG).
         #[arg(long, default_value = "report")]
         out: PathBuf,
     },
@@ -348,7 +348,7 @@ fn main() -> ExitCode {
                 eprintln!("greentrain: report: no readable runs");
                 return ExitCode::from(1);
             }
-            match greentrain_trainer::report::write(&found.runs, &found.errors, &out) {
+            match greentrain_trainer::report::write(&found, &out) {
                 Ok(md) => {
                     println!("{md}");
                     println!("report: {}", out.display());

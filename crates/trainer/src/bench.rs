@@ -296,8 +296,9 @@ impl BenchReport {
         s
     }
 
-    /// Writes bench.json, bench.csv, bench.md and bench.tex into `dir`.
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+    /// Writes bench.json, bench.csv, bench.md, bench.tex and the bars
+    /// (bench.svg, bench.png) into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         write_atomic(
             &dir.join("bench.json"),
             serde_json::to_string_pretty(self)
@@ -306,7 +307,9 @@ impl BenchReport {
         )?;
         write_atomic(&dir.join("bench.csv"), self.csv().as_bytes())?;
         write_atomic(&dir.join("bench.md"), self.markdown().as_bytes())?;
-        write_atomic(&dir.join("bench.tex"), self.latex().as_bytes())
+        write_atomic(&dir.join("bench.tex"), self.latex().as_bytes())?;
+        crate::plots::write_figure(&crate::plots::bench_figure(self), dir, "bench")?;
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod energy;
 pub mod model;
+pub mod plots;
 pub mod record;
 pub mod report;
 pub mod reproduce;

@@ -1,7 +1,9 @@
 //! `greentrain report RUN_DIR...`: a table of runs and a carbon impact
-//! statement for a paper's appendix, in Markdown and LaTeX. (Plots are not
-//! drawn yet.)
+//! statement for a paper's appendix, in Markdown and LaTeX, with plots:
+//! accuracy against cumulative energy, energy and power per epoch, and the
+//! bars of any bench found among the inputs.
 
+use crate::bench::BenchReport;
 use crate::record::{sig, write_atomic, RunRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,14 +13,26 @@ use std::path::{Path, PathBuf};
 pub struct Collected {
     /// Readable runs with their directories.
     pub runs: Vec<(PathBuf, RunRecord)>,
-    /// `path: why` for each unreadable `run.json`.
+    /// `path: why` for each unreadable `run.json` or `bench.json`.
     pub errors: Vec<String>,
+    /// Benches (`bench.json`) found, with their folders.
+    pub benches: Vec<(PathBuf, BenchReport)>,
 }
 
 /// Collects runs from run directories or folders holding them (searched
 /// three levels down, so `bench/` with its `runs/` works).
 pub fn collect(paths: &[PathBuf]) -> Collected {
     fn walk(dir: &Path, depth: usize, out: &mut Collected) {
+        let bj = dir.join("bench.json");
+        if bj.exists() {
+            match std::fs::read_to_string(&bj)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(serde_json::from_str::<BenchReport>(&t)?))
+            {
+                Ok(b) => out.benches.push((dir.to_path_buf(), b)),
+                Err(e) => out.errors.push(format!("{}: {e:#}", bj.display())),
+            }
+        }
         let rj = dir.join("run.json");
         if rj.exists() {
             match RunRecord::load(dir) {
@@ -206,12 +220,10 @@ fn latex_escape(s: &str) -> String {
         .replace('$', "\\$")
 }
 
-/// Writes `report.md` and `report.tex` into `out`; returns the Markdown.
-pub fn write(
-    runs: &[(PathBuf, RunRecord)],
-    errors: &[String],
-    out: &Path,
-) -> std::io::Result<String> {
+/// Writes `report.md`, `report.tex` and the plots into `out`; returns the
+/// Markdown.
+pub fn write(found: &Collected, out: &Path) -> anyhow::Result<String> {
+    let (runs, errors) = (&found.runs, &found.errors);
     std::fs::create_dir_all(out)?;
     let stmt = statement(runs);
     let mut md = format!(
@@ -219,6 +231,37 @@ pub fn write(
         table(runs),
         stmt
     );
+    let mut plots = crate::plots::run_figures(runs, out)?;
+    for (i, (dir, b)) in found.benches.iter().enumerate() {
+        let stem = format!("bench-{}-{}", i + 1, crate::plots::file_stem(dir));
+        plots.extend(crate::plots::write_figure(
+            &crate::plots::bench_figure(b),
+            out,
+            &stem,
+        )?);
+    }
+    md.push_str("\n## Plots\n\n");
+    let unmetered: Vec<String> = runs
+        .iter()
+        .filter(|(_, r)| r.epochs.is_empty() || r.epochs.iter().any(|e| e.energy_j.is_none()))
+        .map(|(d, _)| d.display().to_string())
+        .collect();
+    if plots.is_empty() {
+        md.push_str("None: no run has per-epoch energy.\n");
+    }
+    for p in plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+    {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        md.push_str(&format!("![{name}]({name})\n\n"));
+    }
+    if !unmetered.is_empty() && !plots.is_empty() {
+        md.push_str(&format!(
+            "Not in the energy plots (no per-epoch energy): {}.\n",
+            unmetered.join(", ")
+        ));
+    }
     if !errors.is_empty() {
         md.push_str("\n## Not included\n\n");
         for e in errors {
