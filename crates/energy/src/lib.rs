@@ -9,6 +9,7 @@
 //! - [`carbon`]: intensity sources (constant, time series, zone, world
 //!   average) integrated against the energy timeline;
 //! - [`budget`]: whole-run predictions and budgets;
+//! - [`schedule`]: carbon-aware Flexible Start and Pause-and-Resume plans;
 //! - [`codecarbon`]: `emissions.csv` in CodeCarbon's format.
 //!
 //! ```
@@ -28,6 +29,7 @@ pub mod estimate;
 pub mod meter;
 pub mod nvml;
 pub mod rapl;
+pub mod schedule;
 pub mod tracker;
 
 pub use meter::{ComponentInfo, ComponentKind, Meter, Provenance};
