@@ -637,3 +637,168 @@ fn report_tables_runs_and_names_the_unreadable_ones() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn schedule_prints_plans_and_refuses_bad_requests() {
+    let o = bin()
+        .args([
+            "schedule",
+            "--forecast",
+            "configs/forecasts/synthetic_48h_daily.csv",
+            "--duration",
+            "3h",
+            "--window",
+            "24h",
+            "--from",
+            "2026-12-01T00:00:00Z",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["mode"], "flexible_start");
+    let slots = p["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 1);
+    let (e, now) = (
+        p["expected_g_per_kwh"].as_f64().unwrap(),
+        p["run_now_g_per_kwh"].as_f64().unwrap(),
+    );
+    assert!(e < now, "{p}");
+    let o = bin()
+        .args([
+            "schedule",
+            "--forecast",
+            "configs/forecasts/synthetic_48h_daily.csv",
+            "--duration",
+            "3h",
+            "--from",
+            "2026-12-01T00:00:00Z",
+            "--pause-resume",
+            "--deadline",
+            "36h",
+            "--energy-kwh",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let s = text(&o.stdout);
+    assert!(
+        o.status.success() && s.contains("pause_resume") && s.contains("gCO2eq saved"),
+        "{s}"
+    );
+    for (args, needle) in [
+        (
+            vec!["--duration", "3h", "--pause-resume", "--deadline", "2h"],
+            "shorter than the job",
+        ),
+        (vec!["--duration", "3h", "--window", "72h"], "covers"),
+        (vec!["--duration", "3 hours"], "not a duration"),
+    ] {
+        let o = bin()
+            .args([
+                "schedule",
+                "--forecast",
+                "configs/forecasts/synthetic_48h_daily.csv",
+                "--from",
+                "2026-12-01T00:00:00Z",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o.stderr).contains(needle), "{}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn train_follows_a_plan_whose_slot_is_open_now_and_records_it() {
+    let out = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let fc = out.path().join("fc.csv");
+    std::fs::write(
+        &fc,
+        "timestamp,g_per_kwh\n2020-01-01T00:00:00Z,123\n2020-01-01T01:00:00Z,123\n",
+    )
+    .unwrap();
+    let fmt = greentrain_energy::carbon::format_time;
+    let plan = serde_json::json!({
+        "mode": "flexible_start",
+        "slots": [{"start": fmt(now - 60.0), "end": fmt(now + 3600.0)}],
+        "expected_g_per_kwh": 123.0, "run_now_g_per_kwh": 123.0, "duration_s": 60.0,
+        "earliest_start": fmt(now - 60.0), "finish_by": fmt(now + 3600.0),
+        "forecast": "fc.csv"
+    });
+    let pp = out.path().join("plan.json");
+    std::fs::write(&pp, plan.to_string()).unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=2",
+            "--quiet",
+            "--schedule",
+        ])
+        .arg(&pp)
+        .arg("--out")
+        .arg(out.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r = record(&run_dir_of(&o));
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["schedule"]["mode"], "flexible_start");
+    assert_eq!(r["schedule"]["pauses"], 0);
+    assert_eq!(r["schedule"]["forecast_g_per_kwh"], 123.0);
+    assert_eq!(r["schedule"]["ran"].as_array().unwrap().len(), 1);
+    // A plan that is not a plan: exit 2.
+    std::fs::write(&pp, "{}").unwrap();
+    let o = bin()
+        .args(["--config", "configs/digits_mlp.toml", "--schedule"])
+        .arg(&pp)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("plan.json"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "sweep",
+            "--config",
+            "configs/sweeps/digits_grid.toml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out.path().join("grid"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("Best: trial"));
+    let bad = out.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[sweep]\nname = \"bad\"\nbase = {:?}\ntrials = 2\n[space]\n\"train.nope\" = {{ uniform = [0.1, 0.2] }}\n",
+            std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/digits_mlp.toml")).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["sweep", "--config"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(out.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("train.nope") && text(&o.stderr).contains("bad.toml"));
+    assert!(!out.path().join("b").exists(), "no trial ran");
+}

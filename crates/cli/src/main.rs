@@ -100,6 +100,32 @@ enum Command {
         #[arg(long)]
         idle: Option<f64>,
     },
+    /// Plan a job on a carbon-intensity forecast: Flexible Start (default)
+    /// or Pause-and-Resume, against starting now.
+    Schedule(ScheduleArgs),
+    /// Search hyperparameters (random, TPE or grid; ASHA pruning), counting
+    /// each trial's energy and CO2.
+    Sweep {
+        /// Sweep file (TOML, see docs/sweeps.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output folder (sweep.json, sweep.csv, plots, trials/); an existing
+        /// one is resumed without rerunning finished trials.
+        #[arg(long, default_value = "sweeps")]
+        out: PathBuf,
+        /// Trials run at once on this machine.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// cpu, cuda, cuda:N or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Write a Slurm array job (one trial per task) into DIR instead of running.
+        #[arg(long, value_name = "DIR")]
+        emit_slurm: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List the carbon zones of the shipped table (for `[carbon] zone`).
     Zones {
         /// Only zones whose code, name or provider contains this text.
@@ -124,9 +150,205 @@ struct TrainArgs {
     /// Parent folder of run directories.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// Follow a plan from `greentrain schedule --json`: wait for its slots,
+    /// pause (checkpointed) between them.
+    #[arg(long, value_name = "PLAN")]
+    schedule: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ScheduleArgs {
+    /// Intensity forecast: Electricity Maps CSV, UK Carbon Intensity JSON,
+    /// or `timestamp,g_per_kwh` CSV.
+    #[arg(long)]
+    forecast: PathBuf,
+    /// The job's duration (3h, 90m, 1h30m); or take it from --from-run.
+    #[arg(long)]
+    duration: Option<String>,
+    /// How long after the earliest start the job may run (start and finish inside it).
+    #[arg(long, default_value = "24h")]
+    window: String,
+    /// Earliest start, RFC 3339 UTC (default: now).
+    #[arg(long)]
+    from: Option<String>,
+    /// Pause-and-Resume: run in the cleanest slots that finish by the deadline.
+    #[arg(long)]
+    pause_resume: bool,
+    /// Finish-by for --pause-resume, after the earliest start (default: the window).
+    #[arg(long)]
+    deadline: Option<String>,
+    /// A run directory whose run.json gives the duration and energy.
+    #[arg(long, value_name = "RUN_DIR")]
+    from_run: Option<PathBuf>,
+    /// The job's energy in kWh (for gCO2eq figures), if not from --from-run.
+    #[arg(long)]
+    energy_kwh: Option<f64>,
+    /// Print the plan as JSON (for `greentrain train --schedule PLAN`).
+    #[arg(long)]
+    json: bool,
+}
+
+fn schedule(a: ScheduleArgs) -> ExitCode {
+    use greentrain_energy::carbon::{format_time, parse_time, Series};
+    use greentrain_energy::schedule::{flexible_start, parse_duration, pause_resume};
+    let series = match Series::load(&a.forecast) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let mut duration = None;
+    let mut energy_kwh = a.energy_kwh;
+    if let Some(dir) = &a.from_run {
+        match greentrain_trainer::record::RunRecord::load(dir) {
+            Ok(r) => {
+                let Some(f) = r.final_.as_ref() else {
+                    return usage(format!(
+                        "--from-run {}: the run has no finished epoch",
+                        dir.display()
+                    ));
+                };
+                let eval: f64 = r.epochs.iter().map(|e| e.eval_s).sum();
+                duration = Some(f.wall_s + eval);
+                if energy_kwh.is_none() {
+                    energy_kwh = f.energy_kwh;
+                }
+            }
+            Err(e) => return usage(format!("--from-run: {e:#}")),
+        }
+    }
+    if let Some(d) = &a.duration {
+        match parse_duration(d) {
+            Ok(v) => duration = Some(v),
+            Err(e) => return usage(format!("--duration: {e}")),
+        }
+    }
+    let Some(duration) = duration else {
+        return usage("give the job's length with --duration (such as 3h) or --from-run RUN_DIR");
+    };
+    let window = match parse_duration(&a.window) {
+        Ok(v) => v,
+        Err(e) => return usage(format!("--window: {e}")),
+    };
+    let from = match &a.from {
+        Some(t) => match parse_time(t) {
+            Some(v) => v,
+            None => {
+                return usage(format!(
+                    "--from: '{t}' is not an RFC 3339 time such as 2026-12-01T00:00:00Z"
+                ))
+            }
+        },
+        None => greentrain_energy::tracker::unix_now(),
+    };
+    let plan = if a.pause_resume {
+        let deadline = match a.deadline.as_deref().map(parse_duration).transpose() {
+            Ok(v) => v.unwrap_or(window),
+            Err(e) => return usage(format!("--deadline: {e}")),
+        };
+        pause_resume(&series, from, duration, deadline)
+    } else {
+        if a.deadline.is_some() {
+            return usage("--deadline goes with --pause-resume; Flexible Start uses --window");
+        }
+        flexible_start(&series, from, duration, window)
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("plan serialises")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} plan for a {:.2} h job, earliest start {}, finished by {} (forecast {}):",
+        plan.mode,
+        duration / 3600.0,
+        plan.earliest_start,
+        plan.finish_by,
+        a.forecast.display()
+    );
+    for s in &plan.slots {
+        println!("  run {} to {}", s.start, s.end);
+    }
+    println!(
+        "expected {:.1} gCO2eq/kWh against {:.1} starting now at {}: {:.1}% lower",
+        plan.expected_g_per_kwh,
+        plan.run_now_g_per_kwh,
+        format_time(from),
+        plan.saving_pct()
+    );
+    if let Some(k) = energy_kwh {
+        println!(
+            "for {} kWh: {:.2} gCO2eq planned, {:.2} gCO2eq now, {:.2} gCO2eq saved",
+            k,
+            k * plan.expected_g_per_kwh,
+            k * plan.run_now_g_per_kwh,
+            k * (plan.run_now_g_per_kwh - plan.expected_g_per_kwh)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn sweep(
+    config: PathBuf,
+    out: PathBuf,
+    parallel: usize,
+    device: String,
+    emit_slurm: Option<PathBuf>,
+    quiet: bool,
+) -> ExitCode {
+    use greentrain_trainer::sweep;
+    let sw = match sweep::load(&config) {
+        Ok(s) => s,
+        Err(e) => return usage(format!("{e:#}")),
+    };
+    if let Some(dir) = emit_slurm {
+        return match sweep::emit_slurm(&sw, &dir, &out.join("trials")) {
+            Ok(p) => {
+                println!(
+                    "slurm: {} (submit with: sbatch {})",
+                    p.display(),
+                    p.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage(format!("--emit-slurm: {e:#}")),
+        };
+    }
+    let spec: DeviceSpec = match device.parse() {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    if parallel == 0 {
+        return usage("--parallel must be at least 1");
+    }
+    match sweep::run(sweep::SweepRequest {
+        sweep: sw,
+        out_dir: out.clone(),
+        parallel,
+        device: spec,
+        quiet,
+    }) {
+        Ok(r) => {
+            println!("{}", r.markdown());
+            println!("sweep: {}", out.display());
+            if r.stopped
+                .as_deref()
+                .is_some_and(|s| s.starts_with("interrupted"))
+            {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(f) => failed(f, "sweep"),
+    }
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -178,12 +400,28 @@ fn train(args: TrainArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    finish(greentrain_trainer::train(TrainRequest {
-        config: loaded,
-        device: spec,
-        out_dir: args.out,
-        quiet: args.quiet,
-    }))
+    let mut hooks = greentrain_trainer::train::Hooks::default();
+    if let Some(p) = &args.schedule {
+        let clock = std::sync::Arc::new(greentrain_energy::schedule::SystemClock);
+        match greentrain_trainer::follow::FollowPlan::load(p, clock) {
+            Ok((fp, warning)) => {
+                if let Some(w) = warning {
+                    eprintln!("schedule: {w}");
+                }
+                hooks.schedule = Some(fp);
+            }
+            Err(e) => return usage(format!("--schedule: {e:#}")),
+        }
+    }
+    finish(greentrain_trainer::train::train_with(
+        TrainRequest {
+            config: loaded,
+            device: spec,
+            out_dir: args.out,
+            quiet: args.quiet,
+        },
+        hooks,
+    ))
 }
 
 fn main() -> ExitCode {
@@ -364,6 +602,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Schedule(a)) => schedule(a),
+        Some(Command::Sweep {
+            config,
+            out,
+            parallel,
+            device,
+            emit_slurm,
+            quiet,
+        }) => sweep(config, out, parallel, device, emit_slurm, quiet),
         Some(Command::Devices) => {
             for (name, status) in device::list() {
                 match status {

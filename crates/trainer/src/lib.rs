@@ -8,12 +8,14 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod energy;
+pub mod follow;
 pub mod model;
 pub mod plots;
 pub mod record;
 pub mod report;
 pub mod reproduce;
 pub mod stats;
+pub mod sweep;
 pub mod train;
 
 pub use config::{Config, ConfigError, LoadedConfig};

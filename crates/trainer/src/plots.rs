@@ -288,3 +288,58 @@ pub fn bench_figure(b: &BenchReport) -> Figure {
         )),
     }
 }
+
+/// Best metric so far against the sweep's cumulative energy and CO2, one
+/// staircase per sweep (several sweeps: one line per strategy).
+pub fn sweep_figure(sweeps: &[&crate::sweep::SweepReport]) -> Figure {
+    let max_j = sweeps
+        .iter()
+        .filter_map(|s| s.curve().last().map(|c| c.0))
+        .fold(0.0, f64::max);
+    let (unit, per) = energy_unit(max_j);
+    let label = |s: &crate::sweep::SweepReport| format!("{} ({})", s.name, s.strategy);
+    let metric = sweeps
+        .first()
+        .map(|s| s.metric.replace('_', " "))
+        .unwrap_or_default();
+    let provs: BTreeSet<String> = sweeps.iter().filter_map(|s| s.provenance.clone()).collect();
+    Figure {
+        title: "Best result so far against the sweep's energy and emissions".into(),
+        panels: vec![
+            Panel::Lines(Lines {
+                title: "against energy".into(),
+                x_label: format!("cumulative energy ({unit})"),
+                y_label: format!("best {metric} (%)"),
+                series: sweeps
+                    .iter()
+                    .map(|s| Series {
+                        label: label(s),
+                        points: s.curve().iter().map(|c| (c.0 / per, 100.0 * c.2)).collect(),
+                    })
+                    .collect(),
+                step: true,
+            }),
+            Panel::Lines(Lines {
+                title: "against emissions".into(),
+                x_label: "cumulative emissions (gCO2eq)".into(),
+                y_label: format!("best {metric} (%)"),
+                series: sweeps
+                    .iter()
+                    .map(|s| Series {
+                        label: label(s),
+                        points: s.curve().iter().map(|c| (c.1, 100.0 * c.2)).collect(),
+                    })
+                    .collect(),
+                step: true,
+            }),
+        ],
+        note: Some(if provs.is_empty() {
+            "energy not metered".into()
+        } else {
+            format!(
+                "one step per finished trial; energy: {}",
+                provs.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        }),
+    }
+}

@@ -198,6 +198,9 @@ pub struct RunRecord {
     /// Carbon: intensity, its source, PUE, emissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carbon: Option<crate::energy::CarbonOut>,
+    /// The carbon-aware plan followed, and when the run actually trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::follow::ScheduleRecord>,
 }
 
 /// Dataset facts in the record.

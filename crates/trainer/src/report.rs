@@ -17,6 +17,8 @@ pub struct Collected {
     pub errors: Vec<String>,
     /// Benches (`bench.json`) found, with their folders.
     pub benches: Vec<(PathBuf, BenchReport)>,
+    /// Sweeps (`sweep.json`) found, with their folders.
+    pub sweeps: Vec<(PathBuf, crate::sweep::SweepReport)>,
 }
 
 /// Collects runs from run directories or folders holding them (searched
@@ -31,6 +33,16 @@ pub fn collect(paths: &[PathBuf]) -> Collected {
             {
                 Ok(b) => out.benches.push((dir.to_path_buf(), b)),
                 Err(e) => out.errors.push(format!("{}: {e:#}", bj.display())),
+            }
+        }
+        let sj = dir.join("sweep.json");
+        if sj.exists() {
+            match std::fs::read_to_string(&sj)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(serde_json::from_str::<crate::sweep::SweepReport>(&t)?))
+            {
+                Ok(s) => out.sweeps.push((dir.to_path_buf(), s)),
+                Err(e) => out.errors.push(format!("{}: {e:#}", sj.display())),
             }
         }
         let rj = dir.join("run.json");
@@ -239,6 +251,36 @@ pub fn write(found: &Collected, out: &Path) -> anyhow::Result<String> {
             out,
             &stem,
         )?);
+    }
+    if !found.sweeps.is_empty() {
+        let all: Vec<&crate::sweep::SweepReport> = found.sweeps.iter().map(|s| &s.1).collect();
+        plots.extend(crate::plots::write_figure(
+            &crate::plots::sweep_figure(&all),
+            out,
+            "sweeps",
+        )?);
+        md.push_str("\n## Sweeps\n\n| sweep | strategy | trials | best | energy (kWh) | gCO2eq | pruned |\n|---|---|---|---|---|---|---|\n");
+        for (_, s) in &found.sweeps {
+            let best = s
+                .best
+                .and_then(|b| s.trials.iter().find(|t| t.id == b))
+                .and_then(|t| t.metric)
+                .map(|m| format!("{:.2}%", 100.0 * m))
+                .unwrap_or_else(|| "-".into());
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                s.name,
+                s.strategy,
+                s.trials.len(),
+                best,
+                sig(s.total_energy_j / 3.6e6),
+                sig(s.total_co2_g),
+                s.asha
+                    .as_ref()
+                    .map(|a| a.pruned.to_string())
+                    .unwrap_or_else(|| "-".into())
+            ));
+        }
     }
     md.push_str("\n## Plots\n\n");
     let unmetered: Vec<String> = runs

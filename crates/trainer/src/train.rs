@@ -24,6 +24,7 @@ use greentrain_amp::{grads, Autocast, GradScaler};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// Why a run did not complete: a usage/config problem (exit 2) or a
@@ -70,6 +71,28 @@ pub struct TrainRequest {
     pub quiet: bool,
 }
 
+/// Decides after each epoch whether a run goes on: `Some(status)` stops it
+/// there with that status (a sweep prunes trials this way).
+pub type AfterEpoch = Arc<dyn Fn(&RunRecord) -> Option<String> + Send + Sync>;
+
+/// Optional behaviour for programs embedding the trainer.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Called after each epoch, once its record is saved.
+    pub after_epoch: Option<AfterEpoch>,
+    /// A carbon-aware plan to follow.
+    pub schedule: Option<crate::follow::FollowPlan>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("after_epoch", &self.after_epoch.is_some())
+            .field("schedule", &self.schedule)
+            .finish()
+    }
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Asks a running training loop (in this process) to checkpoint at its next
@@ -111,6 +134,7 @@ struct Setup {
     record: RunRecord,
     resume: Option<Checkpoint>,
     quiet: bool,
+    hooks: Hooks,
 }
 
 fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> {
@@ -133,6 +157,11 @@ fn check_device(spec: DeviceSpec, config: &Config) -> Result<DeviceRecord, Failu
 
 /// Starts a new run.
 pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
+    train_with(req, Hooks::default())
+}
+
+/// [`train`] with hooks: an after-epoch decision and a plan to follow.
+pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
     let config = req.config.config.clone();
     let config_dir =
         std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
@@ -173,6 +202,7 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
         resumed: 0,
         energy: None,
         carbon: None,
+        schedule: None,
     };
     record
         .save(&run_dir)
@@ -187,6 +217,7 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
         record,
         resume: None,
         quiet: req.quiet,
+        hooks,
     };
     run(req.device, setup)
 }
@@ -234,6 +265,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
         record,
         resume: Some(ckpt),
         quiet,
+        hooks: Hooks::default(),
     };
     run(spec, setup)
 }
@@ -576,8 +608,10 @@ fn train_loop<B: AutodiffBackend>(
         resume,
         quiet,
         intensity,
+        hooks,
         ..
     } = setup;
+    let mut follower = hooks.schedule.clone().map(crate::follow::Follower::new);
     let prior = match (&record.energy, &record.carbon) {
         (Some(e), Some(cb)) => Some((e.clone(), cb.operational.co2_g)),
         _ => None,
@@ -716,6 +750,64 @@ fn train_loop<B: AutodiffBackend>(
                     status: "interrupted".into(),
                     record: record.clone(),
                 });
+            }
+            if bi.is_multiple_of(accum) {
+                if let Some(f) = follower.as_mut() {
+                    match f.before_step() {
+                        crate::follow::Next::Go => {}
+                        crate::follow::Next::Overrun => progress.line(
+                            "schedule: the plan's last slot is over; training on until the run ends",
+                        ),
+                        crate::follow::Next::PauseUntil(until) => {
+                            // Checkpoint first: a pause can be long, and the
+                            // machine may go away meanwhile.
+                            progress.finish();
+                            if let Some(a) = account.as_mut() {
+                                train_j += a.end(&train_window);
+                            }
+                            state.step = bi;
+                            state.partial = PartialEpoch {
+                                loss_sum: loss_sum.clone().into_scalar().to_f32_lossy(),
+                                energy_j: train_j,
+                                ..partial.clone()
+                            };
+                            state.scaler = scaler.state().clone();
+                            save_checkpoint(&run_dir, &state, &model, &optim)?;
+                            record.status = "paused".into();
+                            record.schedule = Some(f.record());
+                            record.save(&run_dir)?;
+                            let show = !quiet;
+                            let what = if state.epoch == 0 && bi == 0 && f.record().ran.is_empty() {
+                                "waiting for the plan's first slot"
+                            } else {
+                                "paused (checkpointed) until the next slot"
+                            };
+                            progress.line(&format!(
+                                "schedule: {what} at {}",
+                                greentrain_energy::carbon::format_time(until)
+                            ));
+                            f.wait(
+                                until,
+                                |left| {
+                                    if show {
+                                        eprint!("\rschedule: {} left   ", crate::follow::hms(left));
+                                    }
+                                },
+                                || INTERRUPTED.load(Ordering::SeqCst),
+                            );
+                            if show {
+                                eprintln!();
+                            }
+                            record.status = "running".into();
+                            if let Some(a) = account.as_mut() {
+                                a.begin(&train_window);
+                            }
+                            progress.start_epoch(epoch, c.train.epochs, batches, bi);
+                            // Back to the top: Ctrl-C during the wait is handled there.
+                            continue;
+                        }
+                    }
+                }
             }
             let t0 = Instant::now();
             let group_start = bi - bi % accum;
@@ -918,10 +1010,31 @@ fn train_loop<B: AutodiffBackend>(
                 });
             }
         }
+        if let Some(h) = &hooks.after_epoch {
+            if let Some(status) = h(record) {
+                if state.epoch < c.train.epochs {
+                    record.status = status.clone();
+                    record.finished_at = Some(record::rfc3339(SystemTime::now()));
+                    if let Some(f) = follower.as_mut() {
+                        record.schedule = Some(f.finish());
+                    }
+                    record.save(&run_dir)?;
+                    progress.line(&format!("stopped after epoch {}: {status}", state.epoch));
+                    return Ok(Outcome {
+                        run_dir,
+                        status,
+                        record: record.clone(),
+                    });
+                }
+            }
+        }
     }
 
     record.status = "completed".into();
     record.finished_at = Some(record::rfc3339(SystemTime::now()));
+    if let Some(f) = follower.as_mut() {
+        record.schedule = Some(f.finish());
+    }
     record.final_ = Some(final_of(&state.epochs));
     if let Some(a) = account.as_mut() {
         let (e, cb) = a.record(total_samples(&state.epochs), total_wall(&state.epochs));
