@@ -689,9 +689,14 @@ fn tpe_propose(
 /// values per numeric dimension (log-spaced for log-uniform), at most
 /// `trials` points.
 pub fn grid(space: &BTreeMap<String, Dim>, trials: usize, levels: Option<usize>) -> Vec<Params> {
+    // A one-value integer range (a fixed setting) is not a dimension.
     let numeric = space
         .values()
-        .filter(|d| !matches!(d, Dim::Choice(_)))
+        .filter(|d| match d {
+            Dim::Choice(_) => false,
+            Dim::Int([a, b]) => a < b,
+            _ => true,
+        })
         .count() as u32;
     let choice_points: usize = space
         .values()
