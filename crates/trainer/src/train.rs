@@ -729,6 +729,9 @@ fn train_loop<B: AutodiffBackend>(
                 state.scaler = scaler.state().clone();
                 save_checkpoint(&run_dir, &state, &model, &optim)?;
                 record.status = "interrupted".into();
+                if let Some(f) = follower.as_mut() {
+                    record.schedule = Some(f.finish());
+                }
                 record.finished_at = Some(record::rfc3339(SystemTime::now()));
                 if let Some(a) = account.as_mut() {
                     let (e, cb) = a.record(
@@ -997,6 +1000,9 @@ fn train_loop<B: AutodiffBackend>(
         if let greentrain_energy::budget::BudgetVerdict::Stop(why) = verdict {
             if state.epoch < c.train.epochs {
                 record.status = "stopped_budget".into();
+                if let Some(f) = follower.as_mut() {
+                    record.schedule = Some(f.finish());
+                }
                 record.finished_at = Some(record::rfc3339(SystemTime::now()));
                 record.save(&run_dir)?;
                 progress.line(&format!(
