@@ -910,12 +910,12 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                 req.out_dir.display()
             )));
         }
-        // Finished trials stay; a trial cut off by a crash runs again with
-        // the same parameters.
+        // Finished trials stay; a trial cut off by a crash or Ctrl-C runs
+        // again from the start with the same parameters.
         report.trials = old
             .trials
             .into_iter()
-            .filter(|t| t.status != "running")
+            .filter(|t| t.status != "running" && t.status != "interrupted")
             .collect();
         report.trials.sort_by_key(|t| t.id);
     }

@@ -93,10 +93,11 @@ fn a_resumed_sweep_keeps_finished_trials_and_reruns_the_cut_off_one() {
     );
     let out = d.path().join("out");
     let full = run(&f, &out, 1);
-    // Simulate a crash during trial 2: trial 2 "running", trial 3 never started.
+    // Simulate a crash during trial 2 ("running") after trial 3 was
+    // stopped by Ctrl-C ("interrupted"): both run again.
     let mut cut = full.clone();
-    cut.trials.truncate(3);
     cut.trials[2].status = "running".into();
+    cut.trials[3].status = "interrupted".into();
     std::fs::write(out.join("sweep.json"), serde_json::to_string(&cut).unwrap()).unwrap();
     let again = run(&f, &out, 1);
     // Kept trials come back through sweep.json, whose float parsing may
