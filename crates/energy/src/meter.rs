@@ -24,6 +24,20 @@ impl Provenance {
     }
 }
 
+impl std::str::FromStr for Provenance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "measured" => Ok(Provenance::Measured),
+            "integrated" => Ok(Provenance::Integrated),
+            "estimated" => Ok(Provenance::Estimated),
+            other => Err(format!(
+                "'{other}' is not measured, integrated or estimated"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for Provenance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -264,17 +264,36 @@ pub fn flexible_start(
         }
     }
     let best = best.expect("at least one candidate");
-    let run_now = integral(series, from, from + duration) / duration;
-    Ok(Plan {
-        mode: "flexible_start".into(),
-        slots: vec![Slot::new(best.1, best.1 + duration)],
-        expected_g_per_kwh: best.0,
-        run_now_g_per_kwh: run_now,
+    Ok(plan(
+        series,
+        "flexible_start",
+        &[(best.1, best.1 + duration)],
+        best.0,
+        (from, end),
+        duration,
+    ))
+}
+
+/// A plan over `spans` (with their mean intensity), compared with running
+/// straight through from `from`.
+fn plan(
+    series: &Series,
+    mode: &str,
+    spans: &[(f64, f64)],
+    expected: f64,
+    (from, end): (f64, f64),
+    duration: f64,
+) -> Plan {
+    Plan {
+        mode: mode.into(),
+        slots: spans.iter().map(|s| Slot::new(s.0, s.1)).collect(),
+        expected_g_per_kwh: expected,
+        run_now_g_per_kwh: integral(series, from, from + duration) / duration,
         duration_s: duration,
         earliest_start: format_time(from),
         finish_by: format_time(end),
         forecast: series.path.display().to_string(),
-    })
+    }
 }
 
 /// Pause-and-Resume: the lowest-intensity parts of `[from, from + deadline]`
@@ -332,17 +351,14 @@ pub fn pause_resume(
             _ => merged.push(s),
         }
     }
-    let run_now = integral(series, from, from + duration) / duration;
-    Ok(Plan {
-        mode: "pause_resume".into(),
-        expected_g_per_kwh: mean_over(series, &merged),
-        slots: merged.iter().map(|s| Slot::new(s.0, s.1)).collect(),
-        run_now_g_per_kwh: run_now,
-        duration_s: duration,
-        earliest_start: format_time(from),
-        finish_by: format_time(end),
-        forecast: series.path.display().to_string(),
-    })
+    Ok(plan(
+        series,
+        "pause_resume",
+        &merged,
+        mean_over(series, &merged),
+        (from, end),
+        duration,
+    ))
 }
 
 /// Where "now" comes from: the system clock in production, a simulated one

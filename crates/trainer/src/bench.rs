@@ -150,14 +150,9 @@ pub fn aggregate(runs: &[BenchRun], precisions: &[Precision]) -> Vec<PrecisionRe
                     j_per_sample: ja.zip(jb).map(|(a, b)| paired_ratio(&a, &b)),
                 }
             });
-            let provenance = rs
-                .iter()
-                .filter_map(|r| r.provenance.clone())
-                .max_by_key(|s| match s.as_str() {
-                    "measured" => 0,
-                    "integrated" => 1,
-                    _ => 2,
-                });
+            let provenance = crate::energy::weakest_provenance(
+                rs.iter().filter_map(|r| r.provenance.as_deref()),
+            );
             PrecisionResult {
                 precision: p,
                 test_accuracy: summary(&rs.iter().map(|r| r.test_accuracy).collect::<Vec<_>>()),

@@ -24,6 +24,16 @@ pub struct IdleRecord {
     pub above_idle_j: f64,
 }
 
+/// The weakest of recorded provenance names (an unrecognised name counts
+/// as `estimated`), or None when there are none.
+pub fn weakest_provenance<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    names
+        .into_iter()
+        .map(|n| n.parse().unwrap_or(Provenance::Estimated))
+        .reduce(Provenance::weakest)
+        .map(|p| p.to_string())
+}
+
 /// `run.json`'s `energy`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnergyRecord {

@@ -36,14 +36,8 @@ impl FollowPlan {
     /// (a relative forecast path is taken from the plan's folder). A missing
     /// forecast is not an error: the record then has no forecast intensity.
     pub fn load(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<(Self, Option<String>)> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read the plan: {e}", path.display()))?;
-        let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a plan from `greentrain schedule --json`: {e}",
-                path.display()
-            )
-        })?;
+        let plan: Plan =
+            crate::record::read_json(path, "a plan from `greentrain schedule --json`")?;
         plan.spans()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut fpath = PathBuf::from(&plan.forecast);

@@ -104,6 +104,34 @@ fn epoch_energy(r: &RunRecord) -> Option<Vec<f64>> {
     v.filter(|v| !v.is_empty())
 }
 
+/// One series per metered run: `point(epoch, its joules, joules so far)`
+/// gives the epoch's point, or None to leave it out.
+fn per_epoch(
+    metered: &[(&PathBuf, &RunRecord, Vec<f64>)],
+    names: &[String],
+    point: impl Fn(&crate::record::EpochRecord, f64, f64) -> Option<(f64, f64)>,
+) -> Vec<Series> {
+    metered
+        .iter()
+        .zip(names)
+        .map(|((_, r, e), name)| {
+            let mut cum = 0.0;
+            Series {
+                label: name.clone(),
+                points: r
+                    .epochs
+                    .iter()
+                    .zip(e)
+                    .filter_map(|(ep, &j)| {
+                        cum += j;
+                        point(ep, j, cum)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// Test accuracy against cumulative energy, and energy and mean power per
 /// epoch. Runs without per-epoch energy are left out (and named by the
 /// caller); returns the files written, none when no run was metered.
@@ -122,25 +150,9 @@ pub fn run_figures(runs: &[(PathBuf, RunRecord)], out: &Path) -> anyhow::Result<
         .map(|m| m.2.iter().sum::<f64>())
         .fold(0.0, f64::max);
     let (unit, per) = energy_unit(total_max);
-    let acc = metered
-        .iter()
-        .zip(&names)
-        .map(|((_, r, e), name)| {
-            let mut cum = 0.0;
-            Series {
-                label: name.clone(),
-                points: r
-                    .epochs
-                    .iter()
-                    .zip(e)
-                    .map(|(ep, j)| {
-                        cum += j;
-                        (cum / per, 100.0 * ep.test_accuracy)
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+    let acc = per_epoch(&metered, &names, |ep, _, cum| {
+        Some((cum / per, 100.0 * ep.test_accuracy))
+    });
     let mut files = write_figure(
         &Figure {
             title: "Test accuracy against the energy spent".into(),
@@ -161,33 +173,13 @@ pub fn run_figures(runs: &[(PathBuf, RunRecord)], out: &Path) -> anyhow::Result<
         .flat_map(|m| m.2.iter().copied())
         .fold(0.0, f64::max);
     let (eunit, eper) = energy_unit(epoch_max);
-    let energy = metered
-        .iter()
-        .zip(&names)
-        .map(|((_, r, e), name)| Series {
-            label: name.clone(),
-            points: r
-                .epochs
-                .iter()
-                .zip(e)
-                .map(|(ep, j)| (ep.epoch as f64, j / eper))
-                .collect(),
-        })
-        .collect();
-    let power = metered
-        .iter()
-        .zip(&names)
-        .map(|((_, r, e), name)| Series {
-            label: name.clone(),
-            points: r
-                .epochs
-                .iter()
-                .zip(e)
-                .filter(|(ep, _)| ep.wall_s + ep.eval_s >= MIN_EPOCH_S_FOR_POWER)
-                .map(|(ep, j)| (ep.epoch as f64, j / (ep.wall_s + ep.eval_s)))
-                .collect(),
-        })
-        .collect();
+    let energy = per_epoch(&metered, &names, |ep, j, _| {
+        Some((ep.epoch as f64, j / eper))
+    });
+    let power = per_epoch(&metered, &names, |ep, j, _| {
+        let secs = ep.wall_s + ep.eval_s;
+        (secs >= MIN_EPOCH_S_FOR_POWER).then(|| (ep.epoch as f64, j / secs))
+    });
     files.extend(write_figure(
         &Figure {
             title: "Energy and power per epoch".into(),

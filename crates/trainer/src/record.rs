@@ -227,12 +227,16 @@ impl RunRecord {
 
     /// Reads `run.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let p = dir.join("run.json");
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a greentrain run record: {e}", p.display()))
+        read_json(&dir.join("run.json"), "a greentrain run record")
     }
+}
+
+/// Reads one of greentrain's JSON files; errors name the file and say
+/// whether it could not be read or is not `what`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not {what}: {e}", path.display()))
 }
 
 /// The `metrics.csv` header.

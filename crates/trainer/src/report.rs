@@ -4,7 +4,7 @@
 //! bars of any bench found among the inputs.
 
 use crate::bench::BenchReport;
-use crate::record::{sig, write_atomic, RunRecord};
+use crate::record::{read_json, sig, write_atomic, RunRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -27,22 +27,16 @@ pub fn collect(paths: &[PathBuf]) -> Collected {
     fn walk(dir: &Path, depth: usize, out: &mut Collected) {
         let bj = dir.join("bench.json");
         if bj.exists() {
-            match std::fs::read_to_string(&bj)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| Ok(serde_json::from_str::<BenchReport>(&t)?))
-            {
+            match read_json::<BenchReport>(&bj, "a greentrain bench file") {
                 Ok(b) => out.benches.push((dir.to_path_buf(), b)),
-                Err(e) => out.errors.push(format!("{}: {e:#}", bj.display())),
+                Err(e) => out.errors.push(format!("{e:#}")),
             }
         }
         let sj = dir.join("sweep.json");
         if sj.exists() {
-            match std::fs::read_to_string(&sj)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| Ok(serde_json::from_str::<crate::sweep::SweepReport>(&t)?))
-            {
+            match read_json::<crate::sweep::SweepReport>(&sj, "a greentrain sweep file") {
                 Ok(s) => out.sweeps.push((dir.to_path_buf(), s)),
-                Err(e) => out.errors.push(format!("{}: {e:#}", sj.display())),
+                Err(e) => out.errors.push(format!("{e:#}")),
             }
         }
         let rj = dir.join("run.json");

@@ -497,6 +497,21 @@ fn sample_dim(d: &Dim, rng: &mut ChaCha8Rng) -> Value {
     }
 }
 
+/// Trial `id`'s generator: its draws depend on the search seed and the
+/// trial, not on which trials ran before it.
+fn trial_rng(seed: u64, id: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id as u64)
+}
+
+/// Random search's trial `id` (also TPE's start-up trials and the Slurm export).
+fn random_params(space: &BTreeMap<String, Dim>, seed: u64, id: usize) -> Params {
+    let mut rng = trial_rng(seed, id);
+    space
+        .iter()
+        .map(|(k, d)| (k.clone(), sample_dim(d, &mut rng)))
+        .collect()
+}
+
 /// Internal coordinate of a numeric value (log for log-uniform).
 fn coord(d: &Dim, v: &Value) -> Option<f64> {
     match (d, v) {
@@ -783,13 +798,16 @@ pub fn promotable(rung_values: &[f64], value: f64, reduction: usize) -> bool {
     value >= v[idx]
 }
 
-fn epoch_metric(r: &RunRecord, metric: &str) -> Option<f64> {
-    let e = r.epochs.last()?;
+fn metric_of(e: &crate::record::EpochRecord, metric: &str) -> Option<f64> {
     if metric == "val_accuracy" {
         e.val_accuracy
     } else {
         Some(e.test_accuracy)
     }
+}
+
+fn epoch_metric(r: &RunRecord, metric: &str) -> Option<f64> {
+    metric_of(r.epochs.last()?, metric)
 }
 
 // ---------- running ----------
@@ -828,15 +846,8 @@ fn trial_config(sweep: &Sweep, id: usize, params: &Params) -> Result<LoadedConfi
 fn summarise(r: &mut SweepReport, asha: Option<&AshaSection>, epochs: usize) {
     r.total_energy_j = r.trials.iter().filter_map(|t| t.energy_j).sum();
     r.total_co2_g = r.trials.iter().filter_map(|t| t.co2_g).sum();
-    let provs: Vec<&str> = r
-        .trials
-        .iter()
-        .filter_map(|t| t.provenance.as_deref())
-        .collect();
-    r.provenance = ["estimated", "integrated", "measured"]
-        .iter()
-        .find(|p| provs.contains(p))
-        .map(|p| p.to_string());
+    r.provenance =
+        crate::energy::weakest_provenance(r.trials.iter().filter_map(|t| t.provenance.as_deref()));
     r.best = r
         .trials
         .iter()
@@ -895,15 +906,8 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
         notes: vec![],
     };
     if state_path.exists() {
-        let old: SweepReport = std::fs::read_to_string(&state_path)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(serde_json::from_str(&t)?))
-            .map_err(|e| {
-                Failure::Usage(anyhow::anyhow!(
-                    "{}: cannot resume: {e}",
-                    state_path.display()
-                ))
-            })?;
+        let old: SweepReport = crate::record::read_json(&state_path, "a greentrain sweep file")
+            .map_err(|e| Failure::Usage(anyhow::anyhow!("cannot resume: {e:#}")))?;
         if old.file_sha256 != sw.sha256 {
             return Err(Failure::Usage(anyhow::anyhow!(
                 "{} holds a different sweep (its sweep file has changed): use another --out",
@@ -943,15 +947,8 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
     for t in &report.trials {
         if let Some(Ok(r)) = t.run_dir.as_ref().map(|d| RunRecord::load(d)) {
             for (k, &re) in rung_epochs.iter().enumerate() {
-                if let Some(e) = r.epochs.get(re - 1) {
-                    let v = if s.metric == "val_accuracy" {
-                        e.val_accuracy
-                    } else {
-                        Some(e.test_accuracy)
-                    };
-                    if let Some(v) = v {
-                        rung_values[k].push(v);
-                    }
+                if let Some(v) = r.epochs.get(re - 1).and_then(|e| metric_of(e, &s.metric)) {
+                    rung_values[k].push(v);
                 }
             }
         }
@@ -993,9 +990,6 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                 let params = match sh.plan[id].clone() {
                     Some(p) => p,
                     None => {
-                        let mut rng = ChaCha8Rng::seed_from_u64(
-                            s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id as u64,
-                        );
                         let startup = s.tpe_startup.unwrap_or((s.trials / 3).clamp(2, 10));
                         let done: Vec<(Params, f64)> = sh
                             .report
@@ -1004,13 +998,9 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                             .filter_map(|t| t.metric.map(|m| (t.params.clone(), m)))
                             .collect();
                         if s.strategy == "tpe" && done.len() >= startup {
-                            tpe_propose(&sw.file.space, &done, &mut rng)
+                            tpe_propose(&sw.file.space, &done, &mut trial_rng(s.seed, id))
                         } else {
-                            sw.file
-                                .space
-                                .iter()
-                                .map(|(k, d)| (k.clone(), sample_dim(d, &mut rng)))
-                                .collect()
+                            random_params(&sw.file.space, s.seed, id)
                         }
                     }
                 };
@@ -1101,15 +1091,12 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                     t.status = "failed".into();
                     t.error = Some(e.to_string());
                     if matches!(e, Failure::Usage(_)) {
-                        let r = sh.report.clone();
-                        let _ = r.write(&req.out_dir);
+                        let _ = sh.report.write(&req.out_dir);
                         return Err(e);
                     }
                 }
             }
-            let mut r = sh.report.clone();
-            summarise(&mut r, asha.as_ref(), epochs);
-            sh.report = r;
+            summarise(&mut sh.report, asha.as_ref(), epochs);
             sh.report
                 .write(&req.out_dir)
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing sweep files: {e:#}")))?;
@@ -1157,16 +1144,7 @@ pub fn emit_slurm(sw: &Sweep, dir: &Path, runs_dir: &Path) -> anyhow::Result<Pat
         grid(&sw.file.space, s.trials, s.grid_points)
     } else {
         (0..s.trials)
-            .map(|id| {
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id as u64,
-                );
-                sw.file
-                    .space
-                    .iter()
-                    .map(|(k, d)| (k.clone(), sample_dim(d, &mut rng)))
-                    .collect()
-            })
+            .map(|id| random_params(&sw.file.space, s.seed, id))
             .collect()
     };
     let mut lines = String::new();
