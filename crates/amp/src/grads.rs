@@ -95,7 +95,36 @@ pub fn scale<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads
 }
 
-fn to_f32<B: Backend>(g: Tensor<B, 1>) -> Tensor<B, 1> {
+/// Applies `f` to every gradient, flattened to rank 1, and returns the
+/// gradients: element-wise work that stays on the device.
+pub fn map<B, M, F>(module: &M, mut grads: GradientsParams, f: F) -> GradientsParams
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: FnMut(Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>,
+{
+    map_grads::<B, M, F>(module, &mut grads, f);
+    grads
+}
+
+/// The global L2 norm of all gradients as a one-element device tensor (no
+/// read back).
+pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Tensor<B::InnerBackend, 1> {
+    let squares: Vec<_> = collect::<B, M>(module, grads)
+        .into_iter()
+        .map(|g| to_f32(g).square().sum())
+        .collect();
+    if squares.is_empty() {
+        return Tensor::zeros([1], &Default::default());
+    }
+    Tensor::cat(squares, 0).sum().sqrt()
+}
+
+/// The gradient in f32 (unchanged when it already is).
+pub fn to_f32<B: Backend>(g: Tensor<B, 1>) -> Tensor<B, 1> {
     if g.dtype() == burn::tensor::DType::F32 {
         g
     } else {
@@ -131,11 +160,7 @@ pub fn inspect<B: AutodiffBackend, M: AutodiffModule<B>>(
     let flag = Tensor::cat(flags, 0).sum();
     let sq = Tensor::cat(squares, 0).sum();
     let both = Tensor::cat(vec![flag, sq], 0);
-    let values: Vec<f32> = both
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32 data after convert");
+    let values = crate::readback::read_f32(both);
     GradInspection {
         non_finite: !values[0].is_finite(),
         global_norm: (values[1] as f64).sqrt(),

@@ -34,9 +34,14 @@
 //! # let _ = model;
 //! ```
 
+mod device_scaler;
 pub mod grads;
+mod optim;
 mod policy;
+pub mod readback;
 mod scaler;
 
-pub use policy::{wider, Autocast, Precision, UnsupportedPrecision};
+pub use device_scaler::{DeviceScaler, ScalerSnapshot};
+pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
+pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
 pub use scaler::{GradScaler, ScalerConfig, ScalerState, StepReport};

@@ -106,6 +106,81 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// What a config or `--precision` asks for: a fixed mode, or `auto`, which
+/// picks per device (PyTorch users write `autocast` only on the GPU; this is
+/// that choice made explicit and recorded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PrecisionChoice {
+    /// fp16 with loss scaling on a GPU that has f16, bf16 where only bf16
+    /// is there, fp32 on the CPU (where 16-bit runs about 2x slower).
+    #[default]
+    Auto,
+    /// This mode, wherever it runs.
+    Fixed(Precision),
+}
+
+impl PrecisionChoice {
+    /// The mode to run: `gpu` says whether the device is a hardware GPU,
+    /// `supports` whether it computes in a dtype.
+    pub fn resolve(self, gpu: bool, supports: impl Fn(DType) -> bool) -> Precision {
+        match self {
+            PrecisionChoice::Fixed(p) => p,
+            PrecisionChoice::Auto if !gpu => Precision::Fp32,
+            PrecisionChoice::Auto if supports(DType::F16) => Precision::Fp16,
+            PrecisionChoice::Auto if supports(DType::BF16) => Precision::Bf16,
+            PrecisionChoice::Auto => Precision::Fp32,
+        }
+    }
+
+    /// The fixed mode, if this is one.
+    pub fn fixed(self) -> Option<Precision> {
+        match self {
+            PrecisionChoice::Fixed(p) => Some(p),
+            PrecisionChoice::Auto => None,
+        }
+    }
+}
+
+impl From<Precision> for PrecisionChoice {
+    fn from(p: Precision) -> Self {
+        PrecisionChoice::Fixed(p)
+    }
+}
+
+impl fmt::Display for PrecisionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrecisionChoice::Auto => f.write_str("auto"),
+            PrecisionChoice::Fixed(p) => p.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for PrecisionChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(PrecisionChoice::Auto);
+        }
+        s.parse::<Precision>()
+            .map(PrecisionChoice::Fixed)
+            .map_err(|_| format!("unknown precision '{s}': expected auto, fp32, fp16 or bf16"))
+    }
+}
+
+impl Serialize for PrecisionChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PrecisionChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A precision the device cannot run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnsupportedPrecision {
