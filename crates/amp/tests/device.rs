@@ -1,80 +1,17 @@
 //! The device-resident scaler and optimizers: the same contract as the host
 //! `GradScaler` (tests in amp.rs), with no read back inside a step.
 
-use burn::backend::{Autodiff, Flex};
-use burn::module::Param;
 use burn::nn::Linear;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use greentrain_amp::{
     readback, Autocast, DeviceOptimizer, DeviceScaler, GradScaler, OptimizerSpec, Precision,
     ScalerConfig,
 };
 
-type B = Autodiff<Flex>;
-type I = Flex;
-
-fn dev() -> burn::tensor::Device<B> {
-    Default::default()
-}
-
-fn model() -> Linear<B> {
-    let w: Vec<f32> = (0..24)
-        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05)
-        .collect();
-    let b: Vec<f32> = (0..4).map(|i| i as f32 * 0.01).collect();
-    Linear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [6, 4]), &dev())),
-        bias: Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b, [4]),
-            &dev(),
-        ))),
-    }
-}
-
-fn loss(m: &Linear<B>, ac: &Autocast, n: usize, offset: usize) -> Tensor<B, 1> {
-    let x: Vec<f32> = (0..n * 6)
-        .map(|i| (((i + offset) * 13 % 17) as f32 - 8.0) * 0.1)
-        .collect();
-    let y: Vec<i64> = (0..n).map(|i| ((i + offset) % 4) as i64).collect();
-    let x = Tensor::from_data(TensorData::new(x, [n, 6]), &dev());
-    let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), &dev());
-    ac.cross_entropy(ac.linear(m, x), y)
-}
-
-fn params(m: &Linear<B>) -> Vec<u32> {
-    let mut v: Vec<f32> = m.weight.val().into_data().to_vec().unwrap();
-    v.extend(
-        m.bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-    );
-    v.into_iter().map(f32::to_bits).collect()
-}
-
-fn grads_of(m: &Linear<B>, scaled: Tensor<B, 1>) -> GradientsParams {
-    GradientsParams::from_grads(scaled.backward(), m)
-}
-
-fn poisoned(m: &Linear<B>, value: f32) -> GradientsParams {
-    let mut g = GradientsParams::new();
-    let mut w = vec![0.01f32; 24];
-    w[5] = value;
-    g.register::<I, 2>(
-        m.weight.id,
-        Tensor::from_data(TensorData::new(w, [6, 4]), &dev()),
-    );
-    g.register::<I, 1>(
-        m.bias.as_ref().unwrap().id,
-        Tensor::from_data(TensorData::new(vec![0.01f32; 4], [4]), &dev()),
-    );
-    g
-}
+mod common;
+use common::*;
 
 const ADAM: OptimizerSpec = OptimizerSpec::Adam {
     beta1: 0.9,

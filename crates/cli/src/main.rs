@@ -56,8 +56,8 @@ enum Command {
         /// Override one config value: section.key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// cpu, cuda, cuda:N or wgpu.
-        #[arg(long, default_value = "cpu")]
+        /// auto, cpu, cuda, cuda:N or wgpu.
+        #[arg(long, default_value = "auto")]
         device: String,
         /// Output folder.
         #[arg(long, default_value = "bench")]
@@ -116,8 +116,8 @@ enum Command {
         /// Trials run at once on this machine.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
-        /// cpu, cuda, cuda:N or wgpu.
-        #[arg(long, default_value = "cpu")]
+        /// auto, cpu, cuda, cuda:N or wgpu.
+        #[arg(long, default_value = "auto")]
         device: String,
         /// Write a Slurm array job (one trial per task) into DIR instead of running.
         #[arg(long, value_name = "DIR")]
@@ -125,6 +125,22 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Burn's matrix-product rate per dtype on a device, in TFLOP/s (one
+    /// JSON line per dtype), for the GPU benchmark.
+    Matmul {
+        /// auto, cpu, cuda, cuda:N or wgpu.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Square matrices of this size.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// Comma-separated dtypes: f32, f16, bf16.
+        #[arg(long, default_value = "f32,f16,bf16")]
+        dtypes: String,
+        /// Seconds to time each dtype.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
     /// List the carbon zones of the shipped table (for `[carbon] zone`).
     Zones {
@@ -141,10 +157,12 @@ struct TrainArgs {
     /// Override one config value: section.key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// cpu, cuda, cuda:N or wgpu.
-    #[arg(long, default_value = "cpu")]
+    /// auto (a usable NVIDIA GPU, else a hardware GPU through wgpu, else
+    /// the CPU), cpu, cuda, cuda:N or wgpu.
+    #[arg(long, default_value = "auto")]
     device: String,
-    /// Precision (shorthand for --set precision.mode=MODE): fp32, fp16, bf16.
+    /// Precision (shorthand for --set precision.mode=MODE): auto (fp16 on a
+    /// GPU, fp32 on the CPU), fp32, fp16, bf16.
     #[arg(long)]
     precision: Option<String>,
     /// Parent folder of run directories.
@@ -351,6 +369,29 @@ fn sweep(
     }
 }
 
+fn matmul(device: String, size: usize, dtypes: String, seconds: f64) -> ExitCode {
+    use greentrain_trainer::burn_dtype;
+    let spec: DeviceSpec = match device.parse() {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    if let Err(e) = device::check(spec) {
+        return usage(e);
+    }
+    let parsed: Result<Vec<_>, String> = dtypes.split(',').map(|d| burn_dtype(d.trim())).collect();
+    let dtypes = match parsed {
+        Ok(d) => d,
+        Err(e) => return usage(format!("--dtypes: {e}")),
+    };
+    if size == 0 || seconds.is_nan() || seconds <= 0.0 {
+        return usage("--size and --seconds must be positive");
+    }
+    for r in greentrain_trainer::matmul_bench::run(spec, size, &dtypes, seconds) {
+        println!("{}", serde_json::to_string(&r).expect("result serialises"));
+    }
+    ExitCode::SUCCESS
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("greentrain: {msg}");
     ExitCode::from(2)
@@ -480,6 +521,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some(Command::Matmul {
+            device,
+            size,
+            dtypes,
+            seconds,
+        }) => matmul(device, size, dtypes, seconds),
         Some(Command::Zones { filter }) => {
             let f = filter.unwrap_or_default().to_lowercase();
             for z in greentrain_energy::carbon::zones() {
@@ -518,7 +565,11 @@ fn main() -> ExitCode {
                 .split(',')
                 .map(|p| {
                     p.trim()
-                        .parse::<greentrain_trainer::config::PrecisionMode>()
+                        .parse::<greentrain_trainer::config::PrecisionMode>()?
+                        .fixed()
+                        .ok_or_else(|| {
+                            "auto is not a mode to compare: name fp32, fp16 or bf16".to_string()
+                        })
                 })
                 .collect();
             let precisions = match precisions {

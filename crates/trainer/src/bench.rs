@@ -316,7 +316,7 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
         )));
     }
     for &p in &req.precisions {
-        check_precision(req.device, p)?;
+        check_precision(req.device, p.into())?;
     }
     let epochs = req.config.config.train.epochs;
     if req.warmup_epochs >= epochs {
@@ -330,7 +330,7 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
     for repeat in 0..req.repeats {
         for &p in &req.precisions {
             let mut cfg = req.config.clone();
-            cfg.config.precision.mode = p;
+            cfg.config.precision.mode = p.into();
             cfg.config.run.seed = req.config.config.run.seed + repeat as u64;
             if !req.quiet {
                 println!(

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"GTCKPT1\n";
+/// Version 2: the optimizer part is greentrain's device optimizer record
+/// (version 1 held Burn's optimizer records).
+const MAGIC: &[u8; 8] = b"GTCKPT2\n";
+const MAGIC_V1: &[u8; 8] = b"GTCKPT1\n";
 
 /// File name inside the run directory.
 pub const FILE: &str = "checkpoint.bin";
@@ -91,6 +94,13 @@ impl Checkpoint {
 
     /// Parses checkpoint bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() >= 8 && &bytes[..8] == MAGIC_V1 {
+            return Err(
+                "checkpoint written by an earlier greentrain (format 1, Burn optimizer \
+                        state); this version cannot resume it: start the run again"
+                    .into(),
+            );
+        }
         if bytes.len() < MAGIC.len() + 32 || &bytes[..8] != MAGIC {
             return Err("not a greentrain checkpoint (bad magic)".into());
         }

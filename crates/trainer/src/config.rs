@@ -3,7 +3,7 @@
 //! Every error names the file, the key and, where it can be found, the line:
 //! a user with a typo in a 40-line config should not have to bisect it.
 
-use greentrain_amp::{Precision, ScalerConfig};
+use greentrain_amp::{PrecisionChoice, ScalerConfig};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -191,9 +191,115 @@ pub struct TrainSection {
     /// Micro-batches accumulated per optimizer step (default 1).
     #[serde(default = "default_accumulate")]
     pub accumulate: usize,
-    /// Steps between progress log lines when stdout is not a terminal.
+    /// Steps between progress log lines when stdout is not a terminal. Log
+    /// steps are the only steps that read anything back from the device.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// Batches per epoch (default: one pass over the training set). More
+    /// than a pass draws further shuffled passes, so that a GPU epoch lasts
+    /// long enough to measure its energy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_epoch: Option<usize>,
+    /// When to checkpoint at an epoch end: `"auto"` (default: keeps
+    /// checkpoint time under 5% of training time), a number of epochs, or a
+    /// duration such as `"60s"` or `"10m"`. Interrupts, pauses, budget stops
+    /// and the run's end always checkpoint.
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
+}
+
+/// `[train] checkpoint_every`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum CheckpointEvery {
+    /// Checkpoint when the time since the last one is at least 20 times the
+    /// last checkpoint's duration.
+    #[default]
+    Auto,
+    /// Every N epochs.
+    Epochs(usize),
+    /// When at least this many seconds passed since the last checkpoint.
+    Seconds(f64),
+}
+
+impl CheckpointEvery {
+    /// Whether to checkpoint now, `since_s` after the last checkpoint, which
+    /// took `last_cost_s`, at the end of (1-based) epoch `epoch`.
+    pub fn due(self, epoch: usize, since_s: f64, last_cost_s: Option<f64>) -> bool {
+        match self {
+            CheckpointEvery::Auto => match last_cost_s {
+                None => true,
+                Some(cost) => since_s >= 20.0 * cost,
+            },
+            CheckpointEvery::Epochs(n) => epoch.is_multiple_of(n),
+            CheckpointEvery::Seconds(s) => since_s >= s,
+        }
+    }
+}
+
+impl std::str::FromStr for CheckpointEvery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "auto" {
+            return Ok(CheckpointEvery::Auto);
+        }
+        if let Ok(n) = t.parse::<usize>() {
+            return if n == 0 {
+                Err("must be at least 1 epoch".into())
+            } else {
+                Ok(CheckpointEvery::Epochs(n))
+            };
+        }
+        let (num, mult) = match t.char_indices().last() {
+            Some((i, 's')) => (&t[..i], 1.0),
+            Some((i, 'm')) => (&t[..i], 60.0),
+            Some((i, 'h')) => (&t[..i], 3600.0),
+            _ => (t, f64::NAN),
+        };
+        match num.trim().parse::<f64>() {
+            Ok(v) if mult.is_finite() && v.is_finite() && v > 0.0 => {
+                Ok(CheckpointEvery::Seconds(v * mult))
+            }
+            _ => Err(format!(
+                "expected \"auto\", a number of epochs or a duration such as \"60s\", got {s:?}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CheckpointEvery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointEvery::Auto => f.write_str("auto"),
+            CheckpointEvery::Epochs(n) => write!(f, "{n}"),
+            CheckpointEvery::Seconds(v) => write!(f, "{v}s"),
+        }
+    }
+}
+
+impl Serialize for CheckpointEvery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CheckpointEvery::Epochs(n) => s.serialize_u64(*n as u64),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckpointEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::N(n) => n.to_string(),
+            Raw::S(s) => s,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_momentum() -> f64 {
@@ -219,9 +325,11 @@ fn default_log_every() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecisionSection {
-    /// `fp32`, `fp16` or `bf16`.
+    /// `auto` (default: fp16 with loss scaling on a GPU, fp32 on the CPU),
+    /// `fp32`, `fp16` or `bf16`. A run folder's config.toml holds the mode
+    /// that ran.
     #[serde(default)]
-    pub mode: Precision,
+    pub mode: PrecisionChoice,
     /// Loss scaler: starting scale (fp16 only).
     #[serde(default = "d_init_scale")]
     pub init_scale: f64,
@@ -252,7 +360,7 @@ fn d_interval() -> u32 {
 impl Default for PrecisionSection {
     fn default() -> Self {
         Self {
-            mode: Precision::Fp32,
+            mode: PrecisionChoice::Auto,
             init_scale: d_init_scale(),
             growth_factor: d_growth(),
             backoff_factor: d_backoff(),
@@ -646,6 +754,9 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.train.log_every == 0 {
         return bad("train.log_every", "must be at least 1");
     }
+    if c.train.steps_per_epoch == Some(0) {
+        return bad("train.steps_per_epoch", "must be at least 1");
+    }
     if !(c.energy.sample_hz > 0.0 && c.energy.sample_hz <= 100.0) {
         return bad("energy.sample_hz", "must be in (0, 100]");
     }
@@ -699,4 +810,4 @@ impl Config {
 }
 
 /// The precision type, re-exported for `--precision` parsing.
-pub type PrecisionMode = Precision;
+pub type PrecisionMode = PrecisionChoice;

@@ -588,6 +588,31 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     idx
 }
 
+/// The batches of one epoch: one shuffled pass cut into batches, or, with
+/// `steps` set, exactly that many batches from as many further shuffled
+/// passes as they need (the last batch of each pass may be short).
+pub fn epoch_batches(
+    n: usize,
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+    steps: Option<usize>,
+) -> Vec<Vec<usize>> {
+    let cut = |order: Vec<usize>| -> Vec<Vec<usize>> {
+        order.chunks(batch).map(|c| c.to_vec()).collect()
+    };
+    let Some(steps) = steps else {
+        return cut(epoch_order(n, seed, epoch));
+    };
+    let passes = steps.div_ceil(n.div_ceil(batch).max(1));
+    let mut out = Vec::with_capacity(steps);
+    for p in 0..passes {
+        out.extend(cut(epoch_order(n, seed, epoch * passes + p)));
+    }
+    out.truncate(steps);
+    out
+}
+
 /// Gathers the rows `ids` into one contiguous buffer (features, labels).
 pub fn gather(split: &Split, features: usize, ids: &[usize]) -> (Vec<f32>, Vec<i64>) {
     let mut x = Vec::with_capacity(ids.len() * features);

@@ -33,6 +33,7 @@ impl FromStr for DeviceSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(auto().0),
             "cpu" | "flex" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "wgpu" => Ok(DeviceSpec::Wgpu),
@@ -43,7 +44,7 @@ impl FromStr for DeviceSpec {
                         .map_err(|_| format!("bad CUDA device index in '{s}'"))
                 } else {
                     Err(format!(
-                        "unknown device '{s}': expected cpu, cuda, cuda:N or wgpu"
+                        "unknown device '{s}': expected auto, cpu, cuda, cuda:N or wgpu"
                     ))
                 }
             }
@@ -131,6 +132,49 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// `--device auto`: CUDA when a usable NVIDIA GPU is there, else a hardware
+/// GPU through wgpu (not a software adapter such as lavapipe or llvmpipe),
+/// else the CPU. Returns the choice and why.
+pub fn auto() -> (DeviceSpec, String) {
+    match check(DeviceSpec::Cuda(0)) {
+        Ok(name) => (DeviceSpec::Cuda(0), name),
+        Err(e) => match hardware_wgpu_adapter() {
+            Some(name) => (DeviceSpec::Wgpu, name),
+            None => (DeviceSpec::Cpu, format!("no GPU ({})", e.why)),
+        },
+    }
+}
+
+/// Whether `spec` is a hardware GPU (what `precision = "auto"` needs to
+/// pick 16-bit).
+pub fn is_hardware_gpu(spec: DeviceSpec) -> bool {
+    match spec {
+        DeviceSpec::Cpu => false,
+        DeviceSpec::Cuda(_) => true,
+        DeviceSpec::Wgpu => hardware_wgpu_adapter().is_some(),
+    }
+}
+
+/// The name of the first discrete or integrated GPU wgpu finds.
+fn hardware_wgpu_adapter() -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    {
+        let instance = wgpu::Instance::default();
+        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        adapters.iter().map(|a| a.get_info()).find_map(|i| {
+            matches!(
+                i.device_type,
+                wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+            )
+            .then(|| i.name.clone())
+        })
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        None
     }
 }
 

@@ -9,6 +9,8 @@ pub mod data;
 pub mod device;
 pub mod energy;
 pub mod follow;
+pub mod kernel_cache;
+pub mod matmul_bench;
 pub mod model;
 pub mod plots;
 pub mod record;
@@ -20,4 +22,5 @@ pub mod train;
 
 pub use config::{Config, ConfigError, LoadedConfig};
 pub use device::DeviceSpec;
+pub use matmul_bench::burn_dtype;
 pub use train::{resume, train, Failure, Outcome, TrainRequest};

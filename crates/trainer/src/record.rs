@@ -128,6 +128,13 @@ pub struct EpochRecord {
     /// Emissions of the epoch, gCO2eq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub co2_g: Option<f64>,
+    /// Seconds spent writing the checkpoint at this epoch's end (absent when
+    /// `train.checkpoint_every` skipped it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_s: Option<f64>,
+    /// Energy of that checkpoint window, J (not part of `energy_j`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_j: Option<f64>,
 }
 
 /// The totals of a run.
@@ -179,6 +186,9 @@ pub struct RunRecord {
     pub device: DeviceRecord,
     /// `fp32`, `fp16` or `bf16`.
     pub precision: String,
+    /// What was asked for: `auto`, or the mode itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_requested: Option<String>,
     /// Dataset facts.
     pub dataset: DatasetRecord,
     /// Per-epoch metrics.
@@ -201,6 +211,11 @@ pub struct RunRecord {
     /// The carbon-aware plan followed, and when the run actually trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::follow::ScheduleRecord>,
+    /// Seconds from the start of training to the end of the first optimizer
+    /// step on the device (kernel compilation and autotuning), summed over
+    /// the run's processes. Counted in the first epoch's time and energy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
 }
 
 /// Dataset facts in the record.

@@ -11,16 +11,14 @@ use crate::record::{
 };
 use anyhow::{anyhow, Context};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{
-    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
-};
+use burn::optim::GradientsParams;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrain_amp::{grads, Autocast, GradScaler};
+use greentrain_amp::{
+    grads, readback, Autocast, DeviceOptimizer, DeviceScaler, OptimizerSpec, Precision,
+    PrecisionChoice, ScalerSnapshot,
+};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,6 +125,8 @@ pub fn install_interrupt_handler() {
 /// Everything a run needs before the backend is chosen.
 struct Setup {
     intensity: greentrain_energy::carbon::Intensity,
+    /// The mode that runs (`config.precision.mode` resolved on the device).
+    precision: Precision,
     config: Config,
     config_dir: PathBuf,
     dataset: Dataset,
@@ -144,15 +144,20 @@ fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> 
     Ok(dataset)
 }
 
-fn check_device(spec: DeviceSpec, config: &Config) -> Result<DeviceRecord, Failure> {
+/// Checks the device, and resolves and checks the precision on it.
+fn check_device(spec: DeviceSpec, config: &Config) -> Result<(DeviceRecord, Precision), Failure> {
     let name = device::check(spec).map_err(|e| Failure::Usage(e.into()))?;
     let record = DeviceRecord {
         backend: spec.backend().to_string(),
         name,
         spec: spec.to_string(),
     };
-    dispatch(spec, CheckPrecision(config.precision.mode)).map_err(Failure::Usage)?;
-    Ok(record)
+    let task = ResolvePrecision {
+        choice: config.precision.mode,
+        gpu: device::is_hardware_gpu(spec),
+    };
+    let precision = dispatch(spec, task).map_err(Failure::Usage)?;
+    Ok((record, precision))
 }
 
 /// Starts a new run.
@@ -162,10 +167,14 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
 
 /// [`train`] with hooks: an after-epoch decision and a plan to follow.
 pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
-    let config = req.config.config.clone();
+    let mut config = req.config.config.clone();
     let config_dir =
         std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
-    let device = check_device(req.device, &config)?;
+    let (device, precision) = check_device(req.device, &config)?;
+    // The run folder's config pins the mode that ran, so that resume and
+    // reproduce use it on any device; run.json keeps what was asked.
+    let requested = config.precision.mode;
+    config.precision.mode = PrecisionChoice::Fixed(precision);
     let dataset = prepare_data(&config, &config_dir)?;
     let intensity =
         crate::energy::intensity(&config, &config_dir).map_err(|e| Failure::Usage(e.into()))?;
@@ -194,7 +203,8 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         seed: config.run.seed,
         versions: Versions::current(),
         device,
-        precision: config.precision.mode.to_string(),
+        precision: precision.to_string(),
+        precision_requested: Some(requested.to_string()),
         dataset: dataset_record(&dataset),
         epochs: vec![],
         final_: None,
@@ -203,6 +213,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         energy: None,
         carbon: None,
         schedule: None,
+        warmup_s: None,
     };
     record
         .save(&run_dir)
@@ -210,6 +221,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         .map_err(Failure::Runtime)?;
     let setup = Setup {
         intensity,
+        precision,
         config,
         config_dir,
         dataset,
@@ -245,7 +257,8 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
             .map_err(|e: String| Failure::Usage(anyhow!(e)))?,
     };
     let config = loaded.config;
-    record.device = check_device(spec, &config)?;
+    let (device_record, precision) = check_device(spec, &config)?;
+    record.device = device_record;
     let dataset = prepare_data(&config, &ckpt.state.config_dir)?;
     let intensity = crate::energy::intensity(&config, &ckpt.state.config_dir)
         .map_err(|e| Failure::Usage(e.into()))?;
@@ -258,6 +271,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
         .map_err(Failure::Runtime)?;
     let setup = Setup {
         intensity,
+        precision,
         config,
         config_dir: ckpt.state.config_dir.clone(),
         dataset,
@@ -301,40 +315,53 @@ fn dataset_record(d: &Dataset) -> DatasetRecord {
 }
 
 /// A piece of work to run with the backend a [`DeviceSpec`] names.
-trait BackendTask {
+pub(crate) trait BackendTask {
     type Out;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out;
 }
 
-struct CheckPrecision(greentrain_amp::Precision);
-impl BackendTask for CheckPrecision {
-    type Out = anyhow::Result<()>;
+struct ResolvePrecision {
+    choice: PrecisionChoice,
+    gpu: bool,
+}
+impl BackendTask for ResolvePrecision {
+    type Out = anyhow::Result<Precision>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out {
-        self.0.check_supported::<B>(&device).map_err(|e| anyhow!(e))
+        let p = self
+            .choice
+            .resolve(self.gpu, |d| B::supports_dtype(&device, d));
+        p.check_supported::<B>(&device).map_err(|e| anyhow!(e))?;
+        Ok(p)
     }
 }
 
-/// Checks, before any work, that `spec` can run `precision`.
-pub fn check_precision(
-    spec: DeviceSpec,
-    precision: greentrain_amp::Precision,
-) -> Result<(), Failure> {
+/// Checks, before any work, that `spec` can run `precision`; returns the
+/// mode that `auto` resolves to there.
+pub fn check_precision(spec: DeviceSpec, precision: PrecisionChoice) -> Result<Precision, Failure> {
     device::check(spec).map_err(|e| Failure::Usage(e.into()))?;
-    dispatch(spec, CheckPrecision(precision)).map_err(Failure::Usage)
+    let task = ResolvePrecision {
+        choice: precision,
+        gpu: device::is_hardware_gpu(spec),
+    };
+    dispatch(spec, task).map_err(Failure::Usage)
 }
 
 /// The one place where a backend type is chosen at run time.
-fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
+pub(crate) fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
     match spec {
         DeviceSpec::Cpu => {
             task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
         }
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
-            burn::backend::cuda::CudaDevice::new(n),
-        ),
+        DeviceSpec::Cuda(n) => {
+            crate::kernel_cache::install();
+            task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                burn::backend::cuda::CudaDevice::new(n),
+            )
+        }
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu => {
+            crate::kernel_cache::install();
             task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())
         }
         #[allow(unreachable_patterns)]
@@ -357,75 +384,48 @@ fn run(spec: DeviceSpec, setup: Setup) -> Result<Outcome, Failure> {
 
 // ---- optimizers ----------------------------------------------------------
 
-/// The configured optimizer behind one type.
-enum Optim<B: AutodiffBackend> {
-    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, Model<B>, B>),
-    Adam(OptimizerAdaptor<Adam, Model<B>, B>),
-    AdamW(OptimizerAdaptor<AdamW, Model<B>, B>),
-}
-
 type Rec = BinBytesRecorder<FullPrecisionSettings>;
 
-impl<B: AutodiffBackend> Optim<B> {
-    fn new(c: &Config) -> Self {
-        let t = &c.train;
-        let wd = (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32));
-        match t.optimizer {
-            OptimizerKind::Sgd | OptimizerKind::Momentum => {
-                let momentum = (t.optimizer == OptimizerKind::Momentum).then_some(MomentumConfig {
-                    momentum: t.momentum,
-                    dampening: 0.0,
-                    nesterov: false,
-                });
-                Optim::Sgd(
-                    SgdConfig::new()
-                        .with_weight_decay(wd)
-                        .with_momentum(momentum)
-                        .init(),
-                )
-            }
-            // PyTorch's epsilon (1e-8), not Burn's default (1e-5).
-            OptimizerKind::Adam => Optim::Adam(
-                AdamConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(wd)
-                    .init(),
-            ),
-            OptimizerKind::Adamw => Optim::AdamW(
-                AdamWConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(t.weight_decay as f32)
-                    .init(),
-            ),
-        }
+/// The configured optimizer, with its state on the device.
+fn optimizer_spec(c: &Config) -> OptimizerSpec {
+    let t = &c.train;
+    match t.optimizer {
+        OptimizerKind::Sgd => OptimizerSpec::Sgd {
+            momentum: None,
+            weight_decay: t.weight_decay,
+        },
+        OptimizerKind::Momentum => OptimizerSpec::Sgd {
+            momentum: Some(t.momentum),
+            weight_decay: t.weight_decay,
+        },
+        // PyTorch's epsilon (1e-8), not Burn's default (1e-5).
+        OptimizerKind::Adam => OptimizerSpec::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: t.weight_decay,
+        },
+        OptimizerKind::Adamw => OptimizerSpec::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: t.weight_decay,
+        },
     }
+}
 
-    fn step(&mut self, lr: f64, m: Model<B>, g: GradientsParams) -> Model<B> {
-        match self {
-            Optim::Sgd(o) => o.step(lr, m, g),
-            Optim::Adam(o) => o.step(lr, m, g),
-            Optim::AdamW(o) => o.step(lr, m, g),
-        }
-    }
+fn optim_bytes<B: AutodiffBackend>(o: &DeviceOptimizer<B>) -> Vec<u8> {
+    Recorder::<B::InnerBackend>::record(&Rec::default(), o.to_record(), ())
+        .expect("in-memory record")
+}
 
-    fn to_bytes(&self) -> Vec<u8> {
-        let r = Rec::default();
-        let out = match self {
-            Optim::Sgd(o) => Recorder::<B>::record(&r, o.to_record(), ()),
-            Optim::Adam(o) => Recorder::<B>::record(&r, o.to_record(), ()),
-            Optim::AdamW(o) => Recorder::<B>::record(&r, o.to_record(), ()),
-        };
-        out.expect("in-memory record")
-    }
-
-    fn load_bytes(self, bytes: Vec<u8>, device: &B::Device) -> anyhow::Result<Self> {
-        let r = Rec::default();
-        Ok(match self {
-            Optim::Sgd(o) => Optim::Sgd(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
-            Optim::Adam(o) => Optim::Adam(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
-            Optim::AdamW(o) => Optim::AdamW(o.load_record(Recorder::<B>::load(&r, bytes, device)?)),
-        })
-    }
+fn load_optim<B: AutodiffBackend>(
+    o: DeviceOptimizer<B>,
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> anyhow::Result<DeviceOptimizer<B>> {
+    let rec = Recorder::<B::InnerBackend>::load(&Rec::default(), bytes, device)?;
+    o.load_record(rec).map_err(|e| anyhow!(e))
 }
 
 /// Model weights as bytes (the checkpoint's model part).
@@ -456,6 +456,50 @@ pub fn lr_at(c: &Config, step: u64, total_steps: u64, epoch: usize) -> f64 {
 }
 
 // ---- the loop ------------------------------------------------------------
+
+/// Where training batches come from. On a GPU the whole training split is
+/// uploaded once and each batch is selected on the device: gathering 4096
+/// MNIST rows on the host and copying them over costs milliseconds a step,
+/// as much as the step itself. On the CPU (and for splits over 1 GiB) rows
+/// are gathered on the host.
+enum Batches<B: Backend> {
+    Host,
+    Device {
+        x: Tensor<B, 2>,
+        y: Tensor<B, 1, Int>,
+    },
+}
+
+impl<B: Backend> Batches<B> {
+    fn new(split: &Split, features: usize, device: &B::Device, on_gpu: bool) -> Self {
+        if !on_gpu || split.x.len() * 4 > 1 << 30 {
+            return Batches::Host;
+        }
+        let n = split.len();
+        let y: Vec<i64> = split.y.iter().map(|&v| v as i64).collect();
+        Batches::Device {
+            x: Tensor::from_data(TensorData::new(split.x.clone(), [n, features]), device),
+            y: Tensor::from_data(TensorData::new(y, [n]), device),
+        }
+    }
+
+    fn get(
+        &self,
+        split: &Split,
+        features: usize,
+        ids: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+        match self {
+            Batches::Host => batch_tensors::<B>(split, features, ids, device),
+            Batches::Device { x, y } => {
+                let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), device);
+                (x.clone().select(0, idx.clone()), y.clone().select(0, idx))
+            }
+        }
+    }
+}
 
 fn batch_tensors<B: Backend>(
     split: &Split,
@@ -499,24 +543,9 @@ fn evaluate<B: Backend>(
         });
     }
     let n = split.len().max(1) as f64;
-    let loss: f32 = loss_sum
-        .map(|t| t.into_scalar().to_f32_lossy())
-        .unwrap_or(0.0);
-    let hits: i64 = correct.map(|t| t.into_scalar().to_i64_lossy()).unwrap_or(0);
+    let loss: f32 = loss_sum.map(|t| readback::read_f32(t)[0]).unwrap_or(0.0);
+    let hits: i64 = correct.map(|t| readback::read_i64(t)[0]).unwrap_or(0);
     (loss as f64 / n, hits as f64 / n)
-}
-
-trait ScalarExt {
-    fn to_f32_lossy(self) -> f32;
-    fn to_i64_lossy(self) -> i64;
-}
-impl<E: burn::tensor::ElementConversion> ScalarExt for E {
-    fn to_f32_lossy(self) -> f32 {
-        self.elem::<f32>()
-    }
-    fn to_i64_lossy(self) -> i64 {
-        self.elem::<i64>()
-    }
 }
 
 struct Progress {
@@ -609,6 +638,7 @@ fn train_loop<B: AutodiffBackend>(
         quiet,
         intensity,
         hooks,
+        precision,
         ..
     } = setup;
     let mut follower = hooks.schedule.clone().map(crate::follow::Follower::new);
@@ -616,13 +646,15 @@ fn train_loop<B: AutodiffBackend>(
         (Some(e), Some(cb)) => Some((e.clone(), cb.operational.co2_g)),
         _ => None,
     };
-    let precision = c.precision.mode;
     let ac = Autocast::new(precision);
     let features = dataset.features();
     let n_train = dataset.train.len();
     let bs = c.data.batch_size;
     let accum = c.train.accumulate;
-    let batches = n_train.div_ceil(bs);
+    let batches = c
+        .train
+        .steps_per_epoch
+        .unwrap_or_else(|| n_train.div_ceil(bs));
     let opt_steps_per_epoch = batches.div_ceil(accum) as u64;
     let total_opt_steps = opt_steps_per_epoch * c.train.epochs as u64;
 
@@ -633,24 +665,34 @@ fn train_loop<B: AutodiffBackend>(
         c.run.seed,
         &device,
     );
-    let mut optim = Optim::<B>::new(&c);
-    let mut scaler = GradScaler::for_precision(precision, c.precision.scaler());
+    let mut optim = DeviceOptimizer::<B>::new(optimizer_spec(&c), &device);
+    let scaler_state = greentrain_amp::GradScaler::for_precision(precision, c.precision.scaler())
+        .state()
+        .clone();
+    let mut scaler = DeviceScaler::<B::InnerBackend>::from_state(&scaler_state, &device);
     let mut state = TrainState {
         epoch: 0,
         step: 0,
         optimizer_steps: 0,
         partial: PartialEpoch::default(),
-        scaler: scaler.state().clone(),
+        scaler: scaler_state,
         epochs: vec![],
         config_dir,
     };
     if let Some(ck) = resume {
         model = load_model(model, ck.model, &device).context("loading model from checkpoint")?;
-        optim = optim
-            .load_bytes(ck.optim, &device)
-            .context("loading optimizer from checkpoint")?;
-        scaler = GradScaler::from_state(ck.state.scaler.clone());
+        optim =
+            load_optim(optim, ck.optim, &device).context("loading optimizer from checkpoint")?;
+        scaler = DeviceScaler::from_state(&ck.state.scaler, &device);
         state = ck.state;
+        // A checkpoint's own seconds and joules are known only after it is
+        // written: take them from run.json.
+        for e in state.epochs.iter_mut() {
+            if let Some(r) = record.epochs.iter().find(|r| r.epoch == e.epoch) {
+                e.checkpoint_s = e.checkpoint_s.or(r.checkpoint_s);
+                e.checkpoint_j = e.checkpoint_j.or(r.checkpoint_j);
+            }
+        }
         record.epochs = state.epochs.clone();
     }
 
@@ -672,9 +714,18 @@ fn train_loop<B: AutodiffBackend>(
         });
     }
     let mut announced_prediction = false;
+    let batches_src = Batches::<B>::new(
+        &dataset.train,
+        features,
+        &device,
+        record.device.backend != "flex",
+    );
+    let process_start = Instant::now();
+    let mut warmup: Option<f64> = None;
+    let mut ckpt = Cadence::new();
     if state.epoch == 0 && state.step == 0 {
         progress.line(&format!(
-            "training {} on {} ({} {}), {} train / {} test samples, {} epochs, precision {}",
+            "training {} on {} ({} {}), {} train / {} test samples, {} epochs, precision {}{}",
             c.run.name,
             record.device.name,
             record.device.backend,
@@ -682,7 +733,12 @@ fn train_loop<B: AutodiffBackend>(
             n_train,
             dataset.test.len(),
             c.train.epochs,
-            precision
+            precision,
+            if record.precision_requested.as_deref() == Some("auto") {
+                " (auto)"
+            } else {
+                ""
+            }
         ));
     } else {
         progress.line(&format!(
@@ -695,8 +751,7 @@ fn train_loop<B: AutodiffBackend>(
 
     while state.epoch < c.train.epochs {
         let epoch = state.epoch;
-        let order = data::epoch_order(n_train, c.run.seed, epoch);
-        let chunks: Vec<&[usize]> = order.chunks(bs).collect();
+        let chunks = data::epoch_batches(n_train, bs, c.run.seed, epoch, c.train.steps_per_epoch);
         let mut loss_sum: Tensor<B::InnerBackend, 1> =
             Tensor::from_data(TensorData::new(vec![state.partial.loss_sum], [1]), &device);
         let mut partial = state.partial.clone();
@@ -711,6 +766,8 @@ fn train_loop<B: AutodiffBackend>(
         let mut train_j = state.partial.energy_j;
         let mut since_log = Instant::now();
         let mut samples_since_log = 0u64;
+        scaler.reset_skipped();
+        let mut seg = Segment::start(&partial);
 
         let mut bi = state.step;
         while bi < batches {
@@ -718,15 +775,16 @@ fn train_loop<B: AutodiffBackend>(
             // accumulated gradient is lost.
             if bi.is_multiple_of(accum) && INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish();
+                seg.settle::<B>(&mut partial, &device, &scaler);
                 if let Some(a) = account.as_mut() {
                     partial.energy_j += a.end(&train_window);
                 }
                 state.step = bi;
                 state.partial = PartialEpoch {
-                    loss_sum: loss_sum.clone().into_scalar().to_f32_lossy(),
+                    loss_sum: readback::read_f32(loss_sum.clone())[0],
                     ..partial
                 };
-                state.scaler = scaler.state().clone();
+                state.scaler = scaler.state();
                 save_checkpoint(&run_dir, &state, &model, &optim)?;
                 record.status = "interrupted".into();
                 if let Some(f) = follower.as_mut() {
@@ -765,16 +823,17 @@ fn train_loop<B: AutodiffBackend>(
                             // Checkpoint first: a pause can be long, and the
                             // machine may go away meanwhile.
                             progress.finish();
+                            seg.settle::<B>(&mut partial, &device, &scaler);
                             if let Some(a) = account.as_mut() {
                                 train_j += a.end(&train_window);
                             }
                             state.step = bi;
                             state.partial = PartialEpoch {
-                                loss_sum: loss_sum.clone().into_scalar().to_f32_lossy(),
+                                loss_sum: readback::read_f32(loss_sum.clone())[0],
                                 energy_j: train_j,
                                 ..partial.clone()
                             };
-                            state.scaler = scaler.state().clone();
+                            state.scaler = scaler.state();
                             save_checkpoint(&run_dir, &state, &model, &optim)?;
                             record.status = "paused".into();
                             record.schedule = Some(f.record());
@@ -806,6 +865,7 @@ fn train_loop<B: AutodiffBackend>(
                                 a.begin(&train_window);
                             }
                             progress.start_epoch(epoch, c.train.epochs, batches, bi);
+                            seg = Segment::resume(&partial, seg);
                             // Back to the top: Ctrl-C during the wait is handled there.
                             continue;
                         }
@@ -816,8 +876,8 @@ fn train_loop<B: AutodiffBackend>(
             let group_start = bi - bi % accum;
             let group_end = (group_start + accum).min(batches);
             let group_samples: usize = chunks[group_start..group_end].iter().map(|c| c.len()).sum();
-            let ids = chunks[bi];
-            let (x, y) = batch_tensors::<B>(&dataset.train, features, ids, &device);
+            let ids = &chunks[bi][..];
+            let (x, y) = batches_src.get(&dataset.train, features, ids, &device);
             let t_data = t0.elapsed().as_secs_f64();
 
             let logits = model.forward(x, &ac);
@@ -837,32 +897,33 @@ fn train_loop<B: AutodiffBackend>(
             if bi + 1 == group_end {
                 lr = lr_at(&c, state.optimizer_steps, total_opt_steps, epoch);
                 let g = acc.take().expect("accumulated gradients");
-                let (m, rep) =
-                    scaler.step_with::<B, Model<B>, _>(model, g, c.train.clip_grad_norm, |m, g| {
-                        optim.step(lr, m, g)
-                    });
-                model = m;
+                model = scaler.step(&mut optim, lr, model, g, c.train.clip_grad_norm);
                 state.optimizer_steps += 1;
-                if rep.skipped {
-                    partial.skipped += 1;
+                if warmup.is_none() {
+                    // Once per process: the first step compiles (and
+                    // autotunes) the step's kernels.
+                    let _ = B::sync(&device);
+                    let w = process_start.elapsed().as_secs_f64();
+                    warmup = Some(w);
+                    record.warmup_s = Some(record.warmup_s.unwrap_or(0.0) + w);
                 }
             }
             partial.samples += ids.len() as u64;
             samples_since_log += ids.len() as u64;
             partial.data_s += t_data;
             bi += 1;
-            partial.wall_s += t0.elapsed().as_secs_f64();
 
             if bi.is_multiple_of(c.train.log_every) || bi == batches {
-                let show_loss = loss_sum.clone().into_scalar().to_f32_lossy() as f64
-                    / partial.samples.max(1) as f64;
+                // A log step: the only step that reads back (the loss sum and
+                // the scaler's counters), so the rate below is synchronised.
+                let show_loss =
+                    readback::read_f32(loss_sum.clone())[0] as f64 / partial.samples.max(1) as f64;
                 let rate = samples_since_log as f64 / since_log.elapsed().as_secs_f64().max(1e-9);
                 let mut msg = format!("loss {show_loss:.4} {rate:.0} samples/s");
-                if scaler.is_enabled() {
+                if let Some(snap) = seg.scaler_counts(&mut partial, &scaler) {
                     msg.push_str(&format!(
                         " scale {} skipped {}",
-                        scaler.scale(),
-                        partial.skipped
+                        snap.scale, partial.skipped
                     ));
                 }
                 progress.step(epoch, c.train.epochs, bi, batches, Some(msg));
@@ -873,12 +934,12 @@ fn train_loop<B: AutodiffBackend>(
             }
         }
         progress.finish();
+        let snap = seg.settle::<B>(&mut partial, &device, &scaler);
         if let Some(a) = account.as_mut() {
             train_j += a.end(&train_window);
         }
 
-        let train_loss =
-            loss_sum.into_scalar().to_f32_lossy() as f64 / partial.samples.max(1) as f64;
+        let train_loss = readback::read_f32(loss_sum)[0] as f64 / partial.samples.max(1) as f64;
         let eval_window = format!("eval/epoch-{}", epoch + 1);
         if let Some(a) = account.as_mut() {
             a.begin(&eval_window);
@@ -916,11 +977,13 @@ fn train_loop<B: AutodiffBackend>(
             samples: partial.samples,
             samples_per_s: partial.samples as f64 / partial.wall_s.max(1e-9),
             lr,
-            loss_scale: scaler.scale() as f64,
+            loss_scale: snap.map_or(1.0, |s| s.scale as f64),
             skipped_steps: partial.skipped,
             data_s: partial.data_s,
             energy_j: epoch_j,
             co2_g: epoch_g,
+            checkpoint_s: None,
+            checkpoint_j: None,
         };
         let mut line = format!(
             "epoch {}/{}: train_loss {:.4} test_loss {:.4} test_acc {:.2}% ",
@@ -952,17 +1015,18 @@ fn train_loop<B: AutodiffBackend>(
         state.epoch += 1;
         state.step = 0;
         state.partial = PartialEpoch::default();
-        state.scaler = scaler.state().clone();
+        state.scaler = scaler.state();
+        let last = state.epoch == c.train.epochs;
+        let due = c.train.checkpoint_every.due(
+            state.epoch,
+            ckpt.since.elapsed().as_secs_f64(),
+            ckpt.cost_s,
+        );
+        if last || due {
+            ckpt.save(&run_dir, &mut state, &model, &optim, account.as_mut())?;
+        }
         record.epochs = state.epochs.clone();
         record.final_ = Some(final_of(&state.epochs));
-        let ckpt_window = format!("checkpoint/epoch-{}", epoch + 1);
-        if let Some(a) = account.as_mut() {
-            a.begin(&ckpt_window);
-        }
-        save_checkpoint(&run_dir, &state, &model, &optim)?;
-        if let Some(a) = account.as_mut() {
-            a.end(&ckpt_window);
-        }
         record::save_metrics(&run_dir, &record.epochs)?;
         let mut verdict = greentrain_energy::budget::BudgetVerdict::Ok;
         if let Some(a) = account.as_mut() {
@@ -999,6 +1063,10 @@ fn train_loop<B: AutodiffBackend>(
         record.save(&run_dir)?;
         if let greentrain_energy::budget::BudgetVerdict::Stop(why) = verdict {
             if state.epoch < c.train.epochs {
+                if !ckpt.saved(state.epoch) {
+                    ckpt.save(&run_dir, &mut state, &model, &optim, account.as_mut())?;
+                }
+                record.epochs = state.epochs.clone();
                 record.status = "stopped_budget".into();
                 if let Some(f) = follower.as_mut() {
                     record.schedule = Some(f.finish());
@@ -1019,6 +1087,10 @@ fn train_loop<B: AutodiffBackend>(
         if let Some(h) = &hooks.after_epoch {
             if let Some(status) = h(record) {
                 if state.epoch < c.train.epochs {
+                    if !ckpt.saved(state.epoch) {
+                        ckpt.save(&run_dir, &mut state, &model, &optim, account.as_mut())?;
+                    }
+                    record.epochs = state.epochs.clone();
                     record.status = status.clone();
                     record.finished_at = Some(record::rfc3339(SystemTime::now()));
                     if let Some(f) = follower.as_mut() {
@@ -1150,13 +1222,117 @@ fn save_checkpoint<B: AutodiffBackend>(
     dir: &Path,
     state: &TrainState,
     model: &Model<B>,
-    optim: &Optim<B>,
+    optim: &DeviceOptimizer<B>,
 ) -> anyhow::Result<()> {
     Checkpoint {
         state: state.clone(),
         model: model_bytes(model),
-        optim: optim.to_bytes(),
+        optim: optim_bytes(optim),
     }
     .save(dir)
     .with_context(|| format!("writing checkpoint in {}", dir.display()))
+}
+
+/// The stretch of an epoch trained since its start, a resume or a pause: its
+/// wall clock and skip count continue the checkpoint's partial sums.
+struct Segment {
+    started: Instant,
+    wall_base: f64,
+    skipped_base: u64,
+}
+
+impl Segment {
+    fn start(p: &PartialEpoch) -> Self {
+        Self {
+            started: Instant::now(),
+            wall_base: p.wall_s,
+            skipped_base: p.skipped,
+        }
+    }
+
+    /// After a pause: a new clock, the same scaler counter.
+    fn resume(p: &PartialEpoch, old: Segment) -> Self {
+        Self {
+            started: Instant::now(),
+            wall_base: p.wall_s,
+            skipped_base: old.skipped_base,
+        }
+    }
+
+    /// Reads the scaler's counters (one read; none without scaling).
+    fn scaler_counts<B: Backend>(
+        &self,
+        p: &mut PartialEpoch,
+        scaler: &DeviceScaler<B>,
+    ) -> Option<ScalerSnapshot> {
+        let snap = scaler.is_enabled().then(|| scaler.sync())?;
+        p.skipped = self.skipped_base + snap.skipped;
+        Some(snap)
+    }
+
+    /// Waits for the device's queued work, so the epoch's time covers it,
+    /// then brings the partial sums up to date.
+    fn settle<B: AutodiffBackend>(
+        &self,
+        p: &mut PartialEpoch,
+        device: &B::Device,
+        scaler: &DeviceScaler<B::InnerBackend>,
+    ) -> Option<ScalerSnapshot> {
+        let _ = B::sync(device);
+        p.wall_s = self.wall_base + self.started.elapsed().as_secs_f64();
+        self.scaler_counts(p, scaler)
+    }
+}
+
+/// When checkpoints are written at epoch ends, and what they cost.
+struct Cadence {
+    since: Instant,
+    cost_s: Option<f64>,
+    saved_epoch: Option<usize>,
+}
+
+impl Cadence {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            cost_s: None,
+            saved_epoch: None,
+        }
+    }
+
+    /// Writes the checkpoint in its own energy window and records its
+    /// seconds and joules on the last finished epoch.
+    fn save<B: AutodiffBackend>(
+        &mut self,
+        dir: &Path,
+        state: &mut TrainState,
+        model: &Model<B>,
+        optim: &DeviceOptimizer<B>,
+        account: Option<&mut crate::energy::Account>,
+    ) -> anyhow::Result<()> {
+        let window = format!("checkpoint/epoch-{}", state.epoch);
+        let mut account = account;
+        if let Some(a) = account.as_deref_mut() {
+            a.begin(&window);
+        }
+        let t = Instant::now();
+        save_checkpoint(dir, state, model, optim)?;
+        let secs = t.elapsed().as_secs_f64();
+        let joules = account.map(|a| a.end(&window));
+        if let Some(e) = state.epochs.last_mut() {
+            e.checkpoint_s = Some(secs);
+            e.checkpoint_j = joules;
+        }
+        // The epoch records inside the file lack this checkpoint's own
+        // figures; the run record and the next checkpoint carry them.
+        self.cost_s = Some(secs);
+        self.since = Instant::now();
+        self.saved_epoch = Some(state.epoch);
+        Ok(())
+    }
+
+    /// Whether the checkpoint of (1-based) epoch `epoch` is written.
+    fn saved(&self, epoch: usize) -> bool {
+        self.saved_epoch == Some(epoch)
+    }
 }

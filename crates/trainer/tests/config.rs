@@ -28,13 +28,56 @@ fn err(src: &str, overrides: &[&str]) -> config::ConfigError {
 }
 
 #[test]
+fn checkpoint_every_and_steps_per_epoch_parse_or_name_the_key() {
+    use greentrain_trainer::config::CheckpointEvery;
+    let ok = |v: &str| {
+        config::parse(GOOD, "x.toml", &[format!("train.checkpoint_every={v}")])
+            .unwrap()
+            .train
+            .checkpoint_every
+    };
+    assert_eq!(ok("3"), CheckpointEvery::Epochs(3));
+    assert_eq!(ok("\"90s\""), CheckpointEvery::Seconds(90.0));
+    assert_eq!(ok("\"10m\""), CheckpointEvery::Seconds(600.0));
+    assert_eq!(ok("auto"), CheckpointEvery::Auto);
+    for bad in ["0", "\"soon\"", "\"-5s\""] {
+        let e = err(GOOD, &[&format!("train.checkpoint_every={bad}")]);
+        assert_eq!(
+            e.key.as_deref(),
+            Some("train.checkpoint_every"),
+            "{bad}: {e}"
+        );
+    }
+    let e = err(GOOD, &["train.steps_per_epoch=0"]);
+    assert_eq!(e.key.as_deref(), Some("train.steps_per_epoch"), "{e}");
+    // Due rules: auto keeps checkpoint time under 5%.
+    assert!(CheckpointEvery::Auto.due(1, 0.0, None));
+    assert!(!CheckpointEvery::Auto.due(2, 1.9, Some(0.1)));
+    assert!(CheckpointEvery::Auto.due(2, 2.0, Some(0.1)));
+    assert!(CheckpointEvery::Epochs(2).due(4, 0.0, Some(9.0)));
+    assert!(!CheckpointEvery::Epochs(2).due(3, 99.0, Some(0.0)));
+}
+
+#[test]
+fn precision_auto_parses_and_a_typo_names_the_choices() {
+    let c = config::parse(GOOD, "x.toml", &["precision.mode=auto".into()]).unwrap();
+    assert_eq!(c.precision.mode.to_string(), "auto");
+    let c = config::parse(GOOD, "x.toml", &["precision.mode=half".into()]).unwrap();
+    assert_eq!(c.precision.mode.to_string(), "fp16");
+    let e = err(GOOD, &["precision.mode=fp8"]);
+    assert!(e.to_string().contains("auto, fp32, fp16 or bf16"), "{e}");
+}
+
+#[test]
 fn good_config_parses_with_defaults() {
     let c = config::parse(GOOD, "x.toml", &[]).unwrap();
     assert_eq!(c.data.dataset, DatasetKind::Digits);
     assert_eq!(c.model.kind, ModelKind::Mlp);
-    assert_eq!(c.precision.mode.to_string(), "fp32");
+    assert_eq!(c.precision.mode.to_string(), "auto");
     assert_eq!(c.precision.init_scale, 65536.0);
     assert_eq!(c.train.accumulate, 1);
+    assert_eq!(c.train.steps_per_epoch, None);
+    assert_eq!(c.train.checkpoint_every.to_string(), "auto");
     // The resolved config round-trips through its TOML.
     let again = config::parse(&c.to_toml(), "resolved.toml", &[]).unwrap();
     assert_eq!(again, c);

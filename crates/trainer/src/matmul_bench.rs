@@ -1,0 +1,117 @@
+//! `greentrain matmul`: Burn's matrix product rate per dtype on a device,
+//! the number the GPU benchmark sets beside PyTorch's.
+//!
+//! Each product is chained to the last (`c = c @ b`, with `b` scaled so the
+//! values stay finite), so no lazy or fused backend can drop one; time is
+//! read only after the device has finished.
+
+use crate::device::DeviceSpec;
+use crate::train::{dispatch, BackendTask};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, FloatDType, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+/// One dtype's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulResult {
+    /// `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// The matrices are `size` x `size`.
+    pub size: usize,
+    /// Products timed.
+    pub products: usize,
+    /// Seconds they took, device-synchronised.
+    pub seconds: f64,
+    /// 2 n^3 floating-point operations per product.
+    pub tflops: f64,
+    /// Seconds of the first products (kernel compilation and autotune).
+    pub warmup_s: f64,
+}
+
+struct Task {
+    size: usize,
+    dtype: FloatDType,
+    seconds: f64,
+}
+
+impl BackendTask for Task {
+    type Out = MatmulResult;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> MatmulResult {
+        rate::<B::InnerBackend>(&device, self.size, self.dtype, self.seconds)
+    }
+}
+
+/// Measures `c = c @ b` at `size` in `dtype` for about `seconds`.
+pub fn rate<B: Backend>(
+    device: &B::Device,
+    size: usize,
+    dtype: FloatDType,
+    seconds: f64,
+) -> MatmulResult {
+    let n = size;
+    let scale = 1.0 / (n as f32).sqrt();
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device)
+        .mul_scalar(scale)
+        .cast(dtype);
+    let mut c = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let t = Instant::now();
+    for _ in 0..3 {
+        c = c.matmul(b.clone());
+    }
+    let _ = B::sync(device);
+    let warmup_s = t.elapsed().as_secs_f64();
+    let mut products = 0;
+    let t = Instant::now();
+    loop {
+        for _ in 0..10 {
+            c = c.matmul(b.clone());
+        }
+        products += 10;
+        let _ = B::sync(device);
+        if t.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    MatmulResult {
+        dtype: format!("{dtype:?}").to_lowercase(),
+        size: n,
+        products,
+        seconds: secs,
+        tflops: 2.0 * (n as f64).powi(3) * products as f64 / secs / 1e12,
+        warmup_s,
+    }
+}
+
+/// Runs the measurement on `spec` for each dtype.
+pub fn run(
+    spec: DeviceSpec,
+    size: usize,
+    dtypes: &[FloatDType],
+    seconds: f64,
+) -> Vec<MatmulResult> {
+    dtypes
+        .iter()
+        .map(|&dtype| {
+            dispatch(
+                spec,
+                Task {
+                    size,
+                    dtype,
+                    seconds,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn burn_dtype(s: &str) -> Result<FloatDType, String> {
+    match s {
+        "f32" | "fp32" => Ok(FloatDType::F32),
+        "f16" | "fp16" => Ok(FloatDType::F16),
+        "bf16" => Ok(FloatDType::BF16),
+        _ => Err(format!("unknown dtype '{s}': expected f32, f16 or bf16")),
+    }
+}
