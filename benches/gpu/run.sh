@@ -1,67 +1,117 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call: greentrain in fp32, fp16 and bf16 against PyTorch
-# (fp32 and torch.autocast + GradScaler), with energy from NVML's counter and the
+# The GPU benchmark in one call: Burn's matmul against PyTorch's, then the
+# wide MLP (batch 4096 and 1024) and LeNet-5 in greentrain fp32, fp16 and
+# bf16 against PyTorch fp32 and AMP (torch.autocast + GradScaler), each
+# repeat interleaving all of them. Energy from NVML's counter with the
 # integrated-power cross-check. Builds nothing: it runs a prebuilt greentrain.
 #
-#   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--epochs N] [--repeats N]
-#                      [--models "mnist_wide_mlp mnist_lenet5"] [--idle SECONDS]
+#   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
+#                      [--cases "wide4096 wide1024 lenet"] [--batch N] [--profile] [--quick]
 #
-# Writes everything under $OUT (default ./gpu-out) and prints the table last.
-# On the lent GPU machine: carry the stripped binary (cargo build --release
-# --features cuda, then strip) as .gpu/greentrain with datasets/ and configs/.
-# Here, `benches/gpu/run.sh --device cpu --epochs 2 --repeats 1 --idle 2`
-# exercises the same script on the CPU.
+# Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
+# out; epochs 2 and 3 are the measured windows, sized by steps_per_epoch to
+# last about 5 s each. Run folders (with checkpoints) go to $WORK (default
+# /tmp/greentrain-gpu); $OUT (default ./gpu-out) gets only the log, the
+# tables and results.tgz (run.json and metrics.csv files, PyTorch JSON).
+# --profile adds a CubeCL kernel profile of fp16 steps and PyTorch's
+# profiler table for the same model. --batch N overrides every case's batch
+# size (the steps per epoch stay). --quick: tiny windows (script checks).
+#
+# On the lent GPU machine: build here with benches/gpu/build.sh, which
+# leaves the compressed binary in .gpu/, and carry .gpu.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 device=cuda
 bin=.gpu/greentrain
-epochs=4
-repeats=2
-idle=30
-models="mnist_wide_mlp mnist_lenet5"
+repeats=1
+cases="wide4096 wide1024 lenet"
+profile=0
+quick=0
+batch_override=
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
-        --epochs) epochs=$2; shift 2 ;;
         --repeats) repeats=$2; shift 2 ;;
-        --models) models=$2; shift 2 ;;
-        --idle) idle=$2; shift 2 ;;
+        --cases) cases=$2; shift 2 ;;
+        --batch) batch_override=$2; shift 2 ;;
+        --profile) profile=1; shift ;;
+        --quick) quick=1; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT/runs"
+WORK=${WORK:-/tmp/greentrain-gpu}
+mkdir -p "$OUT" "$WORK/runs"
 log="$OUT/log.txt"
 : > "$log"
 say() { echo "$@" | tee -a "$log"; }
-
+if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
+    python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$bin.xz" "$bin" && chmod +x "$bin"
+fi
 [ -x "$bin" ] || { echo "no greentrain binary at $bin (use --bin)" >&2; exit 2; }
+export GREENTRAIN_CACHE_DIR="$WORK/kernel-cache"
+
+# case -> model, batch, greentrain steps per epoch, PyTorch steps per epoch
+case_args() {
+    case "$1" in
+        wide4096) echo "mnist_wide_mlp 4096 600 600" ;;
+        wide1024) echo "mnist_wide_mlp 1024 1200 1200" ;;
+        lenet) echo "mnist_lenet5 1024 150 1500" ;;
+        *) echo "unknown case $1" >&2; return 1 ;;
+    esac
+}
+
 say "== machine ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi -q > "$OUT/nvidia-smi-q.txt" 2>&1
-    nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.sm,clocks.mem --format=csv | tee -a "$log"
+    nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee -a "$log"
 fi
 "$bin" --version | tee -a "$log"
-say "== idle power for ${idle}s"
-"$bin" meters --idle "$idle" 2>&1 | tee "$OUT/idle.txt" | tee -a "$log"
 
-# Interleaved: each repeat runs every precision of every model, so drift and heat hit all alike.
+say "== matmul 4096^3 (TFLOP/s)"
+secs=3; [ $quick = 1 ] && secs=0.5
+timeout 120 "$bin" matmul --device "$device" --size 4096 --seconds $secs > "$OUT/matmul.jsonl" 2>> "$log" || say "greentrain matmul failed (exit $?)"
+timeout 120 python3 benches/gpu/matmul_ref.py --size 4096 --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
+cat "$OUT/matmul.jsonl" | tee -a "$log"
+
 for r in $(seq 1 "$repeats"); do
-    for m in $models; do
+    for cs in $cases; do
+        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
+        if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
+        if [ -n "$batch_override" ]; then batch=$batch_override; fi
         for p in fp32 fp16 bf16; do
-            say "== greentrain $m $p repeat $r"
-            "$bin" --config "configs/gpu/$m.toml" --device "$device" --precision "$p" \
-                --set "train.epochs=$epochs" --set "run.seed=$((41 + r))" \
-                --out "$OUT/runs" --quiet >> "$log" 2>&1 || say "greentrain $m $p failed (exit $?)"
+            say "== greentrain $cs $p repeat $r"
+            timeout 240 "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
+                --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
+                --set train.epochs=3 --set train.log_every=100000 --set "run.seed=$((41 + r))" \
+                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
+                || say "greentrain $cs $p failed (exit $?)"
         done
         for mode in fp32 amp; do
-            say "== pytorch $m $mode repeat $r"
-            python3 benches/gpu/torch_ref.py --model "$m" --mode "$mode" --device "$device" \
-                --epochs "$epochs" --seed "$((41 + r))" --out "$OUT/torch-$m-$mode-$r.json" >> "$log" 2>&1 \
-                || say "pytorch $m $mode skipped or failed (see log)"
+            say "== pytorch $cs $mode repeat $r"
+            timeout 240 python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
+                --batch "$batch" --steps "$tsteps" --epochs 3 --seed "$((41 + r))" \
+                --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
+                || say "pytorch $cs $mode skipped or failed (see log)"
         done
     done
 done
-python3 benches/gpu/summarise.py "$OUT" | tee "$OUT/table.md"
+
+if [ $profile = 1 ]; then
+    say "== profile: greentrain fp16 wide MLP batch 4096 (CubeCL kernel timings, epoch 2)"
+    plog="$WORK/cubecl-profile.log"
+    CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout 180 "$bin" --config configs/gpu/mnist_wide_mlp.toml \
+        --device "$device" --precision fp16 --set data.batch_size=4096 --set train.steps_per_epoch=30 \
+        --set train.epochs=2 --set train.log_every=100000 --set run.name=gpu-profile --out "$WORK/runs" --quiet >> "$log" 2>&1 \
+        || say "profiled run failed (exit $?)"
+    [ -f "$plog" ] && python3 benches/gpu/profile_summary.py "$plog" 30 > "$OUT/profile-greentrain.md" 2>&1
+    head -c 20000 "$plog" > "$WORK/cubecl-profile-head.txt" 2>/dev/null
+    timeout 120 python3 benches/gpu/torch_ref.py --model mnist_wide_mlp --mode amp --device "$device" --batch 4096 \
+        --steps 50 --epochs 1 --out "$WORK/torch-profile.json" --profile "$OUT/profile-pytorch.txt" >> "$log" 2>&1 \
+        || say "pytorch profile failed"
+fi
+
+python3 benches/gpu/summarise.py "$WORK" "$OUT/matmul.jsonl" > "$OUT/table.md" 2>> "$log"
+(cd "$WORK" && tar czf "$OUT/results.tgz" --exclude='*.bin' runs torch-*.json cubecl-profile-head.txt 2>/dev/null)
+cat "$OUT/table.md"

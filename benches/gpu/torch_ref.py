@@ -78,6 +78,8 @@ def main():
     a.add_argument("--epochs", type=int, default=4)
     a.add_argument("--seed", type=int, default=42)
     a.add_argument("--batch", type=int, default=1024)
+    a.add_argument("--steps", type=int, default=0, help="batches per epoch (0: one pass); more passes are reshuffled")
+    a.add_argument("--profile", default="", help="write the top CUDA kernels of 20 profiled steps to this file")
     a.add_argument("--out", required=True)
     args = a.parse_args()
     dev = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
@@ -98,29 +100,52 @@ def main():
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     epochs, skipped = [], 0
     n = xs.shape[0]
+    def batches(ep):
+        """One pass, or exactly --steps batches from as many reshuffled passes as needed."""
+        passes = 1 if args.steps == 0 else -(-args.steps // -(-n // args.batch))
+        out = []
+        for p in range(passes):
+            g = torch.Generator().manual_seed(args.seed * 1000 + ep * passes + p)
+            perm = torch.randperm(n, generator=g)
+            out += [perm[s:s + args.batch] for s in range(0, n, args.batch)]
+        return out[:args.steps] if args.steps else out
+    amp = args.mode == "amp" and dev.type == "cuda"
+    def step(ids):
+        x = xs[ids].to(dev, non_blocking=True)
+        y = ys[ids].to(dev, non_blocking=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    total_steps = 0
     for ep in range(args.epochs):
-        g = torch.Generator().manual_seed(args.seed * 1000 + ep)
-        perm = torch.randperm(n, generator=g)
+        order = batches(ep)
         sync()
         t0, e0, i0 = time.time(), meter.counter_j(), getattr(meter, "integrated", None)
-        for s in range(0, n, args.batch):
-            ids = perm[s:s + args.batch]
-            x = xs[ids].to(dev, non_blocking=True)
-            y = ys[ids].to(dev, non_blocking=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=(args.mode == "amp" and dev.type == "cuda")):
-                loss = loss_fn(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            before = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if before is not None and scaler.get_scale() < before:
-                skipped += 1
+        samples = 0
+        for ids in order:
+            step(ids)
+            samples += len(ids)
+            total_steps += 1
         sync()
         t1, e1, i1 = time.time(), meter.counter_j(), getattr(meter, "integrated", None)
-        epochs.append({"epoch": ep + 1, "wall_s": t1 - t0, "samples": n,
+        epochs.append({"epoch": ep + 1, "wall_s": t1 - t0, "samples": samples,
                        "energy_j": (e1 - e0) if e0 is not None else None,
                        "integrated_j": (i1 - i0) if i0 is not None else None})
+    # Skipped steps without a per-step read: Adam counts only the steps it took.
+    first = next(iter(net.parameters()))
+    skipped = total_steps - int(opt.state[first]["step"]) if opt.state.get(first) else total_steps
+    if args.profile and dev.type == "cuda":
+        from torch.profiler import profile, ProfilerActivity
+        order = batches(args.epochs)[:20]
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for ids in order:
+                step(ids)
+            sync()
+        with open(args.profile, "w") as f:
+            f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
     net.eval()
     with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=(args.mode == "amp" and dev.type == "cuda")):
         pred = torch.cat([net(xt[s:s + 10000].to(dev)).argmax(1).cpu() for s in range(0, xt.shape[0], 10000)])
