@@ -6,7 +6,7 @@
 # integrated-power cross-check. Builds nothing: it runs a prebuilt greentrain.
 #
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
-#                      [--cases "wide4096 wide1024 lenet"] [--batch N] [--profile] [--quick]
+#                      [--cases "wide4096 wide1024 lenet"] [--batch N] [--profile] [--prove] [--quick]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
 # out; epochs 2 and 3 are the measured windows, sized by steps_per_epoch to
@@ -15,7 +15,10 @@
 # tables and results.tgz (run.json and metrics.csv files, PyTorch JSON).
 # --profile adds a CubeCL kernel profile of fp16 steps and PyTorch's
 # profiler table for the same model. --batch N overrides every case's batch
-# size (the steps per epoch stay). --quick: tiny windows (script checks).
+# size (the steps per epoch stay). --prove: a run killed with SIGKILL in its
+# second epoch and resumed, against the same run uninterrupted (prove.py);
+# `greentrain reproduce` of that run; `greentrain bench` on the device; one
+# emissions.csv. --quick: tiny windows (script checks).
 #
 # On the lent GPU machine: build here with benches/gpu/build.sh, which
 # leaves the compressed binary in .gpu/, and carry .gpu.
@@ -27,6 +30,7 @@ bin=.gpu/greentrain
 repeats=1
 cases="wide4096 wide1024 lenet"
 profile=0
+prove=0
 quick=0
 batch_override=
 while [ $# -gt 0 ]; do
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
         --cases) cases=$2; shift 2 ;;
         --batch) batch_override=$2; shift 2 ;;
         --profile) profile=1; shift ;;
+        --prove) prove=1; shift ;;
         --quick) quick=1; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -70,9 +75,9 @@ fi
 "$bin" --version | tee -a "$log"
 
 say "== matmul 4096^3 (TFLOP/s)"
-secs=3; [ $quick = 1 ] && secs=0.5
-timeout 120 "$bin" matmul --device "$device" --size 4096 --seconds $secs > "$OUT/matmul.jsonl" 2>> "$log" || say "greentrain matmul failed (exit $?)"
-timeout 120 python3 benches/gpu/matmul_ref.py --size 4096 --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
+secs=3; size=4096; [ $quick = 1 ] && secs=0.5 && size=512
+timeout 120 "$bin" matmul --device "$device" --size $size --seconds $secs > "$OUT/matmul.jsonl" 2>> "$log" || say "greentrain matmul failed (exit $?)"
+timeout 120 python3 benches/gpu/matmul_ref.py --size $size --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
 cat "$OUT/matmul.jsonl" | tee -a "$log"
 
 for r in $(seq 1 "$repeats"); do
@@ -112,6 +117,36 @@ if [ $profile = 1 ]; then
         || say "pytorch profile failed"
 fi
 
+if [ $prove = 1 ]; then
+    say "== prove: SIGKILL in epoch 2, resume, compare with an uninterrupted run (MNIST MLP)"
+    steps=2000; bsteps=100; [ $quick = 1 ] && steps=20 && bsteps=5
+    pset=(--config configs/mnist_mlp.toml --device "$device" --set train.epochs=3
+          --set "train.steps_per_epoch=$steps" --set train.checkpoint_every=1 --set train.log_every=100000)
+    timeout 180 "$bin" "${pset[@]}" --set run.name=prove-whole --out "$WORK/prove" --quiet >> "$log" 2>&1 \
+        || say "uninterrupted run failed"
+    "$bin" "${pset[@]}" --set run.name=prove-killed --out "$WORK/prove" --quiet >> "$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 1200); do
+        sleep 0.1
+        f=$(ls -d "$WORK"/prove/prove-killed-*/ 2>/dev/null | head -1)
+        [ -n "$f" ] && python3 -c "import json,sys; sys.exit(0 if len(json.load(open(sys.argv[1]+'/run.json'))['epochs'])>=1 else 1)" "$f" 2>/dev/null && break
+    done
+    kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+    killed=$(ls -d "$WORK"/prove/prove-killed-*/ | head -1)
+    whole=$(ls -d "$WORK"/prove/prove-whole-*/ | head -1)
+    say "killed at: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1]+'/run.json')); print(r['status'], len(r['epochs']), 'epochs')" "$killed")"
+    timeout 180 "$bin" resume "$killed" --quiet >> "$log" 2>&1 || say "resume failed (exit $?)"
+    python3 benches/gpu/prove.py "$whole" "$killed" 2>&1 | tee -a "$log" "$OUT/prove.txt" || say "resumed run OUTSIDE tolerance"
+    say "== prove: greentrain reproduce of the uninterrupted run"
+    timeout 200 "$bin" reproduce "$whole" --out "$WORK/prove" --quiet 2>&1 | tail -25 | tee -a "$log" "$OUT/prove.txt"
+    say "== prove: greentrain bench on $device (LeNet-5)"
+    timeout 300 "$bin" bench --config configs/gpu/mnist_lenet5.toml --device "$device" --repeats 2 \
+        --set "train.steps_per_epoch=$bsteps" --set train.epochs=3 --set train.checkpoint_every=100 \
+        --out "$WORK/bench" --quiet >> "$log" 2>&1 || say "bench failed (exit $?)"
+    cat "$WORK/bench/bench.md" >> "$OUT/prove.txt" 2>/dev/null
+    cat "$whole/emissions.csv" >> "$OUT/prove.txt" 2>/dev/null
+fi
+
 python3 benches/gpu/summarise.py "$WORK" "$OUT/matmul.jsonl" > "$OUT/table.md" 2>> "$log"
-(cd "$WORK" && tar czf "$OUT/results.tgz" --exclude='*.bin' runs torch-*.json cubecl-profile-head.txt 2>/dev/null)
+(cd "$WORK" && tar czf "$OUT/results.tgz" --exclude='*.bin' runs prove bench torch-*.json cubecl-profile-head.txt 2>/dev/null)
 cat "$OUT/table.md"
