@@ -290,6 +290,31 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Every finite f64 written to run.json reads back bit for bit.
+    #[test]
+    fn awkward_floats_round_trip_exactly() {
+        let awkward = [
+            0.9332591768631813,
+            0.10096757714626253,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -0.0,
+            1.8351070556640625,
+            123456789.12345679,
+        ];
+        for v in awkward {
+            let json = serde_json::to_string(&v).unwrap();
+            let back: f64 = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:e} written as {json}");
+            // Through a record's value tree too, as read_json does.
+            let tree: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(tree.as_f64().unwrap().to_bits(), v.to_bits(), "{json}");
+        }
+    }
+
     #[test]
     fn civil_dates() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_755_600); // 2026-11-27T05:00:00Z
