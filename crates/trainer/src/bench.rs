@@ -174,6 +174,24 @@ fn pm(s: &Summary, scale: f64, digits: usize) -> String {
     format!("{:.d$} ± {:.d$}", s.mean * scale, s.sd * scale, d = digits)
 }
 
+/// A "vs fp32" cell: `1` for fp32 itself (when it has the figure), the
+/// ratio with its interval, or `n/a` where none was computed (no fp32
+/// baseline, or no energy).
+fn ratio_cell(r: &PrecisionResult, energy: bool) -> String {
+    let own = !energy || r.j_per_sample.is_some();
+    if r.precision == Precision::Fp32 {
+        return if own { "1".into() } else { "n/a".into() };
+    }
+    let v = r.vs_fp32.as_ref().and_then(|v| {
+        if energy {
+            v.j_per_sample.as_ref()
+        } else {
+            Some(&v.samples_per_s)
+        }
+    });
+    v.map(ratio).unwrap_or_else(|| "n/a".into())
+}
+
 fn ratio(r: &Ratio) -> String {
     if r.low.is_nan() {
         format!("{:.3}", r.mean)
@@ -210,18 +228,8 @@ impl BenchReport {
                 o(&r.j_per_sample, 5),
                 o(&r.co2_g, 5),
                 r.skipped_steps,
-                r.vs_fp32
-                    .as_ref()
-                    .map(|v| ratio(&v.samples_per_s))
-                    .unwrap_or_else(|| "1".into()),
-                r.vs_fp32
-                    .as_ref()
-                    .and_then(|v| v.j_per_sample.as_ref().map(ratio))
-                    .unwrap_or_else(|| if r.precision == Precision::Fp32 {
-                        "1".into()
-                    } else {
-                        "-".into()
-                    }),
+                ratio_cell(r, false),
+                ratio_cell(r, true),
             ));
         }
         s.push_str(&format!(
@@ -242,16 +250,8 @@ impl BenchReport {
                 .as_ref()
                 .map(|v| pm(v, 1.0, 5))
                 .unwrap_or_else(|| "--".into());
-            let v1 = r
-                .vs_fp32
-                .as_ref()
-                .map(|v| ratio(&v.samples_per_s))
-                .unwrap_or_else(|| "1".into());
-            let v2 = r
-                .vs_fp32
-                .as_ref()
-                .and_then(|v| v.j_per_sample.as_ref().map(ratio))
-                .unwrap_or_else(|| "1".into());
+            let v1 = ratio_cell(r, false);
+            let v2 = ratio_cell(r, true);
             s.push_str(&format!(
                 "{} & {} & {} & {} & {} & {} \\\\\n",
                 r.precision,

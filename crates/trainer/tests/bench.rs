@@ -66,3 +66,52 @@ fn unpaired_repeats_are_left_out_of_ratios() {
     assert_eq!(r[1].vs_fp32.as_ref().unwrap().samples_per_s.n, 1);
     assert_eq!(r[1].samples_per_s.n, 2);
 }
+
+fn report(runs: Vec<BenchRun>, precisions: &[Precision]) -> greentrain_trainer::bench::BenchReport {
+    greentrain_trainer::bench::BenchReport {
+        schema: "greentrain.bench/1".into(),
+        config: "x.toml".into(),
+        device: "cpu".into(),
+        repeats: 1,
+        warmup_epochs: 1,
+        results: aggregate(&runs, precisions),
+        runs,
+    }
+}
+
+/// The "vs fp32" cells of the Markdown table's rows, in order.
+fn ratio_cells(md: &str) -> Vec<(String, String)> {
+    md.lines()
+        .filter(|l| l.starts_with("| fp") || l.starts_with("| bf"))
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c[c.len() - 3].to_string(), c[c.len() - 2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn tables_print_na_for_ratios_never_computed() {
+    // No fp32 baseline: no ratio at all.
+    let r = report(
+        vec![run(Precision::Fp16, 0, 1.0, 40.0, 0.9)],
+        &[Precision::Fp16],
+    );
+    assert_eq!(ratio_cells(&r.markdown()), [("n/a".into(), "n/a".into())]);
+    assert!(r.latex().contains("n/a & n/a"), "{}", r.latex());
+    // No energy: samples/s ratios, but no J/sample ratio, fp32's included.
+    let mut runs = vec![
+        run(Precision::Fp32, 0, 2.0, 100.0, 0.9),
+        run(Precision::Fp16, 0, 1.0, 40.0, 0.9),
+    ];
+    for r in runs.iter_mut() {
+        r.energy_j = None;
+        r.co2_g = None;
+    }
+    let r = report(runs, &[Precision::Fp32, Precision::Fp16]);
+    let cells = ratio_cells(&r.markdown());
+    assert_eq!(cells[0], ("1".to_string(), "n/a".to_string()));
+    assert_eq!(cells[1].0, "2.000");
+    assert_eq!(cells[1].1, "n/a");
+    assert!(!r.latex().contains("& 1 \\\\"), "{}", r.latex());
+}

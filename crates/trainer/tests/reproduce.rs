@@ -1,0 +1,56 @@
+//! `reproduce`'s comparison: what each tolerance compares.
+
+use greentrain_trainer::record::EpochRecord;
+use greentrain_trainer::reproduce::{compare, Tolerance};
+
+fn epoch(loss: f64, acc: f64, scale: f64, skipped: u64) -> EpochRecord {
+    EpochRecord {
+        epoch: 1,
+        train_loss: loss,
+        test_loss: loss,
+        test_accuracy: acc,
+        val_loss: None,
+        val_accuracy: None,
+        wall_s: 1.0,
+        eval_s: 0.1,
+        samples: 100,
+        samples_per_s: 100.0,
+        lr: 1e-3,
+        loss_scale: scale,
+        skipped_steps: skipped,
+        data_s: 0.0,
+        energy_j: None,
+        co2_g: None,
+        checkpoint_s: None,
+        checkpoint_j: None,
+    }
+}
+
+#[test]
+fn gpu_tolerance_lists_only_what_it_compares() {
+    let a = [epoch(0.5, 0.90, 65536.0, 0)];
+    let b = [epoch(0.505, 0.903, 32768.0, 3)];
+    let gpu = compare(&a, &b, Tolerance::Gpu);
+    let names: Vec<&str> = gpu.iter().map(|c| c.metric.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "epoch 1 train_loss",
+            "epoch 1 test_loss",
+            "epoch 1 test_accuracy"
+        ]
+    );
+    assert!(gpu.iter().all(|c| c.matches));
+    assert!(Tolerance::Gpu
+        .describe()
+        .contains("skipped_steps not compared"));
+    // The exact tolerance compares all five, and the differing counts fail.
+    let exact = compare(&a, &b, Tolerance::Exact);
+    assert_eq!(exact.len(), 5);
+    assert!(!exact
+        .iter()
+        .any(|c| c.metric.ends_with("skipped_steps") && c.matches));
+    // Outside the GPU tolerance: 3% loss difference.
+    let c = [epoch(0.515, 0.90, 65536.0, 0)];
+    assert!(compare(&a, &c, Tolerance::Gpu).iter().any(|c| !c.matches));
+}
