@@ -804,3 +804,31 @@ fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
     assert!(text(&o.stderr).contains("train.nope") && text(&o.stderr).contains("bad.toml"));
     assert!(!out.path().join("b").exists(), "no trial ran");
 }
+
+#[test]
+fn epoch_lines_give_joules_with_their_provenance() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=1",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("epoch 1/1:"))
+        .unwrap_or_else(|| panic!("no epoch line in {s}"));
+    assert!(
+        ["J [measured]", "J [integrated]", "J [estimated]"]
+            .iter()
+            .any(|p| line.contains(p)),
+        "{line}"
+    );
+}

@@ -5,6 +5,7 @@
 //! an unreadable message. These probes find out first.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 /// Where to train.
@@ -78,24 +79,107 @@ pub fn cpu_name() -> String {
     greentrain_energy::tracker::cpu_model()
 }
 
-/// Checks for an NVIDIA driver and the CUDA driver library, without
-/// initialising CUDA. Returns the driver version line.
+/// Checks for an NVIDIA driver, the CUDA driver library, a working driver
+/// (`cuInit`, at least one device) and NVRTC, which Burn's CUDA backend
+/// needs to compile kernels: each of them missing would otherwise panic in
+/// one of Burn's threads. Returns the driver version line.
 pub fn probe_cuda() -> Result<String, String> {
     if !cfg!(feature = "cuda") {
         return Err("this greentrain was built without the `cuda` feature".into());
     }
-    let version = std::fs::read_to_string("/proc/driver/nvidia/version").map_err(|_| {
-        "no NVIDIA driver loaded (/proc/driver/nvidia/version is missing)".to_string()
+    probe_cuda_with(
+        Path::new("/proc/driver/nvidia/version"),
+        "libcuda.so.1",
+        NVRTC_NAMES,
+    )
+    .map(|p| p.driver)
+}
+
+/// The names cudarc (under Burn's CUDA backend) tries for NVRTC on Linux.
+const NVRTC_NAMES: &[&str] = &[
+    "libnvrtc.so",
+    "libnvrtc.so.13",
+    "libnvrtc.so.12",
+    "libnvrtc.so.11",
+    "libnvrtc.so.10",
+    "libnvrtc.so.1",
+];
+
+/// What a successful CUDA probe found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CudaProbe {
+    /// The driver version line.
+    pub driver: String,
+    /// Devices `cuDeviceGetCount` reports (after `CUDA_VISIBLE_DEVICES`).
+    pub devices: usize,
+    /// The NVRTC library that loaded.
+    pub nvrtc: String,
+}
+
+/// [`probe_cuda`] with its files and libraries named (tests point it at
+/// stand-ins).
+pub fn probe_cuda_with(
+    version_file: &Path,
+    libcuda: &str,
+    nvrtc_names: &[&str],
+) -> Result<CudaProbe, String> {
+    let version = std::fs::read_to_string(version_file).map_err(|_| {
+        format!(
+            "no NVIDIA driver loaded ({} is missing)",
+            version_file.display()
+        )
     })?;
-    // SAFETY: loading the driver library runs its initialisers only; it is
-    // the library Burn's CUDA backend loads moments later anyway.
-    let lib = unsafe { libloading::Library::new("libcuda.so.1") };
-    if let Err(e) = lib {
-        return Err(format!(
-            "the NVIDIA driver is loaded but libcuda.so.1 cannot be opened: {e}"
-        ));
+    let devices = driver_devices(libcuda)?;
+    if devices == 0 {
+        return Err("the CUDA driver reports no devices (CUDA_VISIBLE_DEVICES?)".into());
     }
-    Ok(version.lines().next().unwrap_or("").trim().to_string())
+    let nvrtc = nvrtc_names
+        .iter()
+        // SAFETY: loading runs the library's initialisers only; Burn's CUDA
+        // backend loads the same library moments later.
+        .find(|n| unsafe { libloading::Library::new(n) }.is_ok())
+        .ok_or_else(|| {
+            format!(
+                "NVRTC, which compiles the GPU kernels, is not installed or not on the library path (tried {})",
+                nvrtc_names.join(", ")
+            )
+        })?;
+    Ok(CudaProbe {
+        driver: version.lines().next().unwrap_or("").trim().to_string(),
+        devices,
+        nvrtc: nvrtc.to_string(),
+    })
+}
+
+/// `cuInit(0)` and `cuDeviceGetCount` through the driver library.
+fn driver_devices(libcuda: &str) -> Result<usize, String> {
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Count = unsafe extern "C" fn(*mut i32) -> i32;
+    // SAFETY: the driver library's entry points have these C signatures
+    // (CUDA driver API: CUresult cuInit(unsigned), cuDeviceGetCount(int*)).
+    unsafe {
+        let lib = libloading::Library::new(libcuda).map_err(|e| {
+            format!("the NVIDIA driver is loaded but {libcuda} cannot be opened: {e}")
+        })?;
+        let init: libloading::Symbol<Init> = lib
+            .get(b"cuInit\0")
+            .map_err(|e| format!("{libcuda} has no cuInit: {e}"))?;
+        let rc = init(0);
+        if rc != 0 {
+            return Err(format!(
+                "cuInit failed with CUDA error {rc} (no GPU access from this container, or a driver and library mismatch)"
+            ));
+        }
+        let count: libloading::Symbol<Count> = lib
+            .get(b"cuDeviceGetCount\0")
+            .map_err(|e| format!("{libcuda} has no cuDeviceGetCount: {e}"))?;
+        let mut n = 0i32;
+        let rc = count(&mut n);
+        if rc != 0 {
+            return Err(format!("cuDeviceGetCount failed with CUDA error {rc}"));
+        }
+        Ok(n.max(0) as usize)
+    }
 }
 
 /// Finds a wgpu adapter. Returns its name and backend.
@@ -187,8 +271,18 @@ pub fn check(spec: DeviceSpec) -> Result<String, DeviceUnavailable> {
     match spec {
         DeviceSpec::Cpu => Ok(cpu_name()),
         DeviceSpec::Cuda(n) => {
-            let driver = probe_cuda().map_err(fail)?;
-            let count = cuda_device_count();
+            if !cfg!(feature = "cuda") {
+                return Err(fail(
+                    "this greentrain was built without the `cuda` feature".into(),
+                ));
+            }
+            let p = probe_cuda_with(
+                Path::new("/proc/driver/nvidia/version"),
+                "libcuda.so.1",
+                NVRTC_NAMES,
+            )
+            .map_err(fail)?;
+            let (driver, count) = (p.driver, p.devices);
             if n >= count {
                 return Err(fail(format!("only {count} CUDA device(s) visible")));
             }
@@ -196,21 +290,6 @@ pub fn check(spec: DeviceSpec) -> Result<String, DeviceUnavailable> {
         }
         DeviceSpec::Wgpu => probe_wgpu().map_err(fail),
     }
-}
-
-/// Visible CUDA devices: `CUDA_VISIBLE_DEVICES` when set, else the GPUs
-/// the driver lists. Counted without initialising CUDA.
-fn cuda_device_count() -> usize {
-    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        return v
-            .split(',')
-            .map(str::trim)
-            .take_while(|s| !s.is_empty() && !s.starts_with('-'))
-            .count();
-    }
-    std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// The GPU's marketing name via nvidia-smi, when it is installed.

@@ -7,7 +7,9 @@ use greentrain_energy::budget::{self, BudgetVerdict, Prediction};
 use greentrain_energy::carbon::{self, CarbonRecord, Intensity};
 use greentrain_energy::codecarbon::EmissionsRow;
 use greentrain_energy::tracker::{self, DetectOptions};
-use greentrain_energy::{ComponentEnergy, ComponentKind, Provenance, Tracker, WindowReport};
+use greentrain_energy::{
+    ComponentEnergy, ComponentInfo, ComponentKind, Provenance, Tracker, WindowReport,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -152,6 +154,17 @@ impl Account {
             .iter()
             .map(|c| format!("{} [{}]: {}", c.name, c.provenance, c.method))
             .collect()
+    }
+
+    /// The weakest provenance over the metered components, for figures
+    /// printed without their breakdown.
+    pub fn provenance(&self) -> Provenance {
+        self.tracker
+            .components()
+            .iter()
+            .map(|c| c.provenance)
+            .max() // declared from measured to estimated
+            .unwrap_or(Provenance::Estimated)
     }
 
     /// Sets the device synchronisation called at window edges.
@@ -309,7 +322,28 @@ impl Account {
     }
 }
 
-/// The CodeCarbon-format row for a run.
+/// CodeCarbon's `gpu_model`: "N x NAME" per distinct GPU name (from NVML's
+/// `gpu_name` detail), the meter name when NVML gave none.
+fn gpu_model<'a>(meters: &[ComponentInfo], gpus: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for g in gpus {
+        let name = meters
+            .iter()
+            .find(|m| m.name == g)
+            .and_then(|m| m.details.iter().find(|(k, _)| k == "gpu_name"))
+            .map_or(g, |(_, v)| v.as_str())
+            .to_string();
+        match names.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => names.push((name, 1)),
+        }
+    }
+    let parts: Vec<String> = names.iter().map(|(n, c)| format!("{c} x {n}")).collect();
+    parts.join(", ")
+}
+
+/// The CodeCarbon-format row for a run. `cpu_model` is the host CPU's
+/// name, whatever device trained.
 pub fn emissions_row(
     name: &str,
     run_id: &str,
@@ -374,12 +408,42 @@ pub fn emissions_row(
             .unwrap_or(1),
         cpu_model: cpu_model.to_string(),
         gpu_count: gpus.len(),
-        gpu_model: gpus
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>()
-            .join(";"),
+        gpu_model: gpu_model(&energy.meters, gpus.iter().map(|g| g.name.as_str())),
         ram_total_size: greentrain_energy::estimate::total_ram_gb().unwrap_or(0.0),
         pue: carbon.operational.pue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(name: &str, model: Option<&str>) -> ComponentInfo {
+        ComponentInfo {
+            name: name.into(),
+            kind: ComponentKind::Gpu,
+            provenance: Provenance::Measured,
+            method: "nvml total_energy_consumption".into(),
+            details: model
+                .map(|m| vec![("gpu_name".to_string(), m.to_string())])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// CodeCarbon's columns name the GPU model, not its UUID.
+    #[test]
+    fn gpu_model_names_the_gpus_as_codecarbon_does() {
+        let h = "NVIDIA H100 80GB HBM3";
+        let meters = [
+            gpu("gpu:GPU-1", Some(h)),
+            gpu("gpu:GPU-2", Some(h)),
+            gpu("gpu:GPU-3", None),
+        ];
+        let names = ["gpu:GPU-1", "gpu:GPU-2", "gpu:GPU-3"];
+        assert_eq!(
+            gpu_model(&meters, names.into_iter()),
+            format!("2 x {h}, 1 x gpu:GPU-3")
+        );
+        assert_eq!(gpu_model(&meters, std::iter::empty()), "");
     }
 }

@@ -1006,8 +1006,13 @@ fn train_loop<B: AutodiffBackend>(
                 e.loss_scale, e.skipped_steps
             ));
         }
-        if let (Some(j), Some(g)) = (e.energy_j, e.co2_g) {
-            line.push_str(&format!(" {} J {} gCO2eq", sig(j), sig(g)));
+        if let (Some(j), Some(g), Some(a)) = (e.energy_j, e.co2_g, &account) {
+            line.push_str(&format!(
+                " {} J [{}] {} gCO2eq",
+                sig(j),
+                a.provenance(),
+                sig(g)
+            ));
         }
         progress.line(&line);
 
@@ -1128,7 +1133,7 @@ fn train_loop<B: AutodiffBackend>(
                 e,
                 cb,
                 c.carbon.zone.as_deref(),
-                &record.device.name,
+                &device::cpu_name(),
             );
             row.write(&run_dir).context("writing emissions.csv")?;
         }

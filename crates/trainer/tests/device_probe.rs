@@ -1,0 +1,68 @@
+//! The CUDA pre-check against stand-in driver and NVRTC libraries built
+//! with the system C compiler: each missing piece is one clear error, not
+//! a panic inside Burn.
+
+use greentrain_trainer::device::probe_cuda_with;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn build(dir: &Path, name: &str, c: &str) -> String {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, c).unwrap();
+    let out: PathBuf = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) to build the stand-in libraries");
+    assert!(st.success());
+    out.to_string_lossy().into_owned()
+}
+
+fn driver(init: i32, devices: i32) -> String {
+    format!(
+        "int cuInit(unsigned f) {{ (void)f; return {init}; }}\n\
+         int cuDeviceGetCount(int *n) {{ *n = {devices}; return 0; }}\n"
+    )
+}
+
+#[test]
+fn cuda_probe_names_each_missing_piece() {
+    let d = tempfile::tempdir().unwrap();
+    let version = d.path().join("version");
+    std::fs::write(
+        &version,
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04\n",
+    )
+    .unwrap();
+    let no_device = build(d.path(), "libcuda_nodev.so", &driver(100, 0));
+    let zero = build(d.path(), "libcuda_zero.so", &driver(0, 0));
+    let good = build(d.path(), "libcuda_good.so", &driver(0, 2));
+    let nvrtc = build(
+        d.path(),
+        "libnvrtc_fake.so",
+        "int nvrtcVersion(int *a, int *b) { *a = 13; *b = 0; return 0; }\n",
+    );
+    let missing = d
+        .path()
+        .join("libnvrtc_missing.so")
+        .to_string_lossy()
+        .into_owned();
+
+    let e = probe_cuda_with(&d.path().join("nope"), &good, &[&nvrtc]).unwrap_err();
+    assert!(e.contains("no NVIDIA driver loaded"), "{e}");
+    let e = probe_cuda_with(&version, &missing, &[&nvrtc]).unwrap_err();
+    assert!(e.contains("cannot be opened"), "{e}");
+    let e = probe_cuda_with(&version, &no_device, &[&nvrtc]).unwrap_err();
+    assert!(e.contains("cuInit failed with CUDA error 100"), "{e}");
+    let e = probe_cuda_with(&version, &zero, &[&nvrtc]).unwrap_err();
+    assert!(e.contains("no devices"), "{e}");
+    let e = probe_cuda_with(&version, &good, &[&missing]).unwrap_err();
+    assert!(e.contains("NVRTC"), "{e}");
+
+    let ok = probe_cuda_with(&version, &good, &[&missing, &nvrtc]).unwrap();
+    assert_eq!(ok.devices, 2);
+    assert_eq!(ok.nvrtc, nvrtc);
+    assert!(ok.driver.contains("580.159.04"));
+}
