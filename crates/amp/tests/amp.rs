@@ -405,5 +405,38 @@ fn precision_parses_and_displays() {
         assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
     }
     assert!("fp8".parse::<Precision>().is_err());
-    let _ = Module::<B>::num_params(&model());
+    // The fixture layer is the 6x4 + 4 it says it is.
+    assert_eq!(Module::<B>::num_params(&model()), 28);
+    // auto, and the modes themselves, through PrecisionChoice.
+    use greentrain_amp::PrecisionChoice;
+    assert_eq!(
+        "AUTO".parse::<PrecisionChoice>().unwrap(),
+        PrecisionChoice::Auto
+    );
+    assert_eq!(
+        "bf16".parse::<PrecisionChoice>().unwrap(),
+        PrecisionChoice::Fixed(Precision::Bf16)
+    );
+    let supports_all = |_| true;
+    assert_eq!(
+        PrecisionChoice::Auto.resolve(false, supports_all),
+        Precision::Fp32
+    );
+    assert_eq!(
+        PrecisionChoice::Auto.resolve(true, supports_all),
+        Precision::Fp16
+    );
+    let bf16_only = |d| d == DType::BF16 || d == DType::F32;
+    assert_eq!(
+        PrecisionChoice::Auto.resolve(true, bf16_only),
+        Precision::Bf16
+    );
+    assert_eq!(
+        PrecisionChoice::Auto.resolve(true, |d| d == DType::F32),
+        Precision::Fp32
+    );
+    assert_eq!(
+        PrecisionChoice::Fixed(Precision::Fp16).resolve(false, supports_all),
+        Precision::Fp16
+    );
 }

@@ -12,29 +12,58 @@ fn interrupted_run_resumes_to_the_same_result() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../configs/digits_mlp.toml"
     ));
+    // Long epochs (600 steps), so that an interrupt sent once the first
+    // checkpoint exists lands in the middle of epoch 2.
     let cfg = config::load(
         &path,
-        &["train.epochs=3".into(), "precision.mode=fp16".into()],
+        &[
+            "train.epochs=3".into(),
+            "train.steps_per_epoch=600".into(),
+            "train.checkpoint_every=1".into(),
+            "precision.mode=fp16".into(),
+        ],
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let req = || TrainRequest {
+    let req = |dir: &str| TrainRequest {
         config: cfg.clone(),
         device: DeviceSpec::Cpu,
-        out_dir: out.path().to_path_buf(),
+        out_dir: out.path().join(dir),
         quiet: true,
     };
-    let whole = train(req()).unwrap();
+    let whole = train(req("whole")).unwrap();
 
+    let cut_req = req("cut");
+    let cut_dir = out.path().join("cut");
+    let running = std::thread::spawn(move || train(cut_req));
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&cut_dir)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().join("checkpoint.bin").exists())
+        })
+        .unwrap_or(false)
+    {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Past the epoch end's record writing, into epoch 2's steps.
+    std::thread::sleep(std::time::Duration::from_millis(30));
     request_interrupt();
-    let cut = train(req()).unwrap();
+    let cut = running.join().unwrap().unwrap();
     clear_interrupt();
     assert_eq!(cut.status, "interrupted");
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cut.run_dir.join("run.json")).unwrap())
             .unwrap();
     assert_eq!(rec["status"], "interrupted");
-    assert!(cut.run_dir.join("checkpoint.bin").exists());
+    let state = Checkpoint::load(&cut.run_dir).unwrap().state;
+    assert!(
+        state.epoch >= 1 && state.step > 0,
+        "the interrupt must land mid-epoch, after the first epoch (epoch {}, step {})",
+        state.epoch,
+        state.step
+    );
 
     let done = resume(&cut.run_dir, None, true).unwrap();
     assert_eq!(done.status, "completed");

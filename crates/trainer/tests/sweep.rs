@@ -64,7 +64,23 @@ fn the_same_seed_gives_the_same_sweep_and_tpe_uses_the_history() {
     assert_eq!(outcome(&a), outcome(&b), "same seed, same sweep");
     assert!(a.trials.iter().all(|t| t.status == "completed"));
     assert!(a.best.is_some() && a.total_energy_j > 0.0);
-    assert_eq!(a.provenance.as_deref(), Some("estimated"));
+    // The sweep's provenance is the weakest of its trials' run records
+    // (estimated on a VM, measured with RAPL or NVML), read from run.json.
+    let recorded: Vec<String> = a
+        .trials
+        .iter()
+        .map(|t| {
+            let dir = t.run_dir.as_ref().expect("a trial's run folder");
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap())
+                    .unwrap();
+            r["energy"]["provenance"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let weakest =
+        greentrain_trainer::energy::weakest_provenance(recorded.iter().map(String::as_str));
+    assert!(weakest.is_some());
+    assert_eq!(a.provenance, weakest);
     for f in [
         "sweep.json",
         "sweep.csv",
