@@ -115,7 +115,8 @@ pub fn parse_time(s: &str) -> Option<f64> {
         return None;
     }
     let (h, mi) = (num(11..13)?, num(14..16)?);
-    let mut rest = &s[16..];
+    // `get`, not indexing: a non-ASCII byte must give None, not a panic.
+    let mut rest = s.get(16..)?;
     let mut sec = 0.0;
     if let Some(r) = rest.strip_prefix(':') {
         let end = r
@@ -133,10 +134,11 @@ pub fn parse_time(s: &str) -> Option<f64> {
                 _ => return None,
             };
             let r = &rest[1..];
+            let part = |x: std::ops::Range<usize>| r.get(x)?.parse::<i64>().ok();
             let (oh, om) = if r.len() == 5 && r.as_bytes()[2] == b':' {
-                (r[0..2].parse::<i64>().ok()?, r[3..5].parse::<i64>().ok()?)
+                (part(0..2)?, part(3..5)?)
             } else if r.len() == 4 {
-                (r[0..2].parse::<i64>().ok()?, r[2..4].parse::<i64>().ok()?)
+                (part(0..2)?, part(2..4)?)
             } else {
                 return None;
             };

@@ -469,6 +469,17 @@ fn time_parsing() {
     );
     assert_eq!(carbon::parse_time("2024-13-01T00:00:00Z"), None);
     assert_eq!(carbon::parse_time("nonsense"), None);
+    // Non-ASCII where digits or an offset should be: None, not a panic.
+    for bad in [
+        "2024-01-01T01:0é",
+        "2024-01-01T01:00é00",
+        "2024-01-01T01:00+é:00",
+        "2024-01-01T01:00+0é0",
+        "2024-01-01T01:00+01:é",
+        "２０２４-01-01T01:00:00Z",
+    ] {
+        assert_eq!(carbon::parse_time(bad), None, "{bad}");
+    }
     assert_eq!(carbon::format_time(1704067200.0), "2024-01-01T00:00:00Z");
 }
 

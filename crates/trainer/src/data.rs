@@ -229,6 +229,12 @@ pub fn parse_idx(path: &Path, b: &[u8]) -> Result<Idx, DataError> {
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        return Err(corrupt(
+            path,
+            format!("IDX dimension {i} of {dims:?} is 0: the file holds no data"),
+        ));
+    }
     let count = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))

@@ -10,6 +10,30 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Schema tag of `run.json`.
 pub const SCHEMA: &str = "greentrain.run/1";
 
+/// An exclusive lock on a run directory (`run.lock`, an advisory file
+/// lock the system drops when the process ends, even by SIGKILL), so that
+/// two processes never train the same run.
+pub fn lock_run(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("run.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot open the run lock: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "{}: another greentrain process is training this run",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!(
+            "{}: cannot lock the run: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

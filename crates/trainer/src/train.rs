@@ -124,6 +124,8 @@ pub fn install_interrupt_handler() {
 
 /// Everything a run needs before the backend is chosen.
 struct Setup {
+    /// Held for the whole run: no second process trains it.
+    _lock: std::fs::File,
     intensity: greentrain_energy::carbon::Intensity,
     /// The mode that runs (`config.precision.mode` resolved on the device).
     precision: Precision,
@@ -188,6 +190,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         &format!("{}-{}", config.run.name, record::stamp(started)),
     )
     .map_err(Failure::Runtime)?;
+    let lock = record::lock_run(&run_dir).map_err(Failure::Runtime)?;
     let toml_text = config.to_toml();
     record::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
         .context("writing config.toml")
@@ -220,6 +223,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         .context("writing run.json")
         .map_err(Failure::Runtime)?;
     let setup = Setup {
+        _lock: lock,
         intensity,
         precision,
         config,
@@ -247,6 +251,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
     }
     let config_path = run_dir.join("config.toml");
     let loaded = config::load(&config_path, &[]).map_err(|e| Failure::Usage(e.into()))?;
+    let lock = record::lock_run(run_dir).map_err(usage)?;
     let ckpt = Checkpoint::load(run_dir).map_err(usage)?;
     let spec = match device {
         Some(d) => d,
@@ -270,6 +275,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
         .context("writing run.json")
         .map_err(Failure::Runtime)?;
     let setup = Setup {
+        _lock: lock,
         intensity,
         precision,
         config,

@@ -57,6 +57,8 @@ fn broken_idx_files_are_named_errors() {
         (idx_u8(&[1], &[1, 2]), "trailing"),
         (vec![0, 0, 8, 3, 0, 0], "truncated IDX header"),
         (idx_f32(&[2], &[1.0, f32::NAN]), "not finite"),
+        (idx_u8(&[0, 2], &[]), "dimension 0 of [0, 2] is 0"),
+        (idx_u8(&[2, 0], &[]), "dimension 1 of [2, 0] is 0"),
     ];
     for (bytes, want) in cases {
         let e = data::parse_idx(Path::new("bad/file.idx"), &bytes)

@@ -205,3 +205,30 @@ fn missing_driver_is_a_usage_error_not_a_panic() {
         "no run directory for a run that never started"
     );
 }
+
+#[test]
+fn a_run_being_trained_cannot_be_resumed_by_a_second_process() {
+    use greentrain_trainer::record::lock_run;
+    let out = tempfile::tempdir().unwrap();
+    let o = run(out.path(), &["train.epochs=1"]);
+    // The finished run's lock was released with its training.
+    let held = lock_run(&o.run_dir).unwrap();
+    let e = lock_run(&o.run_dir).unwrap_err().to_string();
+    assert!(e.contains("another greentrain process"), "{e}");
+    // As if killed mid-run while another process still trains it.
+    let path = o.run_dir.join("run.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"completed\"", "\"running\"")).unwrap();
+    match greentrain_trainer::resume(&o.run_dir, None, true) {
+        Err(greentrain_trainer::Failure::Usage(e)) => {
+            assert!(
+                format!("{e:#}").contains("another greentrain process"),
+                "{e:#}"
+            )
+        }
+        Err(greentrain_trainer::Failure::Runtime(e)) => panic!("runtime failure: {e:#}"),
+        Ok(o) => panic!("resumed while locked: {}", o.status),
+    }
+    drop(held);
+    assert!(lock_run(&o.run_dir).is_ok());
+}
