@@ -511,9 +511,19 @@ fn bench_on_digits_writes_all_files() {
 #[test]
 fn reproduce_matches_exactly_and_catches_a_difference() {
     let out = tempfile::tempdir().unwrap();
+    let reproduce = |dir: &Path| {
+        bin()
+            .arg("reproduce")
+            .arg(dir)
+            .arg("--quiet")
+            .arg("--out")
+            .arg(out.path().join("again"))
+            .output()
+            .unwrap()
+    };
     // The whole digits config in fp32 (30 epochs: values whose last digit a
     // best-effort float parser gets wrong), and two epochs in fp16.
-    let mut dirs = vec![];
+    let mut dir = PathBuf::new();
     for (extra, values) in [
         (vec!["--precision", "fp32"], 150),
         (vec!["--set", "train.epochs=2", "--precision", "fp16"], 10),
@@ -525,37 +535,21 @@ fn reproduce_matches_exactly_and_catches_a_difference() {
             .output()
             .unwrap();
         assert!(o.status.success());
-        let dir = run_dir_of(&o);
-        let r = bin()
-            .arg("reproduce")
-            .arg(&dir)
-            .arg("--quiet")
-            .arg("--out")
-            .arg(out.path().join("again"))
-            .output()
-            .unwrap();
+        dir = run_dir_of(&o);
+        let r = reproduce(&dir);
         let s = text(&r.stdout);
         assert_eq!(r.status.code(), Some(0), "{s}{}", text(&r.stderr));
         assert!(
             s.contains(&format!("{values} of {values} values match")),
             "{s}"
         );
-        dirs.push(dir);
     }
-    let dir = dirs.pop().unwrap();
 
     // A record that no longer matches what the config produces: exit 1.
     let mut v = record(&dir);
     v["epochs"][1]["test_loss"] = serde_json::json!(0.123);
     std::fs::write(dir.join("run.json"), serde_json::to_string(&v).unwrap()).unwrap();
-    let r = bin()
-        .arg("reproduce")
-        .arg(&dir)
-        .arg("--quiet")
-        .arg("--out")
-        .arg(out.path().join("again"))
-        .output()
-        .unwrap();
+    let r = reproduce(&dir);
     assert_eq!(r.status.code(), Some(1));
     assert!(text(&r.stdout).contains("NO"));
 }

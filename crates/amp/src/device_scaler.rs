@@ -11,12 +11,13 @@
 
 use crate::grads;
 use crate::optim::DeviceOptimizer;
+use crate::policy::float_dtype;
 use crate::readback;
 use crate::scaler::{ScalerConfig, ScalerState};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, DType, FloatDType, Tensor};
+use burn::tensor::{Bool, DType, Tensor};
 
 /// What the host learns at a sync.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,7 +87,7 @@ impl<B: Backend> DeviceScaler<B> {
         let s = if loss.dtype() == DType::F32 {
             s
         } else {
-            s.cast(float_of(loss.dtype()))
+            s.cast(float_dtype(loss.dtype()))
         };
         loss * Tensor::<AD, D>::from_inner(s)
     }
@@ -116,7 +117,7 @@ impl<B: Backend> DeviceScaler<B> {
             grads = grads::map::<AD, M, _>(&module, grads, |g| grads::to_f32(g) * inv.clone());
         }
         let found = if self.enabled {
-            non_finite::<AD, M>(&module, &grads)
+            grads::non_finite_sum::<AD, M>(&module, &grads).map(|s| s.is_nan())
         } else {
             None
         };
@@ -184,38 +185,29 @@ impl<B: Backend> DeviceScaler<B> {
         }
     }
 
-    /// The state to save (one read).
+    /// The state to save: one read with scaling on, none without.
     pub fn state(&self) -> ScalerState {
-        let s = self.sync();
+        self.state_at(None)
+    }
+
+    /// [`DeviceScaler::state`] from a snapshot just taken by
+    /// [`DeviceScaler::sync`], so that it is not read again.
+    pub fn state_at(&self, snap: Option<ScalerSnapshot>) -> ScalerState {
+        if !self.enabled {
+            // Disabled, the device values never change from the identity's.
+            return ScalerState {
+                enabled: false,
+                scale: 1.0,
+                growth_tracker: 0,
+                config: self.config.clone(),
+            };
+        }
+        let s = snap.unwrap_or_else(|| self.sync());
         ScalerState {
-            enabled: self.enabled,
-            scale: if self.enabled { s.scale } else { 1.0 },
+            enabled: true,
+            scale: s.scale,
             growth_tracker: s.growth_tracker,
             config: self.config.clone(),
         }
-    }
-}
-
-/// A one-element device bool (none without gradients): some gradient
-/// holds an inf or NaN.
-/// `sum(g * 0)` is NaN exactly then, without a false positive from large
-/// finite values.
-fn non_finite<AD: AutodiffBackend, M: AutodiffModule<AD>>(
-    module: &M,
-    grads: &GradientsParams,
-) -> Option<Tensor<AD::InnerBackend, 1, Bool>> {
-    let flags: Vec<_> = grads::collect::<AD, M>(module, grads)
-        .into_iter()
-        .map(|g| grads::to_f32(g).mul_scalar(0.0).sum())
-        .collect();
-    (!flags.is_empty()).then(|| Tensor::cat(flags, 0).sum().is_nan())
-}
-
-fn float_of(d: DType) -> FloatDType {
-    match d {
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        DType::F64 => FloatDType::F64,
-        _ => FloatDType::F32,
     }
 }

@@ -107,20 +107,52 @@ where
     grads
 }
 
+/// `reduce` applied to every gradient (in f32) and summed, as a
+/// one-element device tensor; `None` without gradients.
+fn total<B, M, F>(
+    module: &M,
+    grads: &GradientsParams,
+    reduce: F,
+) -> Option<Tensor<B::InnerBackend, 1>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: Fn(Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>,
+{
+    let parts: Vec<_> = collect::<B, M>(module, grads)
+        .into_iter()
+        .map(|g| reduce(to_f32(g)))
+        .collect();
+    (!parts.is_empty()).then(|| Tensor::cat(parts, 0).sum())
+}
+
+/// `sum(g * 0)` over all gradients: NaN exactly when some gradient holds an
+/// inf or NaN, without a false positive from large finite values (which a
+/// sum of `g` or `g^2` could overflow into). Stays on the device.
+pub fn non_finite_sum<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    total::<B, M, _>(module, grads, |g| g.mul_scalar(0.0).sum())
+}
+
+/// The sum of all squared gradient elements. Stays on the device.
+pub fn squared_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    total::<B, M, _>(module, grads, |g| g.square().sum())
+}
+
 /// The global L2 norm of all gradients as a one-element device tensor (no
 /// read back).
 pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> Tensor<B::InnerBackend, 1> {
-    let squares: Vec<_> = collect::<B, M>(module, grads)
-        .into_iter()
-        .map(|g| to_f32(g).square().sum())
-        .collect();
-    if squares.is_empty() {
-        return Tensor::zeros([1], &Default::default());
-    }
-    Tensor::cat(squares, 0).sum().sqrt()
+    squared_norm::<B, M>(module, grads)
+        .map(|sq| sq.sqrt())
+        .unwrap_or_else(|| Tensor::zeros([1], &Default::default()))
 }
 
 /// The gradient in f32 (unchanged when it already is).
@@ -132,33 +164,19 @@ pub fn to_f32<B: Backend>(g: Tensor<B, 1>) -> Tensor<B, 1> {
     }
 }
 
-/// Checks all gradients for inf/NaN and computes their global L2 norm with
-/// one device-side reduction per gradient, one concatenation and a single
-/// read back of two numbers.
-///
-/// `g * 0` is NaN exactly where `g` is inf or NaN, so the sum of `g * 0`
-/// flags any non-finite element without a false positive from large finite
-/// values (which a sum of `g` or `g^2` could overflow into).
+/// Checks all gradients for inf/NaN ([`non_finite_sum`]) and computes their
+/// global L2 norm ([`squared_norm`]) with a single read back of two numbers.
 pub fn inspect<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> GradInspection {
-    let all = collect::<B, M>(module, grads);
-    if all.is_empty() {
+    let flag = non_finite_sum::<B, M>(module, grads);
+    let (Some(flag), Some(sq)) = (flag, squared_norm::<B, M>(module, grads)) else {
         return GradInspection {
             non_finite: false,
             global_norm: 0.0,
         };
-    }
-    let mut flags = Vec::with_capacity(all.len());
-    let mut squares = Vec::with_capacity(all.len());
-    for g in all {
-        let g = to_f32(g);
-        flags.push(g.clone().mul_scalar(0.0).sum());
-        squares.push(g.square().sum());
-    }
-    let flag = Tensor::cat(flags, 0).sum();
-    let sq = Tensor::cat(squares, 0).sum();
+    };
     let both = Tensor::cat(vec![flag, sq], 0);
     let values = crate::readback::read_f32(both);
     GradInspection {

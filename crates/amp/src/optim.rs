@@ -10,10 +10,11 @@
 //! The arithmetic follows Burn's `Sgd`, `Adam` and `AdamW` (L2 weight decay
 //! for SGD and Adam, decoupled for AdamW; Burn's epsilon placement).
 
+use crate::policy::float_dtype;
 use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, DType, Tensor};
+use burn::tensor::{Bool, Tensor};
 use std::collections::HashMap;
 
 /// Which optimizer, with its hyperparameters.
@@ -92,16 +93,6 @@ impl<B: AutodiffBackend> DeviceOptimizer<B> {
             steps: Tensor::zeros([1], device),
             slots: HashMap::new(),
         }
-    }
-
-    /// The hyperparameters.
-    pub fn spec(&self) -> OptimizerSpec {
-        self.spec
-    }
-
-    /// The step count as a device tensor (read it only at log steps).
-    pub fn steps(&self) -> Tensor<B::InnerBackend, 1> {
-        self.steps.clone()
     }
 
     /// One step at learning rate `lr`. Where `skip` (a one-element device
@@ -339,14 +330,5 @@ fn l2<B: Backend>(g: Tensor<B, 1>, p: &Tensor<B, 1>, weight_decay: f64) -> Tenso
         g + p.clone().mul_scalar(weight_decay as f32)
     } else {
         g
-    }
-}
-
-fn float_dtype(d: DType) -> burn::tensor::FloatDType {
-    match d {
-        DType::F16 => burn::tensor::FloatDType::F16,
-        DType::BF16 => burn::tensor::FloatDType::BF16,
-        DType::F64 => burn::tensor::FloatDType::F64,
-        _ => burn::tensor::FloatDType::F32,
     }
 }

@@ -232,7 +232,8 @@ pub fn wider(a: DType, b: DType) -> DType {
     }
 }
 
-fn float_dtype(d: DType) -> FloatDType {
+/// The `FloatDType` of a float `DType` (f32 for anything else).
+pub(crate) fn float_dtype(d: DType) -> FloatDType {
     match d {
         DType::F64 => FloatDType::F64,
         DType::F16 => FloatDType::F16,

@@ -34,7 +34,7 @@ impl FromStr for DeviceSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "auto" => Ok(auto().0),
+            "auto" => Ok(auto()),
             "cpu" | "flex" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "wgpu" => Ok(DeviceSpec::Wgpu),
@@ -82,8 +82,8 @@ pub fn cpu_name() -> String {
 /// Checks for an NVIDIA driver, the CUDA driver library, a working driver
 /// (`cuInit`, at least one device) and NVRTC, which Burn's CUDA backend
 /// needs to compile kernels: each of them missing would otherwise panic in
-/// one of Burn's threads. Returns the driver version line.
-pub fn probe_cuda() -> Result<String, String> {
+/// one of Burn's threads.
+pub fn probe_cuda() -> Result<CudaProbe, String> {
     if !cfg!(feature = "cuda") {
         return Err("this greentrain was built without the `cuda` feature".into());
     }
@@ -92,7 +92,6 @@ pub fn probe_cuda() -> Result<String, String> {
         "libcuda.so.1",
         NVRTC_NAMES,
     )
-    .map(|p| p.driver)
 }
 
 /// The names cudarc (under Burn's CUDA backend) tries for NVRTC on Linux.
@@ -186,14 +185,9 @@ fn driver_devices(libcuda: &str) -> Result<usize, String> {
 pub fn probe_wgpu() -> Result<String, String> {
     #[cfg(feature = "wgpu")]
     {
-        let instance = wgpu::Instance::default();
-        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let info: Vec<String> = adapters
+        let info: Vec<String> = wgpu_adapters()
             .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
-            })
+            .map(|i| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
             .collect();
         if info.is_empty() {
             Err("no wgpu adapter found (no Vulkan/Metal/DX12/GL driver; on Debian install mesa-vulkan-drivers)".into())
@@ -205,6 +199,20 @@ pub fn probe_wgpu() -> Result<String, String> {
     {
         Err("this greentrain was built without the `wgpu` feature".into())
     }
+}
+
+/// The adapters wgpu finds, enumerated once per process: `--device auto`,
+/// the device check and `precision = "auto"` all ask.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapters() -> &'static [wgpu::AdapterInfo] {
+    static ADAPTERS: std::sync::OnceLock<Vec<wgpu::AdapterInfo>> = std::sync::OnceLock::new();
+    ADAPTERS.get_or_init(|| {
+        let instance = wgpu::Instance::default();
+        block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| a.get_info())
+            .collect()
+    })
 }
 
 #[cfg(feature = "wgpu")]
@@ -221,14 +229,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// `--device auto`: CUDA when a usable NVIDIA GPU is there, else a hardware
 /// GPU through wgpu (not a software adapter such as lavapipe or llvmpipe),
-/// else the CPU. Returns the choice and why.
-pub fn auto() -> (DeviceSpec, String) {
-    match check(DeviceSpec::Cuda(0)) {
-        Ok(name) => (DeviceSpec::Cuda(0), name),
-        Err(e) => match hardware_wgpu_adapter() {
-            Some(name) => (DeviceSpec::Wgpu, name),
-            None => (DeviceSpec::Cpu, format!("no GPU ({})", e.why)),
-        },
+/// else the CPU. The run's first line names what was chosen.
+pub fn auto() -> DeviceSpec {
+    if probe_cuda().is_ok() {
+        DeviceSpec::Cuda(0)
+    } else if hardware_wgpu_adapter().is_some() {
+        DeviceSpec::Wgpu
+    } else {
+        DeviceSpec::Cpu
     }
 }
 
@@ -246,9 +254,7 @@ pub fn is_hardware_gpu(spec: DeviceSpec) -> bool {
 fn hardware_wgpu_adapter() -> Option<String> {
     #[cfg(feature = "wgpu")]
     {
-        let instance = wgpu::Instance::default();
-        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        adapters.iter().map(|a| a.get_info()).find_map(|i| {
+        wgpu_adapters().iter().find_map(|i| {
             matches!(
                 i.device_type,
                 wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
@@ -271,17 +277,7 @@ pub fn check(spec: DeviceSpec) -> Result<String, DeviceUnavailable> {
     match spec {
         DeviceSpec::Cpu => Ok(cpu_name()),
         DeviceSpec::Cuda(n) => {
-            if !cfg!(feature = "cuda") {
-                return Err(fail(
-                    "this greentrain was built without the `cuda` feature".into(),
-                ));
-            }
-            let p = probe_cuda_with(
-                Path::new("/proc/driver/nvidia/version"),
-                "libcuda.so.1",
-                NVRTC_NAMES,
-            )
-            .map_err(fail)?;
+            let p = probe_cuda().map_err(fail)?;
             let (driver, count) = (p.driver, p.devices);
             if n >= count {
                 return Err(fail(format!("only {count} CUDA device(s) visible")));

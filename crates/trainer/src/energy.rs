@@ -163,7 +163,7 @@ impl Account {
             .components()
             .iter()
             .map(|c| c.provenance)
-            .max() // declared from measured to estimated
+            .reduce(Provenance::weakest)
             .unwrap_or(Provenance::Estimated)
     }
 

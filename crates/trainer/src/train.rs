@@ -154,11 +154,7 @@ fn check_device(spec: DeviceSpec, config: &Config) -> Result<(DeviceRecord, Prec
         name,
         spec: spec.to_string(),
     };
-    let task = ResolvePrecision {
-        choice: config.precision.mode,
-        gpu: device::is_hardware_gpu(spec),
-    };
-    let precision = dispatch(spec, task).map_err(Failure::Usage)?;
+    let precision = resolve_precision(spec, config.precision.mode)?;
     Ok((record, precision))
 }
 
@@ -345,8 +341,13 @@ impl BackendTask for ResolvePrecision {
 /// mode that `auto` resolves to there.
 pub fn check_precision(spec: DeviceSpec, precision: PrecisionChoice) -> Result<Precision, Failure> {
     device::check(spec).map_err(|e| Failure::Usage(e.into()))?;
+    resolve_precision(spec, precision)
+}
+
+/// The mode `choice` runs in on `spec`, refused if the device cannot run it.
+fn resolve_precision(spec: DeviceSpec, choice: PrecisionChoice) -> Result<Precision, Failure> {
     let task = ResolvePrecision {
-        choice: precision,
+        choice,
         gpu: device::is_hardware_gpu(spec),
     };
     dispatch(spec, task).map_err(Failure::Usage)
@@ -781,7 +782,7 @@ fn train_loop<B: AutodiffBackend>(
             // accumulated gradient is lost.
             if bi.is_multiple_of(accum) && INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish();
-                seg.settle::<B>(&mut partial, &device, &scaler);
+                let snap = seg.settle::<B>(&mut partial, &device, &scaler);
                 if let Some(a) = account.as_mut() {
                     partial.energy_j += a.end(&train_window);
                 }
@@ -790,7 +791,7 @@ fn train_loop<B: AutodiffBackend>(
                     loss_sum: readback::read_f32(loss_sum.clone())[0],
                     ..partial
                 };
-                state.scaler = scaler.state();
+                state.scaler = scaler.state_at(snap);
                 save_checkpoint(&run_dir, &state, &model, &optim)?;
                 record.status = "interrupted".into();
                 if let Some(f) = follower.as_mut() {
@@ -829,7 +830,7 @@ fn train_loop<B: AutodiffBackend>(
                             // Checkpoint first: a pause can be long, and the
                             // machine may go away meanwhile.
                             progress.finish();
-                            seg.settle::<B>(&mut partial, &device, &scaler);
+                            let snap = seg.settle::<B>(&mut partial, &device, &scaler);
                             if let Some(a) = account.as_mut() {
                                 train_j += a.end(&train_window);
                             }
@@ -839,7 +840,7 @@ fn train_loop<B: AutodiffBackend>(
                                 energy_j: train_j,
                                 ..partial.clone()
                             };
-                            state.scaler = scaler.state();
+                            state.scaler = scaler.state_at(snap);
                             save_checkpoint(&run_dir, &state, &model, &optim)?;
                             record.status = "paused".into();
                             record.schedule = Some(f.record());
@@ -1026,7 +1027,7 @@ fn train_loop<B: AutodiffBackend>(
         state.epoch += 1;
         state.step = 0;
         state.partial = PartialEpoch::default();
-        state.scaler = scaler.state();
+        state.scaler = scaler.state_at(snap);
         let last = state.epoch == c.train.epochs;
         let due = c.train.checkpoint_every.due(
             state.epoch,
