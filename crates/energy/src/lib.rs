@@ -8,6 +8,7 @@
 //! - [`tracker`]: a background sampler and nestable measurement windows;
 //! - [`carbon`]: intensity sources (constant, time series, zone, world
 //!   average) integrated against the energy timeline;
+//! - [`journal`]: fsync'd running totals that survive a killed process;
 //! - [`budget`]: whole-run predictions and budgets;
 //! - [`schedule`]: carbon-aware Flexible Start and Pause-and-Resume plans;
 //! - [`codecarbon`]: `emissions.csv` in CodeCarbon's format.
@@ -26,6 +27,7 @@ pub mod budget;
 pub mod carbon;
 pub mod codecarbon;
 pub mod estimate;
+pub mod journal;
 pub mod meter;
 pub mod nvml;
 pub mod rapl;

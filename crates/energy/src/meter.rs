@@ -98,4 +98,9 @@ pub trait Meter: Send {
     fn power_provenance(&self) -> Provenance {
         Provenance::Integrated
     }
+    /// How often the hardware updates the counter, in seconds: a window
+    /// must be many of these long for its difference to mean much.
+    fn counter_update_s(&self) -> Option<f64> {
+        None
+    }
 }

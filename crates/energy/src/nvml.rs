@@ -10,7 +10,7 @@ use crate::meter::{ComponentInfo, ComponentKind, Meter, Provenance};
 use std::sync::{Arc, Mutex};
 
 /// Facts about one GPU.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GpuFacts {
     /// NVML index.
     pub index: u32,
@@ -20,6 +20,80 @@ pub struct GpuFacts {
     pub name: String,
     /// Enforced power limit in watts.
     pub power_limit_w: Option<f64>,
+    /// PCI bus id (`00000000:65:00.0`): what ties a CUDA device to it,
+    /// since CUDA ordinals are not NVML indices.
+    pub pci_bus_id: String,
+    /// MIG mode is on: its counter covers every instance on the GPU.
+    pub mig: bool,
+}
+
+/// Which GPUs to meter.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum GpuSelect {
+    /// Every GPU a CUDA program would see (`CUDA_VISIBLE_DEVICES`).
+    #[default]
+    Visible,
+    /// The GPUs at these PCI bus ids (the devices a run uses).
+    PciBusIds(Vec<String>),
+    /// None: the work runs on no GPU.
+    NoGpu,
+}
+
+/// A PCI bus id as numbers (domain, bus, device, function): NVML writes
+/// `00000000:65:00.0`, CUDA `0000:65:00.0`.
+pub fn parse_bus_id(s: &str) -> Option<(u32, u32, u32, u32)> {
+    let (rest, function) = s.trim().rsplit_once('.')?;
+    let mut parts = rest.split(':');
+    let (d, b, dev) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |x: &str| u32::from_str_radix(x, 16).ok();
+    Some((hex(d)?, hex(b)?, hex(dev)?, hex(function)?))
+}
+
+/// The GPUs `select` names among `devices`, and a line for each problem
+/// (a GPU NVML does not know, a MIG instance metered as its whole GPU).
+pub fn select(
+    devices: &[GpuFacts],
+    select: &GpuSelect,
+    cuda_visible: Option<&str>,
+) -> (Vec<GpuFacts>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let chosen = match select {
+        GpuSelect::NoGpu => vec![],
+        GpuSelect::Visible => {
+            let v = visible(devices, cuda_visible);
+            if v.is_empty() && !devices.is_empty() {
+                warnings.push(format!(
+                    "CUDA_VISIBLE_DEVICES={} names no GPU NVML knows (MIG instances are named by the run's device instead): no GPU energy meter",
+                    cuda_visible.unwrap_or("")
+                ));
+            }
+            v
+        }
+        GpuSelect::PciBusIds(ids) => {
+            let mut out: Vec<GpuFacts> = Vec::new();
+            for id in ids {
+                let want = parse_bus_id(id);
+                match devices
+                    .iter()
+                    .find(|d| want.is_some() && parse_bus_id(&d.pci_bus_id) == want)
+                {
+                    Some(d) if !out.contains(d) => out.push(d.clone()),
+                    Some(_) => {}
+                    None => warnings.push(format!(
+                        "the run's GPU at PCI {id} is not among the GPUs NVML sees: no GPU energy meter for it"
+                    )),
+                }
+            }
+            out
+        }
+    };
+    for g in chosen.iter().filter(|g| g.mig) {
+        warnings.push(format!(
+            "{} is in MIG mode: its energy counter covers the whole GPU, every instance on it",
+            g.name
+        ));
+    }
+    (chosen, warnings)
 }
 
 /// The part of NVML greentrain uses. The real implementation wraps
@@ -69,11 +143,20 @@ pub struct GpuMeter {
 
 impl GpuMeter {
     /// A meter per visible GPU.
-    pub fn all(mut api: Box<dyn GpuApi>, cuda_visible: Option<&str>) -> Vec<GpuMeter> {
+    pub fn all(api: Box<dyn GpuApi>, cuda_visible: Option<&str>) -> Vec<GpuMeter> {
+        Self::selected(api, &GpuSelect::Visible, cuda_visible).0
+    }
+
+    /// A meter per GPU `which` names, and the problems found.
+    pub fn selected(
+        mut api: Box<dyn GpuApi>,
+        which: &GpuSelect,
+        cuda_visible: Option<&str>,
+    ) -> (Vec<GpuMeter>, Vec<String>) {
         let driver = api.driver_version();
-        let devices = visible(&api.devices(), cuda_visible);
+        let (devices, warnings) = select(&api.devices(), which, cuda_visible);
         let api = Arc::new(Mutex::new(api));
-        devices
+        let meters = devices
             .into_iter()
             .map(|facts| {
                 let start_mj = api.lock().unwrap().total_energy_mj(facts.index);
@@ -84,7 +167,8 @@ impl GpuMeter {
                     start_mj,
                 }
             })
-            .collect()
+            .collect();
+        (meters, warnings)
     }
 }
 
@@ -95,6 +179,9 @@ impl Meter for GpuMeter {
             ("uuid".to_string(), self.facts.uuid.clone()),
             ("nvml_index".to_string(), self.facts.index.to_string()),
         ];
+        if !self.facts.pci_bus_id.is_empty() {
+            details.push(("pci_bus_id".into(), self.facts.pci_bus_id.clone()));
+        }
         if let Some(p) = self.facts.power_limit_w {
             details.push(("power_limit_w".into(), format!("{p}")));
         }
@@ -124,6 +211,11 @@ impl Meter for GpuMeter {
         let start = self.start_mj?;
         let now = self.api.lock().unwrap().total_energy_mj(self.facts.index)?;
         Some(now.saturating_sub(start) as f64 * 1e-3)
+    }
+    /// About every 100 ms (measured on Hopper by the H200 run: the
+    /// counter read exactly 0 J over some 57 ms windows).
+    fn counter_update_s(&self) -> Option<f64> {
+        self.start_mj.is_some().then_some(0.1)
     }
     fn power_w(&mut self) -> Option<f64> {
         self.api
@@ -170,6 +262,8 @@ impl GpuApi for Nvml {
                     uuid: d.uuid().ok()?,
                     name: d.name().unwrap_or_default(),
                     power_limit_w: d.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0),
+                    pci_bus_id: d.pci_info().map(|p| p.bus_id).unwrap_or_default(),
+                    mig: d.mig_mode().is_ok_and(|m| m.current == 1),
                 })
             })
             .collect()

@@ -75,22 +75,21 @@ impl Domain {
 pub struct RaplMeter {
     kind: ComponentKind,
     domains: Vec<Domain>,
-    failed: bool,
 }
 
 impl RaplMeter {
+    /// `None` when a read fails. Nothing latches: the next good read
+    /// folds in everything counted meanwhile (the tracker degrades the
+    /// windows that saw the failure).
     fn poll(&mut self) -> Option<f64> {
-        if self.failed {
-            return None;
-        }
-        for d in &mut self.domains {
-            match d.read_raw() {
-                Ok(raw) => d.update(raw),
-                Err(_) => {
-                    self.failed = true;
-                    return None;
-                }
-            }
+        let raws: Vec<u64> = self
+            .domains
+            .iter()
+            .map(|d| d.read_raw())
+            .collect::<std::io::Result<_>>()
+            .ok()?;
+        for (d, raw) in self.domains.iter_mut().zip(raws) {
+            d.update(raw);
         }
         Some(self.domains.iter().map(|d| d.acc_uj as f64 * 1e-6).sum())
     }
@@ -115,6 +114,10 @@ impl Meter for RaplMeter {
     }
     fn power_w(&mut self) -> Option<f64> {
         None
+    }
+    /// Intel documents about 1 ms.
+    fn counter_update_s(&self) -> Option<f64> {
+        Some(0.001)
     }
 }
 
@@ -247,14 +250,12 @@ pub fn discover_with(root: &Path, fs: std::sync::Arc<dyn Fs>) -> RaplDiscovery {
         out.cpu = Some(RaplMeter {
             kind: ComponentKind::Cpu,
             domains: packages,
-            failed: false,
         });
     }
     if !drams.is_empty() {
         out.dram = Some(RaplMeter {
             kind: ComponentKind::Dram,
             domains: drams,
-            failed: false,
         });
     }
     out

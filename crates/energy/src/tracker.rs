@@ -17,6 +17,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Counter and integrated power disagreeing by more than this is flagged.
 pub const CROSS_CHECK_TOLERANCE: f64 = 0.05;
 
+/// Windows shorter than this are not cross-checked: NVML's averaged power
+/// lags by up to a second and its counter moves in 100 ms steps, so over a
+/// short window the two differ for reasons that are not errors.
+pub const CROSS_CHECK_MIN_S: f64 = 5.0;
+
+/// A window is too short for a counter when two of its update periods (one
+/// at each edge) exceed this share of the window.
+pub const RESOLUTION_TOLERANCE: f64 = 0.05;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Energy of one component over a window or a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComponentEnergy {
@@ -34,9 +51,23 @@ pub struct ComponentEnergy {
     /// both a counter and a power reading (the cross-check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrated_j: Option<f64>,
-    /// `|counter - integrated| / counter > 5%`.
+    /// `|counter - integrated| / counter > 5%` over a window of at least
+    /// [`CROSS_CHECK_MIN_S`] (shorter windows are not cross-checked).
     #[serde(default)]
     pub cross_check_disagrees: bool,
+    /// How often the counter updates, s: the resolution `joules` has in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter_update_s: Option<f64>,
+    /// The window is too short to trust the counter: two update periods
+    /// are more than 5% of it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub too_short: bool,
+    /// Counter reads that failed during the window. When non-zero, `joules`
+    /// is integrated power (`integrated`) or, for a meter without power
+    /// readings, the counter up to its last good read (`estimated`, an
+    /// undercount).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_failures: u64,
 }
 
 /// One finished window.
@@ -61,16 +92,39 @@ pub struct WindowReport {
 struct Comp {
     info: ComponentInfo,
     meter: Box<dyn Meter>,
+    /// The last good counter reading (kept through failed reads).
     counter_j: Option<f64>,
+    /// Whether the first read found a counter: a `None` after that is a
+    /// failed read, not a meter without one.
+    has_counter: Option<bool>,
+    failures: u64,
     integrated_j: f64,
     has_power: bool,
     last_power: Option<(Instant, f64)>,
 }
 
 impl Comp {
-    fn poll(&mut self, now: Instant) {
-        if let Some(e) = self.meter.energy_j() {
-            self.counter_j = Some(e);
+    /// Reads the meter; a new warning when a counter read fails for the
+    /// first time.
+    fn poll(&mut self, now: Instant) -> Option<String> {
+        let mut warning = None;
+        match (self.meter.energy_j(), self.has_counter) {
+            (Some(e), _) => {
+                self.counter_j = Some(e);
+                self.has_counter.get_or_insert(true);
+            }
+            (None, None) => self.has_counter = Some(false),
+            (None, Some(false)) => {}
+            (None, Some(true)) => {
+                self.failures += 1;
+                if self.failures == 1 {
+                    warning = Some(format!(
+                        "{}: a counter read failed at {}; the windows it affects are marked and their provenance lowered",
+                        self.info.name,
+                        crate::carbon::format_time(unix_now())
+                    ));
+                }
+            }
         }
         if let Some(p) = self.meter.power_w() {
             self.has_power = true;
@@ -80,12 +134,47 @@ impl Comp {
             }
             self.last_power = Some((now, p));
         }
+        warning
     }
-    fn provenance(&self) -> Provenance {
-        if self.counter_j.is_some() {
-            Provenance::Measured
-        } else {
-            self.meter.power_provenance()
+
+    /// One component's energy between two readings, with its provenance.
+    fn between(&self, i: usize, a: &Reading, b: &Reading, min_check_s: f64) -> ComponentEnergy {
+        let integrated = b.integrated[i] - a.integrated[i];
+        let failures = b.failures[i] - a.failures[i];
+        let delta = match (a.counter[i], b.counter[i]) {
+            (Some(x), Some(y)) => Some(y - x),
+            _ => None,
+        };
+        let duration = (b.unix - a.unix).max(0.0);
+        let (joules, integrated_j, provenance) = match delta {
+            Some(j) if failures == 0 => (
+                j,
+                self.has_power.then_some(integrated),
+                Provenance::Measured,
+            ),
+            _ if failures > 0 && self.has_power => (integrated, None, Provenance::Integrated),
+            Some(j) => (j, None, Provenance::Estimated),
+            None => (integrated, None, self.meter.power_provenance()),
+        };
+        let counted = provenance == Provenance::Measured;
+        let update = self.meter.counter_update_s().filter(|_| counted);
+        let disagrees = match integrated_j {
+            Some(ij) if joules > 0.0 && duration >= min_check_s => {
+                ((joules - ij) / joules).abs() > CROSS_CHECK_TOLERANCE
+            }
+            _ => false,
+        };
+        ComponentEnergy {
+            name: self.info.name.clone(),
+            kind: self.info.kind,
+            joules,
+            provenance,
+            method: self.info.method.clone(),
+            integrated_j,
+            cross_check_disagrees: disagrees,
+            counter_update_s: update,
+            too_short: update.is_some_and(|u| 2.0 * u > RESOLUTION_TOLERANCE * duration),
+            read_failures: failures,
         }
     }
 }
@@ -95,24 +184,30 @@ struct Reading {
     unix: f64,
     counter: Vec<Option<f64>>,
     integrated: Vec<f64>,
+    failures: Vec<u64>,
 }
 
 struct Inner {
     comps: Vec<Comp>,
     /// (unix seconds, cumulative joules over all components)
     timeline: Vec<(f64, f64)>,
+    /// Problems found while sampling, not yet taken by the tracker.
+    warnings: Vec<String>,
 }
 
 impl Inner {
     fn read(&mut self) -> Reading {
         let now = Instant::now();
         for c in &mut self.comps {
-            c.poll(now);
+            if let Some(w) = c.poll(now) {
+                self.warnings.push(w);
+            }
         }
         let r = Reading {
             unix: unix_now(),
             counter: self.comps.iter().map(|c| c.counter_j).collect(),
             integrated: self.comps.iter().map(|c| c.integrated_j).collect(),
+            failures: self.comps.iter().map(|c| c.failures).collect(),
         };
         let total = self
             .comps
@@ -143,6 +238,7 @@ pub struct Tracker {
     open: HashMap<String, Reading>,
     start: Reading,
     sample_hz: f64,
+    cross_check_min_s: f64,
     /// Problems found while setting up meters, to show once.
     pub warnings: Vec<String>,
 }
@@ -157,6 +253,8 @@ impl Tracker {
                 info: m.info(),
                 meter: m,
                 counter_j: None,
+                has_counter: None,
+                failures: 0,
                 integrated_j: 0.0,
                 has_power: false,
                 last_power: None,
@@ -165,6 +263,7 @@ impl Tracker {
         let mut inner = Inner {
             comps,
             timeline: Vec::new(),
+            warnings: Vec::new(),
         };
         let start = inner.read();
         let inner = Arc::new(Mutex::new(inner));
@@ -190,8 +289,15 @@ impl Tracker {
             open: HashMap::new(),
             start,
             sample_hz,
+            cross_check_min_s: CROSS_CHECK_MIN_S,
             warnings: Vec::new(),
         }
+    }
+
+    /// Sets the shortest window that is cross-checked (default
+    /// [`CROSS_CHECK_MIN_S`]).
+    pub fn set_cross_check_min_s(&mut self, secs: f64) {
+        self.cross_check_min_s = secs;
     }
 
     /// Sets the hook called at every window edge (e.g. the device's sync).
@@ -243,6 +349,22 @@ impl Tracker {
         self.report("total", &start, &end)
     }
 
+    /// [`Tracker::total`] without the synchronise hook: for running totals
+    /// taken mid-work (a journal), which may trail queued device work.
+    pub fn total_unsynced(&mut self) -> WindowReport {
+        let end = self.inner.lock().unwrap().read();
+        let start = self.start.clone();
+        self.report("total", &start, &end)
+    }
+
+    /// Problems found while sampling since the last call (each also kept in
+    /// [`Tracker::warnings`]), to show once.
+    pub fn new_warnings(&mut self) -> Vec<String> {
+        let new = std::mem::take(&mut self.inner.lock().unwrap().warnings);
+        self.warnings.extend(new.iter().cloned());
+        new
+    }
+
     /// Cumulative energy over time: `(unix seconds, joules since start)`.
     pub fn timeline(&self) -> Vec<(f64, f64)> {
         let inner = self.inner.lock().unwrap();
@@ -252,35 +374,9 @@ impl Tracker {
 
     fn report(&self, name: &str, a: &Reading, b: &Reading) -> WindowReport {
         let inner = self.inner.lock().unwrap();
-        let mut components = Vec::new();
-        for (i, c) in inner.comps.iter().enumerate() {
-            let integrated = b.integrated[i] - a.integrated[i];
-            let counter = match (a.counter[i], b.counter[i]) {
-                (Some(x), Some(y)) => Some(y - x),
-                _ => None,
-            };
-            let (joules, integrated_j) = match counter {
-                Some(j) => (j, c.has_power.then_some(integrated)),
-                None => (integrated, None),
-            };
-            let disagrees = match integrated_j {
-                Some(ij) if joules > 0.0 => ((joules - ij) / joules).abs() > CROSS_CHECK_TOLERANCE,
-                _ => false,
-            };
-            components.push(ComponentEnergy {
-                name: c.info.name.clone(),
-                kind: c.info.kind,
-                joules,
-                provenance: if counter.is_some() {
-                    Provenance::Measured
-                } else {
-                    c.provenance()
-                },
-                method: c.info.method.clone(),
-                integrated_j,
-                cross_check_disagrees: disagrees,
-            });
-        }
+        let components: Vec<ComponentEnergy> = (0..inner.comps.len())
+            .map(|i| inner.comps[i].between(i, a, b, self.cross_check_min_s))
+            .collect();
         let total_j = components.iter().map(|c| c.joules).sum();
         let provenance = components
             .iter()
@@ -324,6 +420,8 @@ pub struct DetectOptions {
     pub nvml: bool,
     /// `CUDA_VISIBLE_DEVICES`.
     pub cuda_visible: Option<String>,
+    /// Which GPUs to meter: those the work runs on.
+    pub gpus: crate::nvml::GpuSelect,
     /// CPU model name, for the TDP estimate.
     pub cpu_model: String,
     /// Sampling rate.
@@ -336,8 +434,9 @@ impl Default for DetectOptions {
             rapl_root: crate::rapl::DEFAULT_ROOT.into(),
             nvml: true,
             cuda_visible: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            gpus: crate::nvml::GpuSelect::Visible,
             cpu_model: cpu_model(),
-            sample_hz: 10.0,
+            sample_hz: 20.0,
         }
     }
 }
@@ -360,13 +459,17 @@ pub fn cpu_model() -> String {
 pub fn detect(opts: &DetectOptions, gpu_api: Option<Box<dyn crate::nvml::GpuApi>>) -> Tracker {
     let mut meters: Vec<Box<dyn Meter>> = Vec::new();
     let mut warnings = Vec::new();
+    let wants_gpu = opts.gpus != crate::nvml::GpuSelect::NoGpu;
     let api = match gpu_api {
         Some(a) => Some(a),
-        None if opts.nvml => load_nvml(&mut warnings),
+        None if opts.nvml && wants_gpu => load_nvml(&mut warnings),
         None => None,
     };
     if let Some(api) = api {
-        for m in crate::nvml::GpuMeter::all(api, opts.cuda_visible.as_deref()) {
+        let (gpus, w) =
+            crate::nvml::GpuMeter::selected(api, &opts.gpus, opts.cuda_visible.as_deref());
+        warnings.extend(w);
+        for m in gpus {
             meters.push(Box::new(m));
         }
     }

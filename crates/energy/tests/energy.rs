@@ -74,6 +74,44 @@ fn rapl_two_sockets_dram_and_wraparound() {
     assert!((dj - 1.0).abs() < 1e-9, "DRAM counted once: {dj}");
 }
 
+/// A RAPL read that fails is never 0 J labelled measured: the window that
+/// saw it is an estimate (the counter up to its last good read), a warning
+/// is raised once, and the next good read catches up what was counted.
+#[test]
+fn failed_rapl_reads_lower_the_provenance_of_their_windows_only() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    zone(r, "intel-rapl:0", "package-0", 1_000_000, Some(1 << 40));
+    let cpu = rapl::discover(r).cpu.unwrap();
+    let mut t = Tracker::new(vec![Box::new(cpu)], 0.0);
+    t.begin("good");
+    set(r, "intel-rapl:0", 3_000_000);
+    let w = t.end("good").unwrap();
+    assert_eq!(w.provenance, Provenance::Measured);
+    assert!((w.total_j - 2.0).abs() < 1e-9);
+    assert_eq!(w.components[0].counter_update_s, Some(0.001));
+    t.begin("broken");
+    std::fs::write(r.join("intel-rapl:0/energy_uj"), "garbage\n").unwrap();
+    let w = t.end("broken").unwrap();
+    let c = &w.components[0];
+    assert_eq!(c.provenance, Provenance::Estimated, "{c:?}");
+    assert!(c.read_failures >= 1 && c.joules == 0.0, "{c:?}");
+    assert_eq!(t.new_warnings().len(), 1);
+    set(r, "intel-rapl:0", 10_000_000);
+    t.begin("recovered");
+    set(r, "intel-rapl:0", 11_000_000);
+    let w = t.end("recovered").unwrap();
+    assert_eq!(w.provenance, Provenance::Measured);
+    assert!((w.total_j - 1.0).abs() < 1e-9, "{}", w.total_j);
+    let total = t.total();
+    assert_eq!(
+        total.provenance,
+        Provenance::Estimated,
+        "the run saw a failure"
+    );
+    assert!((total.total_j - 10.0).abs() < 1e-9, "{}", total.total_j);
+}
+
 #[test]
 fn rapl_psys_only_and_missing_max_file() {
     let d = tempfile::tempdir().unwrap();
@@ -126,6 +164,7 @@ fn rapl_permission_denied_warns_once_with_the_fix_and_falls_back() {
         rapl_root: PathBuf::from("/nonexistent/powercap"),
         nvml: false,
         cuda_visible: None,
+        gpus: Default::default(),
         cpu_model: "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz".into(),
         sample_hz: 0.0,
     };
@@ -161,6 +200,8 @@ impl GpuApi for FakeNvml {
                 uuid: format!("GPU-000{i}-abcd"),
                 name: "Fake H100".into(),
                 power_limit_w: Some(700.0),
+                pci_bus_id: format!("00000000:{:02X}:00.0", 0x18 + i),
+                mig: i == 1,
             })
             .collect()
     }
@@ -170,6 +211,74 @@ impl GpuApi for FakeNvml {
     fn power_mw(&mut self, _i: u32) -> Option<u64> {
         Some(self.state.lock().unwrap().1)
     }
+}
+
+/// A fake NVML whose counter reads fail while the flag is set.
+struct Flaky(FakeNvml, Arc<Mutex<bool>>);
+
+impl GpuApi for Flaky {
+    fn driver_version(&mut self) -> Option<String> {
+        self.0.driver_version()
+    }
+    fn devices(&mut self) -> Vec<GpuFacts> {
+        self.0.devices()
+    }
+    fn total_energy_mj(&mut self, i: u32) -> Option<u64> {
+        if *self.1.lock().unwrap() {
+            None
+        } else {
+            self.0.total_energy_mj(i)
+        }
+    }
+    fn power_mw(&mut self, i: u32) -> Option<u64> {
+        self.0.power_mw(i)
+    }
+}
+
+/// CUDA ordinals are not NVML indices: a run's GPU is found by its PCI bus
+/// id, whatever the spelling, and what cannot be found is said.
+#[test]
+fn gpus_are_chosen_by_pci_bus_id_and_mig_is_named() {
+    use greentrain_energy::nvml::{parse_bus_id, select, GpuSelect};
+    let mut fake = FakeNvml {
+        state: Arc::new(Mutex::new((0, 0))),
+        has_counter: true,
+    };
+    let devices = fake.devices();
+    assert_eq!(
+        parse_bus_id("0000:19:00.0"),
+        parse_bus_id("00000000:19:00.0")
+    );
+    assert_eq!(parse_bus_id("0000:19:00.0"), Some((0, 0x19, 0, 0)));
+    assert_eq!(parse_bus_id("junk"), None);
+    let (g, w) = select(
+        &devices,
+        &GpuSelect::PciBusIds(vec!["0000:18:00.0".into()]),
+        Some("1"),
+    );
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].index, 0, "by bus id, not by CUDA_VISIBLE_DEVICES");
+    assert!(w.is_empty(), "{w:?}");
+    let (g, w) = select(
+        &devices,
+        &GpuSelect::PciBusIds(vec!["0000:19:00.0".into()]),
+        None,
+    );
+    assert_eq!(g[0].index, 1);
+    assert!(w.iter().any(|w| w.contains("MIG")), "{w:?}");
+    let (g, w) = select(
+        &devices,
+        &GpuSelect::PciBusIds(vec!["0000:AA:00.0".into()]),
+        None,
+    );
+    assert!(g.is_empty() && w[0].contains("0000:AA:00.0"), "{w:?}");
+    let (g, w) = select(&devices, &GpuSelect::Visible, Some("MIG-1234"));
+    assert!(
+        g.is_empty() && w[0].contains("no GPU energy meter"),
+        "{w:?}"
+    );
+    let (g, w) = select(&devices, &GpuSelect::NoGpu, None);
+    assert!(g.is_empty() && w.is_empty());
 }
 
 #[test]
@@ -209,12 +318,67 @@ fn nvml_counter_is_primary_and_integration_cross_checks() {
     let ij = c.integrated_j.unwrap();
     assert!(ij > 50.0 && ij < 80.0, "{ij}");
 
-    // A counter far from the integrated power is flagged.
+    // 0.2 s is far too short for a counter that moves every 100 ms, and
+    // too short to cross-check against a 1 s power average.
+    assert_eq!(c.counter_update_s, Some(0.1));
+    assert!(c.too_short && !c.cross_check_disagrees, "{c:?}");
+
+    // A counter far from the integrated power is flagged, over a window
+    // long enough to cross-check (shortened here from 5 s).
+    t.begin("bad");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    fake.state.lock().unwrap().0 += 100_000;
+    let w = t.end("bad").unwrap();
+    assert!(
+        !w.components[0].cross_check_disagrees,
+        "default: 5 s windows and up"
+    );
+    t.set_cross_check_min_s(0.05);
     t.begin("bad");
     std::thread::sleep(std::time::Duration::from_millis(100));
     fake.state.lock().unwrap().0 += 100_000;
     let w = t.end("bad").unwrap();
     assert!(w.components[0].cross_check_disagrees);
+
+    // A failed counter read never becomes measured joules: the window
+    // falls back to integrated power and says so, and a warning is raised
+    // once.
+    let flaky = FakeNvml {
+        state: Arc::new(Mutex::new((5_000_000, 200_000))),
+        has_counter: true,
+    };
+    let failing = Arc::new(Mutex::new(false));
+    let m = GpuMeter::all(Box::new(Flaky(flaky.clone(), failing.clone())), Some("0"));
+    let mut t = Tracker::new(
+        m.into_iter()
+            .map(|m| Box::new(m) as Box<dyn Meter>)
+            .collect(),
+        0.0,
+    );
+    t.begin("ok");
+    flaky.state.lock().unwrap().0 += 1_000;
+    let w = t.end("ok").unwrap();
+    assert_eq!(
+        (w.provenance, w.components[0].read_failures),
+        (Provenance::Measured, 0)
+    );
+    *failing.lock().unwrap() = true;
+    t.begin("broken");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    flaky.state.lock().unwrap().0 += 999_000;
+    let w = t.end("broken").unwrap();
+    let c = &w.components[0];
+    assert_eq!(c.provenance, Provenance::Integrated, "{c:?}");
+    assert!(
+        c.read_failures >= 1 && c.joules > 0.0 && c.joules < 100.0,
+        "{c:?}"
+    );
+    assert_eq!(t.new_warnings().len(), 1);
+    t.begin("still broken");
+    let w = t.end("still broken").unwrap();
+    assert_eq!(w.components[0].provenance, Provenance::Integrated);
+    assert!(t.new_warnings().is_empty(), "warned once");
+    assert_eq!(t.warnings.len(), 1);
 
     // Before Volta: no counter, integration only.
     let old = FakeNvml {
@@ -243,6 +407,7 @@ fn missing_nvml_library_is_one_line_not_a_crash() {
         rapl_root: PathBuf::from("/nonexistent"),
         nvml: true,
         cuda_visible: None,
+        gpus: Default::default(),
         cpu_model: "x".into(),
         sample_hz: 0.0,
     };
