@@ -302,11 +302,50 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
         "running",
         "the kill must land before the run ends"
     );
+    // The killed process journalled its energy; make the journal's last
+    // entry say 1000 J more, as if it had trained on after its last save,
+    // and check that resume takes the totals from there.
+    let journal = dir.join("energy.journal");
+    let text_j = std::fs::read_to_string(&journal).expect("the run journals its energy");
+    let last: Value = serde_json::from_str(text_j.lines().last().unwrap()).unwrap();
+    let mut comps = last["components"].clone();
+    let n = comps.as_array().unwrap().len() as f64;
+    let mut journalled = 0.0;
+    for c in comps.as_array_mut().unwrap() {
+        let j = c["joules"].as_f64().unwrap() + 1000.0 / n;
+        journalled += j;
+        c["joules"] = j.into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let entry = serde_json::json!({
+        "unix": now,
+        "components": comps,
+        "duration_s": last["duration_s"],
+        "co2_g": last["co2_g"],
+    });
+    std::fs::write(&journal, format!("{text_j}{entry}\n")).unwrap();
     let o = bin().arg("resume").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let r = record(&dir);
     assert_eq!(r["status"], "completed");
     assert_eq!(r["resumed"], 1);
+    let e = &r["energy"];
+    assert!(e["total_j"].as_f64().unwrap() > journalled, "{e}");
+    assert_eq!(
+        e["unmetered_s"], 5.0,
+        "one killed process, one journal interval"
+    );
+    let warned = |what: &str| {
+        e["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains(what))
+    };
+    assert!(warned("energy.journal") && warned("killed"), "{e}");
     assert_eq!(metrics(&r), want);
     assert_eq!(
         Checkpoint::load(&dir).unwrap().model,
@@ -384,6 +423,114 @@ fn zones_and_meters_list() {
     assert!(s.lines().any(|l| l.starts_with("cpu [")), "{s}");
 }
 
+/// One repeat: no interval, a readable bench.json, and `report` takes it.
+/// Epochs shorter than --min-window get more steps, and the runs start
+/// again with them.
+#[test]
+fn bench_with_one_repeat_and_short_epochs() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "bench",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=2",
+            "--precisions",
+            "fp32,bf16",
+            "--repeats",
+            "1",
+            "--min-window",
+            "0.4s",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("starting again"),
+        "{}",
+        text(&o.stdout)
+    );
+    let raw = std::fs::read_to_string(out.path().join("bench.json")).unwrap();
+    assert!(!raw.contains("NaN") && !raw.contains("\"low\""), "{raw}");
+    let b: greentrain_trainer::bench::BenchReport = serde_json::from_str(&raw).unwrap();
+    let steps = b.steps_per_epoch.expect("epochs were made longer");
+    assert!(steps > 29, "digits has 29 batches of 32 per epoch: {steps}");
+    assert_eq!(b.runs.len(), 2);
+    assert!(b.runs.iter().all(|r| r.shortest_window_s >= 0.4), "{raw}");
+    assert_eq!(b.short_windows, 0);
+    let v = b.results[1].vs_fp32.as_ref().unwrap();
+    assert_eq!(v.samples_per_s.low, None);
+    let rep = out.path().join("rep");
+    let o = bin()
+        .arg("report")
+        .arg(out.path())
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// A learning rate far too large makes the loss non-finite: the run stops
+/// at that epoch's end with status diverged and exit 1, and its files stay
+/// readable: run.json, metrics.csv, the checkpoint, `report` and
+/// `reproduce` all read them.
+#[test]
+fn a_diverged_run_stops_and_stays_readable() {
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "train.lr=1e30",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("diverged"), "{}", text(&o.stdout));
+    let dir = run_dir_of(&o);
+    let r = greentrain_trainer::record::RunRecord::load(&dir).unwrap();
+    assert_eq!(r.status, "diverged");
+    assert!(r.finished_at.is_some());
+    assert!(
+        r.epochs.len() < 4,
+        "stopped early: {} epochs",
+        r.epochs.len()
+    );
+    assert!(!r.epochs.last().unwrap().train_loss.is_finite());
+    let raw = std::fs::read_to_string(dir.join("run.json")).unwrap();
+    assert!(
+        raw.contains("\"train_loss\": \"NaN\"") || raw.contains("inf\""),
+        "{raw}"
+    );
+    let ck = Checkpoint::load(&dir).unwrap();
+    assert_eq!(ck.state.epochs.len(), r.epochs.len());
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(csv.lines().count() == r.epochs.len() + 1, "{csv}");
+    assert!(dir.join("emissions.csv").exists());
+    let o = bin().arg("resume").arg(&dir).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("diverged"), "{}", text(&o.stderr));
+    let o = bin()
+        .arg("report")
+        .arg(&dir)
+        .arg("--out")
+        .arg(out.path().join("rep"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let md = std::fs::read_to_string(out.path().join("rep/report.md")).unwrap();
+    assert!(md.contains("diverged"), "{md}");
+}
+
 #[test]
 fn bench_on_digits_writes_all_files() {
     let out = tempfile::tempdir().unwrap();
@@ -396,6 +543,8 @@ fn bench_on_digits_writes_all_files() {
             "train.epochs=3",
             "--repeats",
             "2",
+            "--min-window",
+            "0.001s",
             "--quiet",
             "--out",
         ])

@@ -1,6 +1,7 @@
 //! `greentrain`: a thin command line over `greentrain-trainer`.
 //!
-//! Exit status: 0 success, 1 failure at run time, 2 usage or config error,
+//! Exit status: 0 success, 1 failure at run time or a diverged run (non-finite
+//! training loss), 2 usage or config error,
 //! 3 stopped by an energy or carbon budget (checkpointed), 130 interrupted
 //! (checkpointed; `greentrain resume` continues).
 
@@ -53,6 +54,10 @@ enum Command {
         /// Epochs at the start of each run excluded from time and energy.
         #[arg(long, default_value_t = 1)]
         warmup_epochs: usize,
+        /// Shortest measured window (e.g. 5s, 1min): shorter timed epochs
+        /// get more steps (`train.steps_per_epoch`) and the runs start again.
+        #[arg(long, default_value = "5s")]
+        min_window: String,
         /// Override one config value: section.key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -412,11 +417,7 @@ fn finish(result: Result<Outcome, Failure>) -> ExitCode {
     match result {
         Ok(o) => {
             println!("run: {}", o.run_dir.display());
-            match o.status.as_str() {
-                "interrupted" => ExitCode::from(130),
-                "stopped_budget" => ExitCode::from(3),
-                _ => ExitCode::SUCCESS,
-            }
+            ExitCode::from(o.status.exit_code())
         }
         Err(f) => failed(f, "run"),
     }
@@ -552,11 +553,16 @@ fn main() -> ExitCode {
             precisions,
             repeats,
             warmup_epochs,
+            min_window,
             set,
             device,
             out,
             quiet,
         }) => {
+            let min_window_s = match greentrain_energy::schedule::parse_duration(&min_window) {
+                Ok(s) => s,
+                Err(e) => return usage(format!("--min-window: {e}")),
+            };
             let spec: DeviceSpec = match device.parse() {
                 Ok(d) => d,
                 Err(e) => return usage(e),
@@ -587,6 +593,7 @@ fn main() -> ExitCode {
                 device: spec,
                 out_dir: out.clone(),
                 warmup_epochs,
+                min_window_s,
                 quiet,
             };
             match greentrain_trainer::bench::bench(req) {

@@ -27,6 +27,11 @@ pub struct BenchRequest {
     /// Epochs at the start of each run excluded from time and energy
     /// (kernel compilation, autotune, caches).
     pub warmup_epochs: usize,
+    /// Shortest measured window, s: when the first repeat's timed epochs
+    /// are shorter, the benchmark sets `train.steps_per_epoch` so that they
+    /// are not, and starts again (an energy counter that updates every
+    /// 100 ms cannot measure a 0.1 s epoch).
+    pub min_window_s: f64,
     /// No progress output from the runs.
     pub quiet: bool,
 }
@@ -56,6 +61,12 @@ pub struct BenchRun {
     pub skipped_steps: u64,
     /// Provenance of the energy figure.
     pub provenance: Option<String>,
+    /// The shortest timed epoch, s (each is one measurement window).
+    #[serde(default)]
+    pub shortest_window_s: f64,
+    /// Training samples in the dataset (to size epochs in steps).
+    #[serde(default)]
+    pub train_samples: usize,
 }
 
 /// Paired ratios against fp32.
@@ -107,6 +118,16 @@ pub struct BenchReport {
     pub repeats: usize,
     /// Warm-up epochs excluded.
     pub warmup_epochs: usize,
+    /// The shortest window asked for, s.
+    #[serde(default)]
+    pub min_window_s: f64,
+    /// `train.steps_per_epoch` the benchmark set to reach it (absent when
+    /// the config's epochs were long enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_epoch: Option<usize>,
+    /// Runs with a timed window still shorter than `min_window_s`.
+    #[serde(default)]
+    pub short_windows: usize,
     /// Every run, in the order they ran.
     pub runs: Vec<BenchRun>,
     /// Per precision.
@@ -193,10 +214,9 @@ fn ratio_cell(r: &PrecisionResult, energy: bool) -> String {
 }
 
 fn ratio(r: &Ratio) -> String {
-    if r.low.is_nan() {
-        format!("{:.3}", r.mean)
-    } else {
-        format!("{:.3} [{:.3}, {:.3}]", r.mean, r.low, r.high)
+    match (r.low, r.high) {
+        (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}, {hi:.3}]", r.mean),
+        _ => format!("{:.3}", r.mean),
     }
 }
 
@@ -236,6 +256,25 @@ impl BenchReport {
             "\nMean ± sd over {} repeats per precision (interleaved), the first {} epoch(s) of each run excluded from time and energy; ratios are means of per-repeat ratios against fp32 with Student-t 95% intervals.\n",
             self.repeats, self.warmup_epochs
         ));
+        let shortest = self
+            .runs
+            .iter()
+            .map(|r| r.shortest_window_s)
+            .fold(f64::INFINITY, f64::min);
+        if shortest.is_finite() {
+            s.push_str(&format!(
+                "Each timed epoch is one measurement window: the shortest lasted {shortest:.2} s (--min-window {} s{}){}.\n",
+                self.min_window_s,
+                self.steps_per_epoch
+                    .map(|n| format!("; train.steps_per_epoch set to {n} to reach it"))
+                    .unwrap_or_default(),
+                if self.short_windows > 0 {
+                    format!("; {} run(s) still had shorter windows, whose energy is less certain", self.short_windows)
+                } else {
+                    String::new()
+                }
+            ));
+        }
         s
     }
 
@@ -308,6 +347,117 @@ impl BenchReport {
     }
 }
 
+fn shortest(runs: &[BenchRun]) -> f64 {
+    runs.iter()
+        .map(|r| r.shortest_window_s)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Steps per epoch that make every timed epoch of `runs` (the first
+/// repeat) last `min_window_s` with 20% to spare; `None` when they already do.
+fn steps_for_window(req: &BenchRequest, config: &LoadedConfig, runs: &[BenchRun]) -> Option<usize> {
+    let short = shortest(runs);
+    if short >= req.min_window_s || short <= 0.0 || short.is_nan() {
+        return None;
+    }
+    let c = &config.config;
+    let train = runs.first().map(|r| r.train_samples).unwrap_or(0);
+    let steps = c
+        .train
+        .steps_per_epoch
+        .unwrap_or_else(|| train.div_ceil(c.data.batch_size).max(1));
+    Some((steps as f64 * 1.2 * req.min_window_s / short).ceil() as usize)
+}
+
+/// Runs repeats `repeats` of every precision, interleaved.
+fn run_repeats(
+    req: &BenchRequest,
+    config: &LoadedConfig,
+    runs_dir: &Path,
+    repeats: std::ops::Range<usize>,
+) -> Result<Vec<BenchRun>, Failure> {
+    let mut runs = Vec::new();
+    for repeat in repeats {
+        for &p in &req.precisions {
+            let mut cfg = config.clone();
+            cfg.config.precision.mode = p.into();
+            cfg.config.run.seed = config.config.run.seed + repeat as u64;
+            if !req.quiet {
+                println!(
+                    "bench: {p} repeat {}/{} (seed {})",
+                    repeat + 1,
+                    req.repeats,
+                    cfg.config.run.seed
+                );
+            }
+            runs.push(one_run(req, cfg, runs_dir, p, repeat)?);
+        }
+    }
+    Ok(runs)
+}
+
+/// One run, and its timed epochs' figures.
+fn one_run(
+    req: &BenchRequest,
+    cfg: LoadedConfig,
+    runs_dir: &Path,
+    p: Precision,
+    repeat: usize,
+) -> Result<BenchRun, Failure> {
+    let seed = cfg.config.run.seed;
+    let o = train(TrainRequest {
+        config: cfg,
+        device: req.device,
+        out_dir: runs_dir.to_path_buf(),
+        quiet: true,
+    })?;
+    if o.status != "completed" {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "run {} ended {}: benchmark stopped",
+            o.run_dir.display(),
+            o.status
+        )));
+    }
+    let r = &o.record;
+    let timed: Vec<_> = r
+        .epochs
+        .iter()
+        .filter(|e| e.epoch > req.warmup_epochs)
+        .collect();
+    let wanted: Vec<String> = timed
+        .iter()
+        .map(|e| format!("train/epoch-{}", e.epoch))
+        .collect();
+    let energy_j = r.energy.as_ref().map(|en| {
+        en.windows
+            .iter()
+            .filter(|w| wanted.contains(&w.name))
+            .fold(0.0, |a, w| a + w.total_j)
+    });
+    let co2_g = match (&r.energy, &r.carbon, energy_j) {
+        (Some(en), Some(c), Some(j)) if en.total_j > 0.0 => {
+            Some(c.operational.co2_g * j / en.total_j)
+        }
+        _ => None,
+    };
+    let f = r.final_.as_ref().expect("a completed run has totals");
+    Ok(BenchRun {
+        precision: p,
+        repeat,
+        seed,
+        run_dir: o.run_dir.clone(),
+        test_accuracy: f.test_accuracy,
+        wall_s: timed.iter().map(|e| e.wall_s).sum(),
+        samples: timed.iter().map(|e| e.samples).sum(),
+        energy_j,
+        co2_g,
+        skipped_steps: f.skipped_steps,
+        provenance: r.energy.as_ref().map(|e| e.provenance.to_string()),
+        shortest_window_s: timed.iter().map(|e| e.wall_s).fold(f64::INFINITY, f64::min),
+        train_samples: r.dataset.train_samples,
+    })
+}
+
 /// Runs the benchmark and writes its files.
 pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
     if req.repeats == 0 || req.precisions.is_empty() {
@@ -326,78 +476,34 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
         )));
     }
     let runs_dir = req.out_dir.join("runs");
-    let mut runs = Vec::new();
-    for repeat in 0..req.repeats {
-        for &p in &req.precisions {
-            let mut cfg = req.config.clone();
-            cfg.config.precision.mode = p.into();
-            cfg.config.run.seed = req.config.config.run.seed + repeat as u64;
-            if !req.quiet {
-                println!(
-                    "bench: {p} repeat {}/{} (seed {})",
-                    repeat + 1,
-                    req.repeats,
-                    cfg.config.run.seed
-                );
-            }
-            let seed = cfg.config.run.seed;
-            let o = train(TrainRequest {
-                config: cfg,
-                device: req.device,
-                out_dir: runs_dir.clone(),
-                quiet: true,
-            })?;
-            if o.status != "completed" {
-                return Err(Failure::Runtime(anyhow::anyhow!(
-                    "run {} ended {}: benchmark stopped",
-                    o.run_dir.display(),
-                    o.status
-                )));
-            }
-            let r = &o.record;
-            let timed: Vec<_> = r
-                .epochs
-                .iter()
-                .filter(|e| e.epoch > req.warmup_epochs)
-                .collect();
-            let wanted: Vec<String> = timed
-                .iter()
-                .map(|e| format!("train/epoch-{}", e.epoch))
-                .collect();
-            let energy_j = r.energy.as_ref().map(|en| {
-                en.windows
-                    .iter()
-                    .filter(|w| wanted.contains(&w.name))
-                    .fold(0.0, |a, w| a + w.total_j)
-            });
-            let co2_g = match (&r.energy, &r.carbon, energy_j) {
-                (Some(en), Some(c), Some(j)) if en.total_j > 0.0 => {
-                    Some(c.operational.co2_g * j / en.total_j)
-                }
-                _ => None,
-            };
-            let f = r.final_.as_ref().expect("a completed run has totals");
-            runs.push(BenchRun {
-                precision: p,
-                repeat,
-                seed,
-                run_dir: o.run_dir.clone(),
-                test_accuracy: f.test_accuracy,
-                wall_s: timed.iter().map(|e| e.wall_s).sum(),
-                samples: timed.iter().map(|e| e.samples).sum(),
-                energy_j,
-                co2_g,
-                skipped_steps: f.skipped_steps,
-                provenance: r.energy.as_ref().map(|e| e.provenance.to_string()),
-            });
+    let mut config = req.config.clone();
+    let mut runs = run_repeats(&req, &config, &runs_dir, 0..1)?;
+    let mut planned = None;
+    if let Some(steps) = steps_for_window(&req, &config, &runs) {
+        if !req.quiet {
+            println!(
+                "bench: timed epochs as short as {:.2} s are under --min-window {} s: {steps} steps per epoch, starting again",
+                shortest(&runs),
+                req.min_window_s
+            );
         }
+        config.config.train.steps_per_epoch = Some(steps);
+        planned = Some(steps);
+        runs = run_repeats(&req, &config, &runs_dir, 0..1)?;
     }
+    runs.extend(run_repeats(&req, &config, &runs_dir, 1..req.repeats)?);
     let report = BenchReport {
         schema: "greentrain.bench/1".into(),
         config: req.config.path.clone(),
         device: req.device.to_string(),
         repeats: req.repeats,
         warmup_epochs: req.warmup_epochs,
+        min_window_s: req.min_window_s,
+        steps_per_epoch: planned,
+        short_windows: runs
+            .iter()
+            .filter(|r| r.shortest_window_s < req.min_window_s)
+            .count(),
         results: aggregate(&runs, &req.precisions),
         runs,
     };

@@ -40,6 +40,7 @@ pub struct TrainState {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartialEpoch {
     /// Device-side f32 loss sum, stored exactly so a resumed sum continues bit for bit.
+    #[serde(with = "crate::num::f32_any")]
     pub loss_sum: f32,
     /// Samples trained.
     pub samples: u64,

@@ -111,8 +111,20 @@ pub struct CudaProbe {
     pub driver: String,
     /// Devices `cuDeviceGetCount` reports (after `CUDA_VISIBLE_DEVICES`).
     pub devices: usize,
+    /// Each device by CUDA ordinal: its name and PCI bus id, as far as the
+    /// driver tells.
+    pub gpus: Vec<CudaGpu>,
     /// The NVRTC library that loaded.
     pub nvrtc: String,
+}
+
+/// One CUDA device as the driver names it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CudaGpu {
+    /// `cuDeviceGetName`.
+    pub name: Option<String>,
+    /// `cuDeviceGetPCIBusId` (`0000:65:00.0`): how NVML finds the same GPU.
+    pub pci_bus_id: Option<String>,
 }
 
 /// [`probe_cuda`] with its files and libraries named (tests point it at
@@ -128,7 +140,8 @@ pub fn probe_cuda_with(
             version_file.display()
         )
     })?;
-    let devices = driver_devices(libcuda)?;
+    let gpus = driver_devices(libcuda)?;
+    let devices = gpus.len();
     if devices == 0 {
         return Err("the CUDA driver reports no devices (CUDA_VISIBLE_DEVICES?)".into());
     }
@@ -146,14 +159,18 @@ pub fn probe_cuda_with(
     Ok(CudaProbe {
         driver: version.lines().next().unwrap_or("").trim().to_string(),
         devices,
+        gpus,
         nvrtc: nvrtc.to_string(),
     })
 }
 
-/// `cuInit(0)` and `cuDeviceGetCount` through the driver library.
-fn driver_devices(libcuda: &str) -> Result<usize, String> {
+/// `cuInit(0)`, `cuDeviceGetCount`, and each device's name and PCI bus id,
+/// through the driver library.
+fn driver_devices(libcuda: &str) -> Result<Vec<CudaGpu>, String> {
     type Init = unsafe extern "C" fn(u32) -> i32;
     type Count = unsafe extern "C" fn(*mut i32) -> i32;
+    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Text = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
     // SAFETY: the driver library's entry points have these C signatures
     // (CUDA driver API: CUresult cuInit(unsigned), cuDeviceGetCount(int*)).
     unsafe {
@@ -177,7 +194,54 @@ fn driver_devices(libcuda: &str) -> Result<usize, String> {
         if rc != 0 {
             return Err(format!("cuDeviceGetCount failed with CUDA error {rc}"));
         }
-        Ok(n.max(0) as usize)
+        let get = lib.get::<Get>(b"cuDeviceGet\0").ok();
+        let name = lib.get::<Text>(b"cuDeviceGetName\0").ok();
+        let bus = lib.get::<Text>(b"cuDeviceGetPCIBusId\0").ok();
+        // CUresult cuDeviceGetName(char*, int, CUdevice) and
+        // cuDeviceGetPCIBusId(char*, int, CUdevice): a text into a buffer.
+        let text = |f: &Option<libloading::Symbol<Text>>, dev: i32| -> Option<String> {
+            let f = f.as_ref()?;
+            let mut buf = [0 as std::ffi::c_char; 128];
+            (f(buf.as_mut_ptr(), buf.len() as i32, dev) == 0).then(|| {
+                std::ffi::CStr::from_ptr(buf.as_ptr())
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            })
+        };
+        Ok((0..n.max(0))
+            .map(|ordinal| {
+                let mut dev = 0i32;
+                let ok = get.as_ref().is_some_and(|g| g(&mut dev, ordinal) == 0);
+                if !ok {
+                    return CudaGpu::default();
+                }
+                CudaGpu {
+                    name: text(&name, dev).filter(|s| !s.is_empty()),
+                    pci_bus_id: text(&bus, dev).filter(|s| !s.is_empty()),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The GPUs a run on `spec` uses, for the energy meters: the CUDA device
+/// by PCI bus id (CUDA ordinals are not NVML indices), none on the CPU,
+/// and every visible GPU for wgpu, which does not say which it drives.
+pub fn gpu_select(spec: DeviceSpec) -> greentrain_energy::nvml::GpuSelect {
+    use greentrain_energy::nvml::GpuSelect;
+    match spec {
+        DeviceSpec::Cpu => GpuSelect::NoGpu,
+        DeviceSpec::Wgpu => GpuSelect::Visible,
+        DeviceSpec::Cuda(n) => {
+            let bus = probe_cuda()
+                .ok()
+                .and_then(|p| p.gpus.get(n).and_then(|g| g.pci_bus_id.clone()));
+            match bus {
+                Some(b) => GpuSelect::PciBusIds(vec![b]),
+                None => GpuSelect::Visible,
+            }
+        }
     }
 }
 
@@ -282,25 +346,13 @@ pub fn check(spec: DeviceSpec) -> Result<String, DeviceUnavailable> {
             if n >= count {
                 return Err(fail(format!("only {count} CUDA device(s) visible")));
             }
-            Ok(gpu_name(n).unwrap_or_else(|| format!("CUDA device {n} ({driver})")))
+            // The name by CUDA ordinal, from the same driver CUDA uses (not
+            // nvidia-smi, whose indices are NVML's).
+            let name = p.gpus.get(n).and_then(|g| g.name.clone());
+            Ok(name.unwrap_or_else(|| format!("CUDA device {n} ({driver})")))
         }
         DeviceSpec::Wgpu => probe_wgpu().map_err(fail),
     }
-}
-
-/// The GPU's marketing name via nvidia-smi, when it is installed.
-fn gpu_name(n: usize) -> Option<String> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name",
-            "--format=csv,noheader",
-            &format!("--id={n}"),
-        ])
-        .output()
-        .ok()?;
-    let s = String::from_utf8(out.stdout).ok()?;
-    let s = s.trim();
-    (!s.is_empty() && out.status.success()).then(|| s.to_string())
 }
 
 /// What `greentrain devices` prints: each device and whether it can run.

@@ -6,12 +6,61 @@ use crate::config::Config;
 use greentrain_energy::budget::{self, BudgetVerdict, Prediction};
 use greentrain_energy::carbon::{self, CarbonRecord, Intensity};
 use greentrain_energy::codecarbon::EmissionsRow;
+use greentrain_energy::journal::Journal;
+use greentrain_energy::nvml::GpuSelect;
 use greentrain_energy::tracker::{self, DetectOptions};
 use greentrain_energy::{
     ComponentEnergy, ComponentInfo, ComponentKind, Provenance, Tracker, WindowReport,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// The journal of running totals in a run folder (JSON lines).
+pub const JOURNAL: &str = "energy.journal";
+
+/// Seconds between journal entries: at most this much of a killed
+/// process's energy is lost.
+pub const JOURNAL_EVERY_S: f64 = 5.0;
+
+/// Energy used while a scheduled run waited for a slot of its plan: kept
+/// out of the run's totals, its epochs and its budgets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitingRecord {
+    /// Seconds waited (all sessions).
+    pub seconds: f64,
+    /// Joules used meanwhile, all components.
+    pub joules: f64,
+    /// gCO2eq of those joules.
+    pub co2_g: f64,
+    /// Weakest provenance of those joules.
+    pub provenance: Provenance,
+}
+
+/// What an earlier process of a resumed run left.
+pub struct Prior {
+    /// Its energy record (run.json as last saved; none when it was killed
+    /// before its first save).
+    pub energy: Option<EnergyRecord>,
+    /// Its grams.
+    pub co2_g: f64,
+    /// Whether it ended without saving a final state (killed): its journal
+    /// then says more than run.json, and up to one journal interval after
+    /// the journal's last entry went unmetered.
+    pub killed: bool,
+}
+
+/// One journal line: the run's totals as of `unix`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    unix: f64,
+    components: Vec<ComponentEnergy>,
+    duration_s: f64,
+    co2_g: f64,
+    #[serde(default)]
+    waiting: Option<WaitingRecord>,
+    #[serde(default)]
+    unmetered_s: f64,
+}
 
 /// Idle power measured before training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +116,16 @@ pub struct EnergyRecord {
     /// What could not be measured, and why.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Energy while waiting for a plan's slots, not in `total_j`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingRecord>,
+    /// Upper bound on seconds of the run no meter covered: for each process
+    /// killed mid-run, the journal interval after its last journal entry.
+    #[serde(default)]
+    pub unmetered_s: f64,
+    /// Unix time these totals are as of (to compare with the journal).
+    #[serde(default)]
+    pub as_of_unix: f64,
 }
 
 /// `run.json`'s `carbon`.
@@ -100,6 +159,14 @@ pub fn intensity(c: &Config, config_dir: &Path) -> Result<Intensity, carbon::Car
     )
 }
 
+/// This session's waiting, per component.
+#[derive(Default)]
+struct Waiting {
+    components: Vec<ComponentEnergy>,
+    seconds: f64,
+    co2_g: f64,
+}
+
 /// One session's accounting.
 pub struct Account {
     tracker: Tracker,
@@ -110,18 +177,45 @@ pub struct Account {
     windows: Vec<WindowReport>,
     idle: Option<WindowReport>,
     prediction: Option<Prediction>,
+    waiting: Waiting,
+    journal: Option<Journal>,
+    unmetered_s: f64,
 }
 
 impl Account {
-    /// Starts metering. `prior` is the record of earlier sessions of a
-    /// resumed run (energy and grams), which this session adds to.
-    pub fn start(c: &Config, intensity: Intensity, prior: Option<(EnergyRecord, f64)>) -> Self {
+    /// Starts metering the GPUs in `gpus`, the CPU and memory. `prior` is
+    /// what earlier processes of a resumed run left, which this session
+    /// adds to; running totals are journalled in `run_dir`.
+    pub fn start(
+        c: &Config,
+        intensity: Intensity,
+        prior: Option<Prior>,
+        run_dir: &Path,
+        gpus: GpuSelect,
+    ) -> Self {
         let opts = DetectOptions {
             rapl_root: c.energy.rapl_root.clone(),
             sample_hz: c.energy.sample_hz,
+            gpus,
             ..DetectOptions::default()
         };
-        let tracker = tracker::detect(&opts, None);
+        let mut tracker = tracker::detect(&opts, None);
+        let path = run_dir.join(JOURNAL);
+        let prior = prior.and_then(|p| recover(p, &path, &mut tracker.warnings));
+        let unmetered_s = prior.as_ref().map_or(0.0, |p| p.0.unmetered_s);
+        let journal = match Journal::open(
+            &path,
+            std::time::Duration::from_secs_f64(JOURNAL_EVERY_S),
+        ) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracker.warnings.push(format!(
+                        "{}: cannot journal the energy ({e}); a killed run loses its energy since the last epoch",
+                        path.display()
+                    ));
+                None
+            }
+        };
         let (windows, idle_prior) = match &prior {
             Some((r, _)) => (r.windows.clone(), r.idle.clone()),
             None => (Vec::new(), None),
@@ -135,6 +229,9 @@ impl Account {
             windows,
             idle: None,
             prediction: None,
+            waiting: Waiting::default(),
+            journal,
+            unmetered_s,
         };
         if idle_prior.is_none() && c.energy.idle_baseline_s > 0.0 {
             a.idle = Some(a.tracker.idle_baseline(c.energy.idle_baseline_s));
@@ -142,18 +239,40 @@ impl Account {
         a
     }
 
+    /// One line for the start of a run: each meter with its provenance, and
+    /// where the details are. A CUDA run without a GPU meter also gets a
+    /// warning, on stderr and in run.json.
+    pub fn summary_line(&mut self, backend: &str) -> String {
+        let comps = self.tracker.components();
+        let has_gpu = comps.iter().any(|c| c.kind == ComponentKind::Gpu);
+        if backend == "cuda" && !has_gpu {
+            let w = "this CUDA run has no GPU energy meter (NVML missing, or the GPU not found): its energy leaves the GPU out".to_string();
+            eprintln!("energy: warning: {w}");
+            self.tracker.warnings.push(w);
+        }
+        let parts: Vec<String> = comps
+            .iter()
+            .map(|c| {
+                let name = c
+                    .details
+                    .iter()
+                    .find(|(k, _)| k == "gpu_name")
+                    .map_or(c.name.clone(), |(_, n)| format!("gpu {n}"));
+                format!("{name} [{}]", c.provenance)
+            })
+            .collect();
+        let mut line = format!("energy meters: {}", parts.join(", "));
+        let notes = self.tracker.warnings.len();
+        if notes > 0 {
+            line.push_str(&format!("; {notes} note(s) in run.json energy.warnings"));
+        }
+        line.push_str(" (details: greentrain meters)");
+        line
+    }
+
     /// Setup problems to show once.
     pub fn warnings(&self) -> &[String] {
         &self.tracker.warnings
-    }
-
-    /// One line per component: what is metered and how.
-    pub fn describe(&self) -> Vec<String> {
-        self.tracker
-            .components()
-            .iter()
-            .map(|c| format!("{} [{}]: {}", c.name, c.provenance, c.method))
-            .collect()
     }
 
     /// The weakest provenance over the metered components, for figures
@@ -177,15 +296,68 @@ impl Account {
         self.tracker.begin(name);
     }
 
-    /// Closes a window; returns its joules.
+    /// Closes a window; returns its joules. Meter problems found since the
+    /// last window are shown (once each).
     pub fn end(&mut self, name: &str) -> f64 {
-        match self.tracker.end(name) {
+        let j = match self.tracker.end(name) {
             Some(w) => {
                 let j = w.total_j;
                 self.windows.push(w);
                 j
             }
             None => 0.0,
+        };
+        for w in self.tracker.new_warnings() {
+            eprintln!("energy: warning: {w}");
+        }
+        j
+    }
+
+    /// Closes a waiting window: recorded, and kept out of the run's totals.
+    pub fn end_waiting(&mut self, name: &str) {
+        let Some(w) = self.tracker.end(name) else {
+            return;
+        };
+        self.waiting.co2_g += self.co2_g(w.total_j, w.start_unix, w.end_unix);
+        self.waiting.seconds += w.duration_s;
+        for c in &w.components {
+            match self
+                .waiting
+                .components
+                .iter_mut()
+                .find(|x| x.name == c.name)
+            {
+                Some(x) => {
+                    x.joules += c.joules;
+                    x.provenance = x.provenance.weakest(c.provenance);
+                }
+                None => self.waiting.components.push(c.clone()),
+            }
+        }
+        self.windows.push(w);
+    }
+
+    /// Appends the run's totals to the journal when one is due (every
+    /// [`JOURNAL_EVERY_S`]); cheap otherwise. Reads the meters without
+    /// synchronising the device.
+    pub fn journal_if_due(&mut self) {
+        if !self.journal.as_ref().is_some_and(Journal::due) {
+            return;
+        }
+        let (components, carbon, duration_s, waiting) = self.totals(false);
+        let entry = JournalEntry {
+            unix: tracker::unix_now(),
+            components,
+            duration_s,
+            co2_g: carbon.co2_g,
+            waiting,
+            unmetered_s: self.unmetered_s,
+        };
+        if let Some(Err(e)) = self.journal.as_mut().map(|j| j.append(&entry)) {
+            let w = format!("the energy journal cannot be written ({e}); journalling stops");
+            eprintln!("energy: warning: {w}");
+            self.tracker.warnings.push(w);
+            self.journal = None;
         }
     }
 
@@ -198,9 +370,22 @@ impl Account {
         rec.co2_g
     }
 
-    fn totals(&mut self) -> (Vec<ComponentEnergy>, CarbonRecord, f64) {
-        let total = self.tracker.total();
-        let duration = total.duration_s + self.prior.as_ref().map_or(0.0, |p| p.0.duration_s);
+    /// The run's totals (earlier sessions included, waiting left out),
+    /// read with the device synchronised or not.
+    fn totals(
+        &mut self,
+        synced: bool,
+    ) -> (
+        Vec<ComponentEnergy>,
+        CarbonRecord,
+        f64,
+        Option<WaitingRecord>,
+    ) {
+        let total = if synced {
+            self.tracker.total()
+        } else {
+            self.tracker.total_unsynced()
+        };
         let timeline = self.tracker.timeline();
         let mut carbon = self.intensity.account(&timeline, self.pue);
         // The timeline's sampled total can trail the last edge read; scale
@@ -212,7 +397,17 @@ impl Account {
             carbon.co2_g = total.total_j / 3.6e6 * self.pue * carbon.intensity_g_per_kwh;
         }
         let mut comps = total.components;
+        for w in &self.waiting.components {
+            if let Some(c) = comps.iter_mut().find(|c| c.name == w.name) {
+                c.joules -= w.joules;
+            }
+        }
+        carbon.co2_g -= self.waiting.co2_g;
+        let mut duration = total.duration_s - self.waiting.seconds;
+        let mut waiting = self.session_waiting();
         if let Some((prior, prior_g)) = &self.prior {
+            duration += prior.duration_s;
+            waiting = merge_waiting(prior.waiting.clone(), waiting);
             for p in &prior.components {
                 match comps.iter_mut().find(|c| c.name == p.name) {
                     Some(c) => {
@@ -233,7 +428,21 @@ impl Account {
                 carbon.intensity_g_per_kwh = g / (j / 3.6e6) / self.pue;
             }
         }
-        (comps, carbon, duration)
+        (comps, carbon, duration, waiting)
+    }
+
+    fn session_waiting(&self) -> Option<WaitingRecord> {
+        let w = &self.waiting;
+        (!w.components.is_empty()).then(|| WaitingRecord {
+            seconds: w.seconds,
+            joules: w.components.iter().map(|c| c.joules).sum(),
+            co2_g: w.co2_g,
+            provenance: w
+                .components
+                .iter()
+                .map(|c| c.provenance)
+                .fold(Provenance::Measured, Provenance::weakest),
+        })
     }
 
     /// After an epoch: predict the run and check the budgets.
@@ -270,7 +479,7 @@ impl Account {
 
     /// The record parts, as of now.
     pub fn record(&mut self, samples: u64, train_wall_s: f64) -> (EnergyRecord, CarbonOut) {
-        let (components, operational, duration_s) = self.totals();
+        let (components, operational, duration_s, waiting) = self.totals(true);
         let total_j: f64 = components.iter().fold(0.0, |a, c| a + c.joules);
         let provenance = components
             .iter()
@@ -307,6 +516,9 @@ impl Account {
             windows: self.windows.clone(),
             prediction: self.prediction.clone(),
             warnings: self.tracker.warnings.clone(),
+            waiting,
+            unmetered_s: self.unmetered_s,
+            as_of_unix: tracker::unix_now(),
         };
         let sci = greentrain_energy::carbon::sci(
             operational.co2_g,
@@ -319,6 +531,83 @@ impl Account {
             sci_g_per_sample: self.embodied_g.and(sci),
         };
         (energy, carbon)
+    }
+}
+
+fn merge_waiting(a: Option<WaitingRecord>, b: Option<WaitingRecord>) -> Option<WaitingRecord> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(WaitingRecord {
+            seconds: a.seconds + b.seconds,
+            joules: a.joules + b.joules,
+            co2_g: a.co2_g + b.co2_g,
+            provenance: a.provenance.weakest(b.provenance),
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The totals an earlier process left: run.json's, or its journal's when
+/// the journal is newer (the process was killed after its last save), plus
+/// the unmetered interval of a killed process.
+fn recover(p: Prior, journal: &Path, warnings: &mut Vec<String>) -> Option<(EnergyRecord, f64)> {
+    let as_of = p.energy.as_ref().map_or(0.0, |e| e.as_of_unix);
+    let newer = Journal::last::<JournalEntry>(journal).filter(|j| j.unix > as_of);
+    let (mut e, g) = match (p.energy, newer) {
+        (e, Some(j)) => {
+            warnings.push(format!(
+                "the previous process stopped without saving its energy; its totals up to {} come from {JOURNAL}",
+                greentrain_energy::carbon::format_time(j.unix)
+            ));
+            (from_journal(e, j.clone()), j.co2_g)
+        }
+        (Some(e), None) => (e, p.co2_g),
+        (None, None) => return None,
+    };
+    if p.killed {
+        e.unmetered_s += JOURNAL_EVERY_S;
+        warnings.push(format!(
+            "the previous process was killed: up to {JOURNAL_EVERY_S} s of it after {} went unmetered (energy.unmetered_s)",
+            greentrain_energy::carbon::format_time(e.as_of_unix)
+        ));
+    }
+    Some((e, g))
+}
+
+/// A record with a journal entry's totals (and the rest of `base`, or
+/// nothing, when the process was killed before its first save).
+fn from_journal(base: Option<EnergyRecord>, j: JournalEntry) -> EnergyRecord {
+    let total_j: f64 = j.components.iter().map(|c| c.joules).sum();
+    let provenance = j
+        .components
+        .iter()
+        .map(|c| c.provenance)
+        .fold(Provenance::Measured, Provenance::weakest);
+    let base = base.unwrap_or(EnergyRecord {
+        components: vec![],
+        total_j: 0.0,
+        duration_s: 0.0,
+        total_kwh: 0.0,
+        provenance,
+        meters: vec![],
+        sample_hz: 0.0,
+        idle: None,
+        windows: vec![],
+        prediction: None,
+        warnings: vec![],
+        waiting: None,
+        unmetered_s: 0.0,
+        as_of_unix: 0.0,
+    });
+    EnergyRecord {
+        total_j,
+        total_kwh: total_j / 3.6e6,
+        provenance,
+        components: j.components,
+        duration_s: j.duration_s,
+        waiting: j.waiting,
+        unmetered_s: j.unmetered_s,
+        as_of_unix: j.unix,
+        ..base
     }
 }
 

@@ -12,11 +12,14 @@ pub mod follow;
 pub mod kernel_cache;
 pub mod matmul_bench;
 pub mod model;
+pub mod num;
 pub mod plots;
 pub mod record;
 pub mod report;
 pub mod reproduce;
+pub(crate) mod run;
 pub mod stats;
+pub mod status;
 pub mod sweep;
 pub mod train;
 

@@ -34,20 +34,23 @@ pub fn lock_run(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// folder, fsync'd, then renamed over `path`, so a reader sees either the old
+/// or the new file and a crash leaves no half-written record.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".greentrain-").suffix(".tmp");
+    // Records are meant to be shared: tempfile's default is owner-only.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -119,16 +122,27 @@ pub struct EpochRecord {
     /// 1-based epoch number.
     pub epoch: usize,
     /// Mean training loss over the epoch's samples.
+    #[serde(with = "crate::num::f64_any")]
     pub train_loss: f64,
     /// Mean test loss.
+    #[serde(with = "crate::num::f64_any")]
     pub test_loss: f64,
     /// Test accuracy, a fraction in [0, 1].
+    #[serde(with = "crate::num::f64_any")]
     pub test_accuracy: f64,
     /// Validation loss, when a validation split exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::num::opt_f64_any"
+    )]
     pub val_loss: Option<f64>,
     /// Validation accuracy, when a validation split exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::num::opt_f64_any"
+    )]
     pub val_accuracy: Option<f64>,
     /// Wall time of the epoch's training steps, in seconds.
     pub wall_s: f64,
@@ -141,6 +155,7 @@ pub struct EpochRecord {
     /// Learning rate at the end of the epoch.
     pub lr: f64,
     /// Loss scale at the end of the epoch (1 without scaling).
+    #[serde(with = "crate::num::f64_any")]
     pub loss_scale: f64,
     /// Optimizer steps skipped for inf/NaN gradients in this epoch.
     pub skipped_steps: u64,
@@ -165,8 +180,10 @@ pub struct EpochRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinalRecord {
     /// Test accuracy after the last epoch.
+    #[serde(with = "crate::num::f64_any")]
     pub test_accuracy: f64,
     /// Test loss after the last epoch.
+    #[serde(with = "crate::num::f64_any")]
     pub test_loss: f64,
     /// Training wall time summed over epochs, in seconds.
     pub wall_s: f64,
@@ -192,8 +209,8 @@ pub struct RunRecord {
     pub schema: String,
     /// Run name.
     pub name: String,
-    /// `running`, `completed`, `interrupted`, `failed`, `stopped_budget`.
-    pub status: String,
+    /// Where the run stands (`docs/run-record.md` lists the states).
+    pub status: crate::status::RunStatus,
     /// RFC 3339 UTC.
     pub started_at: String,
     /// RFC 3339 UTC, when finished.

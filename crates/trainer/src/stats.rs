@@ -45,10 +45,13 @@ pub fn t95(df: usize) -> f64 {
 pub struct Ratio {
     /// Mean of the per-pair ratios.
     pub mean: f64,
-    /// Lower end of the 95% interval (NaN with a single pair).
-    pub low: f64,
-    /// Upper end.
-    pub high: f64,
+    /// Lower end of the 95% interval; absent with a single pair, where
+    /// there is no interval (not a NaN one, which JSON cannot hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    /// Upper end; absent with `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
     /// Pairs.
     pub n: usize,
 }
@@ -57,15 +60,11 @@ pub struct Ratio {
 pub fn paired_ratio(a: &[f64], b: &[f64]) -> Ratio {
     let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
     let s = summary(&r);
-    let half = if s.n > 1 {
-        t95(s.n - 1) * s.sd / (s.n as f64).sqrt()
-    } else {
-        f64::NAN
-    };
+    let half = (s.n > 1).then(|| t95(s.n - 1) * s.sd / (s.n as f64).sqrt());
     Ratio {
         mean: s.mean,
-        low: s.mean - half,
-        high: s.mean + half,
+        low: half.map(|h| s.mean - h),
+        high: half.map(|h| s.mean + h),
         n: s.n,
     }
 }
@@ -83,8 +82,10 @@ mod tests {
         let r = paired_ratio(&[1.0, 1.2, 1.4], &[2.0, 2.0, 2.0]);
         assert!((r.mean - 0.6).abs() < 1e-12);
         let half = 4.303 * 0.1 / 3f64.sqrt();
-        assert!((r.low - (0.6 - half)).abs() < 1e-9 && (r.high - (0.6 + half)).abs() < 1e-9);
-        assert!(paired_ratio(&[1.0], &[2.0]).low.is_nan());
+        assert!((r.low.unwrap() - (0.6 - half)).abs() < 1e-9);
+        assert!((r.high.unwrap() - (0.6 + half)).abs() < 1e-9);
+        let one = paired_ratio(&[1.0], &[2.0]);
+        assert_eq!((one.low, one.high, one.mean), (None, None, 0.5));
         assert_eq!(t95(1), 12.706);
         assert_eq!(t95(100), 1.96);
     }

@@ -267,8 +267,9 @@ pub struct Trial {
     pub id: usize,
     /// The sampled values.
     pub params: Params,
-    /// `running`, `completed`, `pruned`, `failed` or `stopped_budget`.
-    pub status: String,
+    /// `running`, `completed`, `pruned`, `diverged`, `failed`,
+    /// `interrupted` or `stopped_budget`.
+    pub status: crate::status::RunStatus,
     /// Run directory.
     pub run_dir: Option<PathBuf>,
     /// Metric at the end (for pruned trials: at the rung where they stopped).
@@ -1008,7 +1009,7 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                 sh.report.trials.push(Trial {
                     id,
                     params: params.clone(),
-                    status: "running".into(),
+                    status: crate::status::RunStatus::Running,
                     run_dir: None,
                     metric: None,
                     epochs: 0,
@@ -1038,7 +1039,7 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                     if promotable(&sh.rungs[k], v, a.reduction) {
                         None
                     } else {
-                        Some("pruned".to_string())
+                        Some(crate::status::RunStatus::Pruned)
                     }
                 }));
             }
@@ -1063,7 +1064,7 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
             match outcome {
                 Ok(o) => {
                     let r = &o.record;
-                    t.status = o.status.clone();
+                    t.status = o.status;
                     t.run_dir = Some(o.run_dir.clone());
                     t.epochs = r.epochs.len();
                     t.metric = epoch_metric(r, &s.metric);
@@ -1088,7 +1089,7 @@ pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
                     }
                 }
                 Err(e) => {
-                    t.status = "failed".into();
+                    t.status = crate::status::RunStatus::Failed;
                     t.error = Some(e.to_string());
                     if matches!(e, Failure::Usage(_)) {
                         let _ = sh.report.write(&req.out_dir);

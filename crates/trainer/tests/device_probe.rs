@@ -65,4 +65,26 @@ fn cuda_probe_names_each_missing_piece() {
     assert_eq!(ok.devices, 2);
     assert_eq!(ok.nvrtc, nvrtc);
     assert!(ok.driver.contains("580.159.04"));
+    // A driver without the name and bus-id calls: devices without them.
+    assert_eq!(ok.gpus, vec![Default::default(); 2]);
+
+    // With them: each CUDA ordinal's name and PCI bus id, which is how the
+    // energy meter finds the same GPU in NVML (whose indices differ). The
+    // stand-in's ordinals are reversed against its handles, as
+    // CUDA_DEVICE_ORDER=FASTEST_FIRST can make them.
+    let named = build(
+        d.path(),
+        "libcuda_named.so",
+        &format!(
+            "{}#include <stdio.h>\n\
+             int cuDeviceGet(int *dev, int ordinal) {{ *dev = 1 - ordinal; return 0; }}\n\
+             int cuDeviceGetName(char *s, int len, int dev) {{ snprintf(s, len, \"Stand-in GPU %d\", dev); return 0; }}\n\
+             int cuDeviceGetPCIBusId(char *s, int len, int dev) {{ snprintf(s, len, \"0000:%02X:00.0\", 0x18 + dev); return 0; }}\n",
+            driver(0, 2)
+        ),
+    );
+    let ok = probe_cuda_with(&version, &named, &[&nvrtc]).unwrap();
+    assert_eq!(ok.gpus[0].name.as_deref(), Some("Stand-in GPU 1"));
+    assert_eq!(ok.gpus[0].pci_bus_id.as_deref(), Some("0000:19:00.0"));
+    assert_eq!(ok.gpus[1].pci_bus_id.as_deref(), Some("0000:18:00.0"));
 }

@@ -115,6 +115,47 @@ fn a_scheduled_run_waits_pauses_resumes_and_records_what_it_ran_under() {
         .run_dir
         .join(greentrain_trainer::checkpoint::FILE)
         .exists());
+    // Waiting has windows of its own, is reported apart and is in neither
+    // the totals nor the epochs; an epoch cut by a pause keeps the energy
+    // from before the pause (both of its training windows count).
+    let e = planned.record.energy.as_ref().unwrap();
+    let waits: Vec<_> = e
+        .windows
+        .iter()
+        .filter(|w| w.name.starts_with("wait/"))
+        .collect();
+    assert_eq!(waits.len(), 2, "the first slot, and the pause");
+    let waiting = e.waiting.as_ref().expect("waiting reported");
+    let wait_j: f64 = waits.iter().map(|w| w.total_j).sum();
+    assert!((waiting.joules - wait_j).abs() < 1e-9);
+    let comps: f64 = e.components.iter().map(|c| c.joules).sum();
+    assert!((e.total_j - comps).abs() < 1e-9);
+    for ep in &planned.record.epochs {
+        let of = |prefix: &str| -> f64 {
+            let name = format!("{prefix}/epoch-{}", ep.epoch);
+            e.windows
+                .iter()
+                .filter(|w| w.name == name)
+                .map(|w| w.total_j)
+                .sum()
+        };
+        let want = of("train") + of("eval");
+        let got = ep.energy_j.unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want.max(1.0),
+            "epoch {}: {got} vs {want}",
+            ep.epoch
+        );
+    }
+    let train_windows = e
+        .windows
+        .iter()
+        .filter(|w| w.name.starts_with("train/"))
+        .count();
+    assert_eq!(
+        train_windows, 5,
+        "3 epochs; the wait for the first slot and the pause each cut one"
+    );
 }
 
 #[test]

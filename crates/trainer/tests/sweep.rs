@@ -112,8 +112,8 @@ fn a_resumed_sweep_keeps_finished_trials_and_reruns_the_cut_off_one() {
     // Simulate a crash during trial 2 ("running") after trial 3 was
     // stopped by Ctrl-C ("interrupted"): both run again.
     let mut cut = full.clone();
-    cut.trials[2].status = "running".into();
-    cut.trials[3].status = "interrupted".into();
+    cut.trials[2].status = greentrain_trainer::status::RunStatus::Running;
+    cut.trials[3].status = greentrain_trainer::status::RunStatus::Interrupted;
     std::fs::write(out.join("sweep.json"), serde_json::to_string(&cut).unwrap()).unwrap();
     let again = run(&f, &out, 1);
     // Kept trials come back through sweep.json, whose float parsing may
