@@ -41,36 +41,7 @@ enum Command {
     },
     /// Compare precisions on one config: interleaved repeats, warm-up
     /// excluded, ratios against fp32 with 95% intervals.
-    Bench {
-        /// Config file (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Comma-separated precisions.
-        #[arg(long, default_value = "fp32,fp16,bf16")]
-        precisions: String,
-        /// Repeats of each precision.
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// Epochs at the start of each run excluded from time and energy.
-        #[arg(long, default_value_t = 1)]
-        warmup_epochs: usize,
-        /// Shortest measured window (e.g. 5s, 1min): shorter timed epochs
-        /// get more steps (`train.steps_per_epoch`) and the runs start again.
-        #[arg(long, default_value = "5s")]
-        min_window: String,
-        /// Override one config value: section.key=value (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// auto, cpu, cuda, cuda:N or wgpu.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Output folder.
-        #[arg(long, default_value = "bench")]
-        out: PathBuf,
-        /// No progress output.
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Bench(BenchArgs),
     /// Re-run a recorded run from its own run.json and compare every
     /// metric (exit 0 when all match, 1 when any differs).
     Reproduce {
@@ -212,6 +183,39 @@ struct ScheduleArgs {
     /// Print the plan as JSON (for `greentrain train --schedule PLAN`).
     #[arg(long)]
     json: bool,
+}
+
+/// `greentrain bench`'s arguments.
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Config file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Comma-separated precisions.
+    #[arg(long, default_value = "fp32,fp16,bf16")]
+    precisions: String,
+    /// Repeats of each precision.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Epochs at the start of each run excluded from time and energy.
+    #[arg(long, default_value_t = 1)]
+    warmup_epochs: usize,
+    /// Shortest measured window (e.g. 5s, 2m): shorter timed epochs
+    /// get more steps (`train.steps_per_epoch`) and the runs start again.
+    #[arg(long, default_value = "5s")]
+    min_window: String,
+    /// Override one config value: section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// auto, cpu, cuda, cuda:N or wgpu.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output folder.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn schedule(a: ScheduleArgs) -> ExitCode {
@@ -466,6 +470,190 @@ fn train(args: TrainArgs) -> ExitCode {
     ))
 }
 
+/// `greentrain meters`: each meter, its provenance and facts, and idle power.
+fn meters(idle: Option<f64>) -> ExitCode {
+    use greentrain_energy::tracker::{detect, DetectOptions};
+    let mut t = detect(&DetectOptions::default(), None);
+    for w in &t.warnings {
+        println!("warning: {w}");
+    }
+    for c in t.components() {
+        println!("{} [{}]: {}", c.name, c.provenance, c.method);
+        for (k, v) in &c.details {
+            println!("    {k}: {v}");
+        }
+    }
+    if let Some(secs) = idle {
+        if !(secs > 0.0 && secs <= 3600.0) {
+            return usage("--idle takes seconds in (0, 3600]");
+        }
+        let w = t.idle_baseline(secs);
+        for c in &w.components {
+            println!(
+                "idle {}: {:.2} W over {:.1} s [{}]{}",
+                c.name,
+                c.joules / w.duration_s.max(1e-9),
+                w.duration_s,
+                c.provenance,
+                c.integrated_j
+                    .map(|j| format!(" (integrated power: {:.2} W)", j / w.duration_s.max(1e-9)))
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "idle total: {:.2} W [{}]",
+            w.total_j / w.duration_s.max(1e-9),
+            w.provenance
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `greentrain zones`: the carbon-intensity zones, filtered.
+fn zones(filter: Option<String>) -> ExitCode {
+    let f = filter.unwrap_or_default().to_lowercase();
+    for z in greentrain_energy::carbon::zones() {
+        let code = if z.kind == "country" {
+            z.code.clone()
+        } else {
+            format!("{}:{}", z.kind, z.code)
+        };
+        if !f.is_empty()
+            && !format!("{code} {} {}", z.name, z.kind)
+                .to_lowercase()
+                .contains(&f)
+        {
+            continue;
+        }
+        let year = z.year.map(|y| format!(" ({y})")).unwrap_or_default();
+        println!("{code:28} {:8.1} g/kWh{year:7}  {}", z.g_per_kwh, z.name);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `greentrain bench`.
+fn bench(a: BenchArgs) -> ExitCode {
+    let BenchArgs {
+        config: path,
+        precisions,
+        repeats,
+        warmup_epochs,
+        min_window,
+        set,
+        device,
+        out,
+        quiet,
+    } = a;
+    let min_window_s = match greentrain_energy::schedule::parse_duration(&min_window) {
+        Ok(s) => s,
+        Err(e) => return usage(format!("--min-window: {e}")),
+    };
+    let spec: DeviceSpec = match device.parse() {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let precisions: Result<Vec<_>, _> = precisions
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<greentrain_trainer::config::PrecisionMode>()?
+                .fixed()
+                .ok_or_else(|| "auto is not a mode to compare: name fp32, fp16 or bf16".to_string())
+        })
+        .collect();
+    let precisions = match precisions {
+        Ok(p) => p,
+        Err(e) => return usage(format!("--precisions: {e}")),
+    };
+    let loaded = match config::load(&path, &set) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let req = greentrain_trainer::bench::BenchRequest {
+        config: loaded,
+        precisions,
+        repeats,
+        device: spec,
+        out_dir: out.clone(),
+        warmup_epochs,
+        min_window_s,
+        quiet,
+    };
+    match greentrain_trainer::bench::bench(req) {
+        Ok(report) => {
+            println!("{}", report.markdown());
+            println!("bench: {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(f) => failed(f, "bench"),
+    }
+}
+
+/// `greentrain reproduce`.
+fn reproduce(run_dir: PathBuf, device: Option<String>, out: PathBuf, quiet: bool) -> ExitCode {
+    let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    match greentrain_trainer::reproduce::reproduce(&run_dir, spec, &out, quiet) {
+        Ok((outcome, cmp, tol)) => {
+            print!("{}", greentrain_trainer::reproduce::table(&cmp));
+            let bad = cmp.iter().filter(|c| !c.matches).count();
+            println!(
+                "tolerance: {}; {} of {} values match",
+                tol.describe(),
+                cmp.len() - bad,
+                cmp.len()
+            );
+            println!("run: {}", outcome.run_dir.display());
+            if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(f) => failed(f, "reproduce"),
+    }
+}
+
+/// `greentrain report`.
+fn report(paths: Vec<PathBuf>, out: PathBuf) -> ExitCode {
+    let found = greentrain_trainer::report::collect(&paths);
+    for e in &found.errors {
+        eprintln!("greentrain: report: {e}");
+    }
+    if found.runs.is_empty() {
+        eprintln!("greentrain: report: no readable runs");
+        return ExitCode::from(1);
+    }
+    match greentrain_trainer::report::write(&found, &out) {
+        Ok(md) => {
+            println!("{md}");
+            println!("report: {}", out.display());
+            if found.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("greentrain: report: cannot write {}: {e}", out.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `greentrain devices`.
+fn devices() -> ExitCode {
+    for (name, status) in device::list() {
+        match status {
+            Ok(desc) => println!("{name:5} available    {desc}"),
+            Err(why) => println!("{name:5} unavailable  {why}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -482,184 +670,22 @@ fn main() -> ExitCode {
             };
             finish(greentrain_trainer::resume(&run_dir, spec, quiet))
         }
-        Some(Command::Meters { idle }) => {
-            use greentrain_energy::tracker::{detect, DetectOptions};
-            let mut t = detect(&DetectOptions::default(), None);
-            for w in &t.warnings {
-                println!("warning: {w}");
-            }
-            for c in t.components() {
-                println!("{} [{}]: {}", c.name, c.provenance, c.method);
-                for (k, v) in &c.details {
-                    println!("    {k}: {v}");
-                }
-            }
-            if let Some(secs) = idle {
-                if !(secs > 0.0 && secs <= 3600.0) {
-                    return usage("--idle takes seconds in (0, 3600]");
-                }
-                let w = t.idle_baseline(secs);
-                for c in &w.components {
-                    println!(
-                        "idle {}: {:.2} W over {:.1} s [{}]{}",
-                        c.name,
-                        c.joules / w.duration_s.max(1e-9),
-                        w.duration_s,
-                        c.provenance,
-                        c.integrated_j
-                            .map(|j| format!(
-                                " (integrated power: {:.2} W)",
-                                j / w.duration_s.max(1e-9)
-                            ))
-                            .unwrap_or_default()
-                    );
-                }
-                println!(
-                    "idle total: {:.2} W [{}]",
-                    w.total_j / w.duration_s.max(1e-9),
-                    w.provenance
-                );
-            }
-            ExitCode::SUCCESS
-        }
+        Some(Command::Meters { idle }) => meters(idle),
         Some(Command::Matmul {
             device,
             size,
             dtypes,
             seconds,
         }) => matmul(device, size, dtypes, seconds),
-        Some(Command::Zones { filter }) => {
-            let f = filter.unwrap_or_default().to_lowercase();
-            for z in greentrain_energy::carbon::zones() {
-                let code = if z.kind == "country" {
-                    z.code.clone()
-                } else {
-                    format!("{}:{}", z.kind, z.code)
-                };
-                if !f.is_empty()
-                    && !format!("{code} {} {}", z.name, z.kind)
-                        .to_lowercase()
-                        .contains(&f)
-                {
-                    continue;
-                }
-                let year = z.year.map(|y| format!(" ({y})")).unwrap_or_default();
-                println!("{code:28} {:8.1} g/kWh{year:7}  {}", z.g_per_kwh, z.name);
-            }
-            ExitCode::SUCCESS
-        }
-        Some(Command::Bench {
-            config: path,
-            precisions,
-            repeats,
-            warmup_epochs,
-            min_window,
-            set,
-            device,
-            out,
-            quiet,
-        }) => {
-            let min_window_s = match greentrain_energy::schedule::parse_duration(&min_window) {
-                Ok(s) => s,
-                Err(e) => return usage(format!("--min-window: {e}")),
-            };
-            let spec: DeviceSpec = match device.parse() {
-                Ok(d) => d,
-                Err(e) => return usage(e),
-            };
-            let precisions: Result<Vec<_>, _> = precisions
-                .split(',')
-                .map(|p| {
-                    p.trim()
-                        .parse::<greentrain_trainer::config::PrecisionMode>()?
-                        .fixed()
-                        .ok_or_else(|| {
-                            "auto is not a mode to compare: name fp32, fp16 or bf16".to_string()
-                        })
-                })
-                .collect();
-            let precisions = match precisions {
-                Ok(p) => p,
-                Err(e) => return usage(format!("--precisions: {e}")),
-            };
-            let loaded = match config::load(&path, &set) {
-                Ok(c) => c,
-                Err(e) => return usage(e),
-            };
-            let req = greentrain_trainer::bench::BenchRequest {
-                config: loaded,
-                precisions,
-                repeats,
-                device: spec,
-                out_dir: out.clone(),
-                warmup_epochs,
-                min_window_s,
-                quiet,
-            };
-            match greentrain_trainer::bench::bench(req) {
-                Ok(report) => {
-                    println!("{}", report.markdown());
-                    println!("bench: {}", out.display());
-                    ExitCode::SUCCESS
-                }
-                Err(f) => failed(f, "bench"),
-            }
-        }
+        Some(Command::Zones { filter }) => zones(filter),
+        Some(Command::Bench(a)) => bench(a),
         Some(Command::Reproduce {
             run_dir,
             device,
             out,
             quiet,
-        }) => {
-            let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
-                Ok(s) => s,
-                Err(e) => return usage(e),
-            };
-            match greentrain_trainer::reproduce::reproduce(&run_dir, spec, &out, quiet) {
-                Ok((outcome, cmp, tol)) => {
-                    print!("{}", greentrain_trainer::reproduce::table(&cmp));
-                    let bad = cmp.iter().filter(|c| !c.matches).count();
-                    println!(
-                        "tolerance: {}; {} of {} values match",
-                        tol.describe(),
-                        cmp.len() - bad,
-                        cmp.len()
-                    );
-                    println!("run: {}", outcome.run_dir.display());
-                    if bad == 0 {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(f) => failed(f, "reproduce"),
-            }
-        }
-        Some(Command::Report { paths, out }) => {
-            let found = greentrain_trainer::report::collect(&paths);
-            for e in &found.errors {
-                eprintln!("greentrain: report: {e}");
-            }
-            if found.runs.is_empty() {
-                eprintln!("greentrain: report: no readable runs");
-                return ExitCode::from(1);
-            }
-            match greentrain_trainer::report::write(&found, &out) {
-                Ok(md) => {
-                    println!("{md}");
-                    println!("report: {}", out.display());
-                    if found.errors.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("greentrain: report: cannot write {}: {e}", out.display());
-                    ExitCode::from(1)
-                }
-            }
-        }
+        }) => reproduce(run_dir, device, out, quiet),
+        Some(Command::Report { paths, out }) => report(paths, out),
         Some(Command::Schedule(a)) => schedule(a),
         Some(Command::Sweep {
             config,
@@ -669,14 +695,6 @@ fn main() -> ExitCode {
             emit_slurm,
             quiet,
         }) => sweep(config, out, parallel, device, emit_slurm, quiet),
-        Some(Command::Devices) => {
-            for (name, status) in device::list() {
-                match status {
-                    Ok(desc) => println!("{name:5} available    {desc}"),
-                    Err(why) => println!("{name:5} unavailable  {why}"),
-                }
-            }
-            ExitCode::SUCCESS
-        }
+        Some(Command::Devices) => devices(),
     }
 }

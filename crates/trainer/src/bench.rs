@@ -4,11 +4,13 @@
 
 use crate::config::LoadedConfig;
 use crate::device::DeviceSpec;
-use crate::record::write_atomic;
+use crate::files::write_atomic;
 use crate::stats::{paired_ratio, summary, Ratio, Summary};
 use crate::train::{check_precision, train, Failure, TrainRequest};
 use greentrain_amp::Precision;
+use greentrain_plot::{Bar, Bars, Figure, Panel};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// What to benchmark.
@@ -342,7 +344,7 @@ impl BenchReport {
         write_atomic(&dir.join("bench.csv"), self.csv().as_bytes())?;
         write_atomic(&dir.join("bench.md"), self.markdown().as_bytes())?;
         write_atomic(&dir.join("bench.tex"), self.latex().as_bytes())?;
-        crate::plots::write_figure(&crate::plots::bench_figure(self), dir, "bench")?;
+        crate::plots::write_figure(&bench_figure(self), dir, "bench")?;
         Ok(())
     }
 }
@@ -514,4 +516,76 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
         ))
     })?;
     Ok(report)
+}
+
+/// A bench's precisions side by side: accuracy, throughput and J/sample,
+/// mean with a ± 1 sd error bar.
+pub fn bench_figure(b: &BenchReport) -> Figure {
+    let bars = |f: &dyn Fn(&PrecisionResult) -> Option<(f64, f64)>, digits: usize| {
+        b.results
+            .iter()
+            .filter_map(|r| {
+                f(r).map(|(m, sd)| Bar {
+                    label: r.precision.to_string(),
+                    value: m,
+                    error: Some(sd),
+                    text: format!("{m:.digits$} ± {sd:.digits$}"),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut panels = vec![
+        Panel::Bars(Bars {
+            title: "test accuracy".into(),
+            y_label: "test accuracy (%)".into(),
+            bars: bars(
+                &|r| Some((100.0 * r.test_accuracy.mean, 100.0 * r.test_accuracy.sd)),
+                2,
+            ),
+        }),
+        Panel::Bars(Bars {
+            title: "throughput".into(),
+            y_label: "training samples/s".into(),
+            bars: bars(&|r| Some((r.samples_per_s.mean, r.samples_per_s.sd)), 0),
+        }),
+    ];
+    let j = bars(
+        &|r| r.j_per_sample.as_ref().map(|s| (1e3 * s.mean, 1e3 * s.sd)),
+        3,
+    );
+    let provs: BTreeSet<&str> = b
+        .results
+        .iter()
+        .filter_map(|r| r.provenance.as_deref())
+        .collect();
+    if !j.is_empty() {
+        panels.push(Panel::Bars(Bars {
+            title: "energy per training sample".into(),
+            y_label: "mJ/sample".into(),
+            bars: j,
+        }));
+    }
+    let prov = if provs.is_empty() {
+        "energy not metered".to_string()
+    } else {
+        format!(
+            "energy: {}",
+            provs.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    Figure {
+        title: format!(
+            "{} on {}",
+            b.config
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            b.device
+        ),
+        panels,
+        note: Some(format!(
+            "mean ± sd over {} interleaved repeats; the first {} epoch(s) of each run excluded; {prov}",
+            b.repeats, b.warmup_epochs
+        )),
+    }
 }

@@ -3,7 +3,8 @@
 //! by a sha256 so that a damaged file is refused with a message instead of
 //! being half-decoded.
 
-use crate::record::{write_atomic, EpochRecord};
+use crate::files::write_atomic;
+use crate::record::EpochRecord;
 use greentrain_amp::ScalerState;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -585,45 +585,69 @@ fn deserialize(src: &str, file: &str) -> Result<Config, ConfigError> {
     })
 }
 
-/// Parses one `--set section.key=value` into the table. The value is read as
-/// TOML; a bare word that is not valid TOML is taken as a string.
-pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
-    let err = |key: Option<String>, msg: String| ConfigError {
+/// One override of a config value: a dotted key and a TOML value. The
+/// command line's `--set section.key=value` parses into one; a sweep's
+/// trials build theirs directly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    /// `section.key`.
+    pub key: String,
+    /// The value.
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Parses `section.key=value`. The value is read as TOML; a bare word
+    /// that is not valid TOML is taken as a string.
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let (key, raw) = spec.split_once('=').ok_or_else(|| {
+            set_error(
+                None,
+                format!("'{spec}' is not of the form section.key=value"),
+            )
+        })?;
+        let raw = raw.trim();
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").expect("parsed key"),
+            Err(_) => toml::Value::String(raw.to_string()),
+        };
+        Ok(Self {
+            key: key.trim().to_string(),
+            value,
+        })
+    }
+
+    /// Puts the value into a config table.
+    pub fn apply(&self, table: &mut toml::Table) -> Result<(), ConfigError> {
+        let key = &self.key;
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(set_error(
+                Some(key.clone()),
+                "override keys have the form section.key, e.g. train.lr".into(),
+            ));
+        }
+        let mut cur = table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = cur
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry
+                .as_table_mut()
+                .ok_or_else(|| set_error(Some(key.clone()), format!("`{p}` is not a section")))?;
+        }
+        cur.insert(parts[parts.len() - 1].to_string(), self.value.clone());
+        Ok(())
+    }
+}
+
+fn set_error(key: Option<String>, msg: String) -> ConfigError {
+    ConfigError {
         file: "--set".into(),
         line: None,
         key,
         msg,
-    };
-    let (key, raw) = spec.split_once('=').ok_or_else(|| {
-        err(
-            None,
-            format!("'{spec}' is not of the form section.key=value"),
-        )
-    })?;
-    let key = key.trim();
-    let raw = raw.trim();
-    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").expect("parsed key"),
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err(err(
-            Some(key.into()),
-            "override keys have the form section.key, e.g. train.lr".into(),
-        ));
     }
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| err(Some(key.into()), format!("`{p}` is not a section")))?;
-    }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
 }
 
 /// Reads, overrides and validates a config file.
@@ -644,6 +668,15 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig, ConfigErr
 
 /// Parses and validates config text (the file name is for messages).
 pub fn parse(src: &str, file: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+    let typed: Vec<Override> = overrides
+        .iter()
+        .map(|o| Override::parse(o))
+        .collect::<Result<_, _>>()?;
+    parse_with(src, file, &typed)
+}
+
+/// [`parse`] with typed overrides.
+pub fn parse_with(src: &str, file: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
     // Parse the file alone first so that its own errors carry its lines.
     let mut config = deserialize(src, file)?;
     if !overrides.is_empty() {
@@ -654,7 +687,7 @@ pub fn parse(src: &str, file: &str, overrides: &[String]) -> Result<Config, Conf
             msg: e.message().to_string(),
         })?;
         for o in overrides {
-            apply_override(&mut table, o)?;
+            o.apply(&mut table)?;
         }
         let text = toml::to_string(&table).expect("a table serialises");
         config = deserialize(&text, "--set").map_err(|mut e| {
@@ -663,9 +696,7 @@ pub fn parse(src: &str, file: &str, overrides: &[String]) -> Result<Config, Conf
         })?;
     }
     validate(&config).map_err(|(key, msg)| {
-        let overridden = overrides
-            .iter()
-            .any(|o| o.split('=').next().map(str::trim) == Some(key.as_str()));
+        let overridden = overrides.iter().any(|o| o.key == key);
         let (file, line) = if overridden {
             ("--set".to_string(), None)
         } else {

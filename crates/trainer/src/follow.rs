@@ -36,8 +36,7 @@ impl FollowPlan {
     /// (a relative forecast path is taken from the plan's folder). A missing
     /// forecast is not an error: the record then has no forecast intensity.
     pub fn load(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<(Self, Option<String>)> {
-        let plan: Plan =
-            crate::record::read_json(path, "a plan from `greentrain schedule --json`")?;
+        let plan: Plan = crate::files::read_json(path, "a plan from `greentrain schedule --json`")?;
         plan.spans()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut fpath = PathBuf::from(&plan.forecast);

@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod energy;
+pub mod files;
 pub mod follow;
 pub mod kernel_cache;
 pub mod matmul_bench;

@@ -1,9 +1,9 @@
 //! The figures of `report`, `bench` and `sweep`, each written as SVG (for
 //! papers) and PNG (for a quick look) next to the tables they illustrate.
 
-use crate::bench::BenchReport;
-use crate::record::{write_atomic, RunRecord};
-use greentrain_plot::{render, Bar, Bars, Figure, Lines, Panel, Series};
+use crate::files::write_atomic;
+use crate::record::RunRecord;
+use greentrain_plot::{render, Figure, Lines, Panel, Series};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -207,131 +207,4 @@ pub fn run_figures(runs: &[(PathBuf, RunRecord)], out: &Path) -> anyhow::Result<
         "energy_per_epoch",
     )?);
     Ok(files)
-}
-
-/// A bench's precisions side by side: accuracy, throughput and J/sample,
-/// mean with a ± 1 sd error bar.
-pub fn bench_figure(b: &BenchReport) -> Figure {
-    let bars = |f: &dyn Fn(&crate::bench::PrecisionResult) -> Option<(f64, f64)>, digits: usize| {
-        b.results
-            .iter()
-            .filter_map(|r| {
-                f(r).map(|(m, sd)| Bar {
-                    label: r.precision.to_string(),
-                    value: m,
-                    error: Some(sd),
-                    text: format!("{m:.digits$} ± {sd:.digits$}"),
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut panels = vec![
-        Panel::Bars(Bars {
-            title: "test accuracy".into(),
-            y_label: "test accuracy (%)".into(),
-            bars: bars(
-                &|r| Some((100.0 * r.test_accuracy.mean, 100.0 * r.test_accuracy.sd)),
-                2,
-            ),
-        }),
-        Panel::Bars(Bars {
-            title: "throughput".into(),
-            y_label: "training samples/s".into(),
-            bars: bars(&|r| Some((r.samples_per_s.mean, r.samples_per_s.sd)), 0),
-        }),
-    ];
-    let j = bars(
-        &|r| r.j_per_sample.as_ref().map(|s| (1e3 * s.mean, 1e3 * s.sd)),
-        3,
-    );
-    let provs: BTreeSet<&str> = b
-        .results
-        .iter()
-        .filter_map(|r| r.provenance.as_deref())
-        .collect();
-    if !j.is_empty() {
-        panels.push(Panel::Bars(Bars {
-            title: "energy per training sample".into(),
-            y_label: "mJ/sample".into(),
-            bars: j,
-        }));
-    }
-    let prov = if provs.is_empty() {
-        "energy not metered".to_string()
-    } else {
-        format!(
-            "energy: {}",
-            provs.into_iter().collect::<Vec<_>>().join(", ")
-        )
-    };
-    Figure {
-        title: format!(
-            "{} on {}",
-            b.config
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            b.device
-        ),
-        panels,
-        note: Some(format!(
-            "mean ± sd over {} interleaved repeats; the first {} epoch(s) of each run excluded; {prov}",
-            b.repeats, b.warmup_epochs
-        )),
-    }
-}
-
-/// Best metric so far against the sweep's cumulative energy and CO2, one
-/// staircase per sweep (several sweeps: one line per strategy).
-pub fn sweep_figure(sweeps: &[&crate::sweep::SweepReport]) -> Figure {
-    let max_j = sweeps
-        .iter()
-        .filter_map(|s| s.curve().last().map(|c| c.0))
-        .fold(0.0, f64::max);
-    let (unit, per) = energy_unit(max_j);
-    let label = |s: &crate::sweep::SweepReport| format!("{} ({})", s.name, s.strategy);
-    let metric = sweeps
-        .first()
-        .map(|s| s.metric.replace('_', " "))
-        .unwrap_or_default();
-    let provs: BTreeSet<String> = sweeps.iter().filter_map(|s| s.provenance.clone()).collect();
-    Figure {
-        title: "Best result so far against the sweep's energy and emissions".into(),
-        panels: vec![
-            Panel::Lines(Lines {
-                title: "against energy".into(),
-                x_label: format!("cumulative energy ({unit})"),
-                y_label: format!("best {metric} (%)"),
-                series: sweeps
-                    .iter()
-                    .map(|s| Series {
-                        label: label(s),
-                        points: s.curve().iter().map(|c| (c.0 / per, 100.0 * c.2)).collect(),
-                    })
-                    .collect(),
-                step: true,
-            }),
-            Panel::Lines(Lines {
-                title: "against emissions".into(),
-                x_label: "cumulative emissions (gCO2eq)".into(),
-                y_label: format!("best {metric} (%)"),
-                series: sweeps
-                    .iter()
-                    .map(|s| Series {
-                        label: label(s),
-                        points: s.curve().iter().map(|c| (c.1, 100.0 * c.2)).collect(),
-                    })
-                    .collect(),
-                step: true,
-            }),
-        ],
-        note: Some(if provs.is_empty() {
-            "energy not metered".into()
-        } else {
-            format!(
-                "one step per finished trial; energy: {}",
-                provs.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        }),
-    }
 }

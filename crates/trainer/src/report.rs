@@ -4,7 +4,8 @@
 //! bars of any bench found among the inputs.
 
 use crate::bench::BenchReport;
-use crate::record::{read_json, sig, write_atomic, RunRecord};
+use crate::files::{read_json, write_atomic};
+use crate::record::{sig, RunRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -241,7 +242,7 @@ pub fn write(found: &Collected, out: &Path) -> anyhow::Result<String> {
     for (i, (dir, b)) in found.benches.iter().enumerate() {
         let stem = format!("bench-{}-{}", i + 1, crate::plots::file_stem(dir));
         plots.extend(crate::plots::write_figure(
-            &crate::plots::bench_figure(b),
+            &crate::bench::bench_figure(b),
             out,
             &stem,
         )?);
@@ -249,7 +250,7 @@ pub fn write(found: &Collected, out: &Path) -> anyhow::Result<String> {
     if !found.sweeps.is_empty() {
         let all: Vec<&crate::sweep::SweepReport> = found.sweeps.iter().map(|s| &s.1).collect();
         plots.extend(crate::plots::write_figure(
-            &crate::plots::sweep_figure(&all),
+            &crate::sweep::sweep_figure(&all),
             out,
             "sweeps",
         )?);

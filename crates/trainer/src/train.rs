@@ -3,52 +3,24 @@
 //! run itself is in [`crate::run`].
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{self, Config, LoadedConfig, OptimizerKind, Schedule};
+use crate::config::{self, Config, LoadedConfig};
 use crate::data::{self, Dataset, Split};
 use crate::device::{self, DeviceSpec};
-use crate::model::{self, Model};
+use crate::files;
+use crate::model;
 use crate::record::{self, DatasetRecord, DeviceRecord, RunRecord, Versions};
+use crate::run::Setup;
 use crate::status::RunStatus;
 use anyhow::{anyhow, Context};
-use burn::module::Module;
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use greentrain_amp::{DeviceOptimizer, OptimizerSpec, Precision, PrecisionChoice};
+use burn::tensor::backend::AutodiffBackend;
+use greentrain_amp::{Precision, PrecisionChoice};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Why a run did not complete: a usage/config problem (exit 2) or a
-/// failure at run time (exit 1).
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad config, bad device choice, bad data: found before training.
-    Usage(anyhow::Error),
-    /// Something broke while running.
-    Runtime(anyhow::Error),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Usage(e) | Failure::Runtime(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-impl std::error::Error for Failure {}
-
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// How it ended (or stopped for now).
-    pub status: RunStatus,
-    /// The record as last written.
-    pub record: RunRecord,
-}
+pub use crate::run::{
+    clear_interrupt, install_interrupt_handler, lr_at, model_bytes, request_interrupt, AfterEpoch,
+    Failure, Hooks, Outcome,
+};
 
 /// What to train.
 #[derive(Clone, Debug)]
@@ -61,84 +33,6 @@ pub struct TrainRequest {
     pub out_dir: PathBuf,
     /// Suppress progress output (tests).
     pub quiet: bool,
-}
-
-/// Decides after each epoch whether a run goes on: `Some(status)` stops it
-/// there with that status (a sweep prunes trials this way).
-pub type AfterEpoch = Arc<dyn Fn(&RunRecord) -> Option<RunStatus> + Send + Sync>;
-
-/// Optional behaviour for programs embedding the trainer.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Called after each epoch, once its record is saved.
-    pub after_epoch: Option<AfterEpoch>,
-    /// A carbon-aware plan to follow.
-    pub schedule: Option<crate::follow::FollowPlan>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("after_epoch", &self.after_epoch.is_some())
-            .field("schedule", &self.schedule)
-            .finish()
-    }
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Asks a running training loop (in this process) to checkpoint at its next
-/// step boundary and stop, as Ctrl-C does. For programs embedding the
-/// trainer.
-pub fn request_interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Whether an interrupt is pending.
-pub(crate) fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Clears a pending interrupt request.
-pub fn clear_interrupt() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
-}
-
-/// Installs the Ctrl-C handler: the loop checkpoints at the next step
-/// boundary and the record says `interrupted`.
-pub fn install_interrupt_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                eprintln!("second interrupt: exiting without checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupt: checkpointing at the next step boundary (Ctrl-C again to abort)"
-            );
-        });
-    });
-}
-
-/// Everything a run needs before the backend is chosen.
-pub(crate) struct Setup {
-    /// Held for the whole run: no second process trains it.
-    pub(crate) lock: std::fs::File,
-    pub(crate) intensity: greentrain_energy::carbon::Intensity,
-    /// The mode that runs (`config.precision.mode` resolved on the device).
-    pub(crate) precision: Precision,
-    pub(crate) config: Config,
-    pub(crate) config_dir: PathBuf,
-    pub(crate) dataset: Dataset,
-    pub(crate) run_dir: PathBuf,
-    pub(crate) record: RunRecord,
-    pub(crate) resume: Option<Checkpoint>,
-    pub(crate) quiet: bool,
-    pub(crate) hooks: Hooks,
-    /// The previous process of a resumed run ended without recording an
-    /// end (killed while running or paused).
-    pub(crate) killed: bool,
 }
 
 fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> {
@@ -185,19 +79,19 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         .map_err(Failure::Runtime)?;
     let run_dir = unique_dir(
         &req.out_dir,
-        &format!("{}-{}", config.run.name, record::stamp(started)),
+        &format!("{}-{}", config.run.name, files::stamp(started)),
     )
     .map_err(Failure::Runtime)?;
-    let lock = record::lock_run(&run_dir).map_err(Failure::Runtime)?;
+    let lock = files::lock_run(&run_dir).map_err(Failure::Runtime)?;
     let toml_text = config.to_toml();
-    record::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
+    files::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
         .context("writing config.toml")
         .map_err(Failure::Runtime)?;
     let record = RunRecord {
         schema: record::SCHEMA.into(),
         name: config.run.name.clone(),
         status: RunStatus::Running,
-        started_at: record::rfc3339(started),
+        started_at: files::rfc3339(started),
         finished_at: None,
         config: serde_json::to_value(&config).expect("config to json"),
         config_sha256: data::sha256_hex(toml_text.as_bytes()),
@@ -256,7 +150,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
     }
     let config_path = run_dir.join("config.toml");
     let loaded = config::load(&config_path, &[]).map_err(|e| Failure::Usage(e.into()))?;
-    let lock = record::lock_run(run_dir).map_err(usage)?;
+    let lock = files::lock_run(run_dir).map_err(usage)?;
     let ckpt = Checkpoint::load(run_dir).map_err(usage)?;
     let spec = match device {
         Some(d) => d,
@@ -398,77 +292,4 @@ impl BackendTask for RunTask {
 fn run(spec: DeviceSpec, setup: Setup) -> Result<Outcome, Failure> {
     install_interrupt_handler();
     dispatch(spec, RunTask(setup))
-}
-
-// ---- optimizers ----------------------------------------------------------
-
-type Rec = BinBytesRecorder<FullPrecisionSettings>;
-
-/// The configured optimizer, with its state on the device.
-pub(crate) fn optimizer_spec(c: &Config) -> OptimizerSpec {
-    let t = &c.train;
-    match t.optimizer {
-        OptimizerKind::Sgd => OptimizerSpec::Sgd {
-            momentum: None,
-            weight_decay: t.weight_decay,
-        },
-        OptimizerKind::Momentum => OptimizerSpec::Sgd {
-            momentum: Some(t.momentum),
-            weight_decay: t.weight_decay,
-        },
-        // PyTorch's epsilon (1e-8), not Burn's default (1e-5).
-        OptimizerKind::Adam => OptimizerSpec::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: t.weight_decay,
-        },
-        OptimizerKind::Adamw => OptimizerSpec::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: t.weight_decay,
-        },
-    }
-}
-
-pub(crate) fn optim_bytes<B: AutodiffBackend>(o: &DeviceOptimizer<B>) -> Vec<u8> {
-    Recorder::<B::InnerBackend>::record(&Rec::default(), o.to_record(), ())
-        .expect("in-memory record")
-}
-
-pub(crate) fn load_optim<B: AutodiffBackend>(
-    o: DeviceOptimizer<B>,
-    bytes: Vec<u8>,
-    device: &B::Device,
-) -> anyhow::Result<DeviceOptimizer<B>> {
-    let rec = Recorder::<B::InnerBackend>::load(&Rec::default(), bytes, device)?;
-    o.load_record(rec).map_err(|e| anyhow!(e))
-}
-
-/// Model weights as bytes (the checkpoint's model part).
-pub fn model_bytes<B: Backend>(m: &Model<B>) -> Vec<u8> {
-    Recorder::<B>::record(&Rec::default(), m.clone().into_record(), ()).expect("in-memory record")
-}
-
-pub(crate) fn load_model<B: Backend>(
-    m: Model<B>,
-    bytes: Vec<u8>,
-    device: &B::Device,
-) -> anyhow::Result<Model<B>> {
-    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)?;
-    Ok(m.load_record(rec))
-}
-
-/// Learning rate at optimizer step `step` (0-based) in epoch `epoch`.
-pub fn lr_at(c: &Config, step: u64, total_steps: u64, epoch: usize) -> f64 {
-    let t = &c.train;
-    match t.schedule {
-        Schedule::Constant => t.lr,
-        Schedule::Cosine => {
-            let p = (step as f64 / total_steps.max(1) as f64).min(1.0);
-            t.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        }
-        Schedule::Step => t.lr * t.gamma.powi((epoch / t.step_epochs) as i32),
-    }
 }

@@ -19,8 +19,8 @@ pub(crate) fn save_checkpoint<B: AutodiffBackend>(
 ) -> anyhow::Result<()> {
     Checkpoint {
         state: state.clone(),
-        model: crate::train::model_bytes(model),
-        optim: crate::train::optim_bytes(optim),
+        model: super::state::model_bytes(model),
+        optim: super::state::optim_bytes(optim),
     }
     .save(dir)
     .with_context(|| format!("writing checkpoint in {}", dir.display()))

@@ -1,0 +1,345 @@
+//! Running a sweep: trials on worker threads, each a normal run with its
+//! own folder; resuming a sweep folder; the sweep's budgets.
+
+use super::report::{epoch_metric, metric_of, params_text, summarise, SweepReport, Trial};
+use super::search::{grid, promotable, random_params, rungs, tpe_propose, trial_rng};
+use super::spec::{overrides, Params, Strategy, Sweep};
+use crate::config::{self, LoadedConfig};
+use crate::device::DeviceSpec;
+use crate::record::RunRecord;
+use crate::run::{Failure, Hooks, Outcome};
+use crate::status::RunStatus;
+use crate::train::{train_with, TrainRequest};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How to run a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepRequest {
+    /// The sweep.
+    pub sweep: Sweep,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Trials at once.
+    pub parallel: usize,
+    /// Device.
+    pub device: DeviceSpec,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What the workers share, under one lock.
+struct Shared {
+    report: SweepReport,
+    next: usize,
+    rungs: Vec<Vec<f64>>,
+    plan: Vec<Option<Params>>,
+}
+
+/// Trial `id`'s config: the base config (read once, with the sweep) plus
+/// the trial's typed overrides.
+fn trial_config(sweep: &Sweep, id: usize, params: &Params) -> Result<LoadedConfig, Failure> {
+    let file = sweep.base.display().to_string();
+    config::parse_with(&sweep.base_src, &file, &overrides(sweep, id, params))
+        .map(|config| LoadedConfig {
+            config,
+            path: sweep.base.clone(),
+        })
+        .map_err(|e| Failure::Usage(e.into()))
+}
+
+fn runtime(e: impl std::fmt::Display) -> Failure {
+    Failure::Runtime(anyhow::anyhow!("{e}"))
+}
+
+/// A new report, or the one in `out_dir` when resuming (its finished trials
+/// kept; a trial cut off by a crash or Ctrl-C runs again from the start).
+fn start_report(req: &SweepRequest) -> Result<SweepReport, Failure> {
+    let sw = &req.sweep;
+    let s = &sw.file.sweep;
+    let mut report = SweepReport {
+        schema: "greentrain.sweep/1".into(),
+        name: s.name.clone(),
+        file: sw.path.clone(),
+        file_sha256: sw.sha256.clone(),
+        strategy: s.strategy,
+        seed: s.seed,
+        metric: s.metric,
+        parallel: req.parallel.max(1),
+        trials: vec![],
+        best: None,
+        total_energy_j: 0.0,
+        total_co2_g: 0.0,
+        provenance: None,
+        asha: None,
+        stopped: None,
+        notes: vec![],
+    };
+    let state_path = req.out_dir.join("sweep.json");
+    if state_path.exists() {
+        let old: SweepReport = crate::files::read_json(&state_path, "a greentrain sweep file")
+            .map_err(|e| Failure::Usage(anyhow::anyhow!("cannot resume: {e:#}")))?;
+        if old.file_sha256 != sw.sha256 {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "{} holds a different sweep (its sweep file has changed): use another --out",
+                req.out_dir.display()
+            )));
+        }
+        report.trials = old
+            .trials
+            .into_iter()
+            .filter(|t| !matches!(t.status, RunStatus::Running | RunStatus::Interrupted))
+            .collect();
+        report.trials.sort_by_key(|t| t.id);
+    }
+    if report.parallel > 1 {
+        report.notes.push(format!(
+            "{} trials ran at once; each trial's energy record covers the whole machine (the CPU estimate uses whole-machine utilisation), so the sweep total over-counts the shared time",
+            report.parallel
+        ));
+    }
+    Ok(report)
+}
+
+/// Parameters known before any trial runs: the grid's points, and those of
+/// trials already finished.
+fn initial_plan(sw: &Sweep, report: &SweepReport) -> Vec<Option<Params>> {
+    let s = &sw.file.sweep;
+    let mut plan: Vec<Option<Params>> = vec![None; s.trials];
+    if s.strategy == Strategy::Grid {
+        plan = grid(&sw.file.space, s.trials, s.grid_points)
+            .into_iter()
+            .map(Some)
+            .collect();
+    }
+    for t in &report.trials {
+        if t.id < plan.len() {
+            plan[t.id] = Some(t.params.clone());
+        }
+    }
+    plan
+}
+
+/// ASHA's rungs as far as the finished trials' records filled them.
+fn rebuild_rungs(sw: &Sweep, report: &SweepReport, rung_epochs: &[usize]) -> Vec<Vec<f64>> {
+    let mut values = vec![vec![]; rung_epochs.len()];
+    for t in &report.trials {
+        if let Some(Ok(r)) = t.run_dir.as_ref().map(|d| RunRecord::load(d)) {
+            for (k, &re) in rung_epochs.iter().enumerate() {
+                let e = r.epochs.get(re - 1);
+                if let Some(v) = e.and_then(|e| metric_of(e, sw.file.sweep.metric)) {
+                    values[k].push(v);
+                }
+            }
+        }
+    }
+    values
+}
+
+/// Why no more trials start, if a budget says so.
+fn budget_reached(sw: &Sweep, report: &SweepReport) -> Option<String> {
+    let s = &sw.file.sweep;
+    let used_j: f64 = report.trials.iter().filter_map(|t| t.energy_j).sum();
+    let used_g: f64 = report.trials.iter().filter_map(|t| t.co2_g).sum();
+    if let Some(k) = s.max_kwh.filter(|&k| used_j / 3.6e6 >= k) {
+        return Some(format!("energy budget of {k} kWh reached"));
+    }
+    s.max_co2_g
+        .filter(|&g| used_g >= g)
+        .map(|g| format!("carbon budget of {g} gCO2eq reached"))
+}
+
+/// Picks the next trial and its parameters (under the lock), records it as
+/// running; `None` when there is none to start.
+fn next_trial(req: &SweepRequest, sh: &mut Shared) -> Option<(usize, Params)> {
+    let sw = &req.sweep;
+    let s = &sw.file.sweep;
+    let n_trials = sh.plan.len();
+    let mut id = sh.next;
+    while id < n_trials && sh.report.trials.iter().any(|t| t.id == id) {
+        id += 1;
+    }
+    if id >= n_trials || sh.report.stopped.is_some() {
+        return None;
+    }
+    if let Some(why) = budget_reached(sw, &sh.report) {
+        sh.report.stopped = Some(why);
+        return None;
+    }
+    sh.next = id + 1;
+    let params = sh.plan[id].clone().unwrap_or_else(|| {
+        let startup = s.tpe_startup.unwrap_or((s.trials / 3).clamp(2, 10));
+        let done: Vec<(Params, f64)> = sh
+            .report
+            .trials
+            .iter()
+            .filter_map(|t| t.metric.map(|m| (t.params.clone(), m)))
+            .collect();
+        if s.strategy == Strategy::Tpe && done.len() >= startup {
+            tpe_propose(&sw.file.space, &done, &mut trial_rng(s.seed, id))
+        } else {
+            random_params(&sw.file.space, s.seed, id)
+        }
+    });
+    sh.plan[id] = Some(params.clone());
+    sh.report.trials.push(Trial {
+        id,
+        params: params.clone(),
+        status: RunStatus::Running,
+        run_dir: None,
+        metric: None,
+        epochs: 0,
+        energy_j: None,
+        co2_g: None,
+        provenance: None,
+        error: None,
+    });
+    sh.report.trials.sort_by_key(|t| t.id);
+    let _ = sh.report.write(&req.out_dir);
+    Some((id, params))
+}
+
+/// ASHA's pruner as an after-epoch hook: at a rung, a trial that is not in
+/// the top 1/reduction so far stops as `pruned`.
+fn asha_hooks(req: &SweepRequest, shared: &Arc<Mutex<Shared>>, rung_epochs: &[usize]) -> Hooks {
+    let mut hooks = Hooks::default();
+    if let Some(a) = req.sweep.file.asha.clone() {
+        let (sh, re, metric) = (
+            shared.clone(),
+            rung_epochs.to_vec(),
+            req.sweep.file.sweep.metric,
+        );
+        hooks.after_epoch = Some(Arc::new(move |r: &RunRecord| {
+            let k = re.iter().position(|&x| x == r.epochs.len())?;
+            let v = epoch_metric(r, metric)?;
+            let mut sh = sh.lock().unwrap();
+            sh.rungs[k].push(v);
+            (!promotable(&sh.rungs[k], v, a.reduction)).then_some(RunStatus::Pruned)
+        }));
+    }
+    hooks
+}
+
+/// Puts a trial's outcome into the report; a usage error ends the sweep.
+fn record_trial(
+    req: &SweepRequest,
+    sh: &mut Shared,
+    id: usize,
+    outcome: Result<Outcome, Failure>,
+) -> Result<(), Failure> {
+    let s = &req.sweep.file.sweep;
+    let t = sh
+        .report
+        .trials
+        .iter_mut()
+        .find(|t| t.id == id)
+        .expect("trial");
+    match outcome {
+        Ok(o) => {
+            let r = &o.record;
+            t.status = o.status;
+            t.run_dir = Some(o.run_dir.clone());
+            t.epochs = r.epochs.len();
+            t.metric = epoch_metric(r, s.metric);
+            t.energy_j = r.energy.as_ref().map(|e| e.total_j);
+            t.co2_g = r.carbon.as_ref().map(|c| c.operational.co2_g);
+            t.provenance = r.energy.as_ref().map(|e| e.provenance.to_string());
+            if !req.quiet {
+                let m = t.metric.map(|m| format!("{:.2}%", 100.0 * m));
+                eprintln!(
+                    "sweep {}: trial {id} {} after {} epoch(s): {} {}",
+                    s.name,
+                    t.status,
+                    t.epochs,
+                    s.metric,
+                    m.unwrap_or_else(|| "-".into())
+                );
+            }
+            if o.status == RunStatus::Interrupted {
+                sh.report.stopped =
+                    Some("interrupted (Ctrl-C); run the same command to resume".into());
+            }
+        }
+        Err(e) => {
+            t.status = RunStatus::Failed;
+            t.error = Some(e.to_string());
+            if matches!(e, Failure::Usage(_)) {
+                let _ = sh.report.write(&req.out_dir);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One worker: trials until none is left to start.
+fn worker(
+    req: &SweepRequest,
+    shared: &Arc<Mutex<Shared>>,
+    rung_epochs: &[usize],
+) -> Result<(), Failure> {
+    let sw = &req.sweep;
+    let trials_dir: &Path = &req.out_dir.join("trials");
+    loop {
+        let Some((id, params)) = next_trial(req, &mut shared.lock().unwrap()) else {
+            return Ok(());
+        };
+        if !req.quiet {
+            eprintln!(
+                "sweep {}: trial {id} {}",
+                sw.file.sweep.name,
+                params_text(&params)
+            );
+        }
+        let hooks = asha_hooks(req, shared, rung_epochs);
+        let outcome = trial_config(sw, id, &params).and_then(|config| {
+            let request = TrainRequest {
+                config,
+                device: req.device,
+                out_dir: trials_dir.to_path_buf(),
+                quiet: true,
+            };
+            train_with(request, hooks)
+        });
+        let mut sh = shared.lock().unwrap();
+        record_trial(req, &mut sh, id, outcome)?;
+        summarise(&mut sh.report, sw.file.asha.as_ref(), sw.epochs);
+        sh.report
+            .write(&req.out_dir)
+            .map_err(|e| runtime(format!("writing sweep files: {e:#}")))?;
+    }
+}
+
+/// Runs (or resumes) a sweep; writes its files after every trial.
+pub fn run(req: SweepRequest) -> Result<SweepReport, Failure> {
+    let sw = &req.sweep;
+    std::fs::create_dir_all(req.out_dir.join("trials"))
+        .map_err(|e| runtime(format!("cannot create {}: {e}", req.out_dir.display())))?;
+    let report = start_report(&req)?;
+    let plan = initial_plan(sw, &report);
+    let asha = sw.file.asha.as_ref();
+    let rung_epochs = asha.map(|a| rungs(a, sw.epochs)).unwrap_or_default();
+    let shared = Arc::new(Mutex::new(Shared {
+        rungs: rebuild_rungs(sw, &report, &rung_epochs),
+        report,
+        next: 0,
+        plan,
+    }));
+    let results: Vec<Result<(), Failure>> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..req.parallel.max(1))
+            .map(|_| scope.spawn(|| worker(&req, &shared, &rung_epochs)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("sweep worker panicked"))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let mut report = shared.lock().unwrap().report.clone();
+    summarise(&mut report, asha, sw.epochs);
+    report
+        .write(&req.out_dir)
+        .map_err(|e| runtime(format!("writing sweep files: {e:#}")))?;
+    Ok(report)
+}
