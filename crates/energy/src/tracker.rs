@@ -274,9 +274,21 @@ impl Tracker {
             std::thread::Builder::new()
                 .name("greentrain-energy".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(period);
-                        inner.lock().unwrap().read();
+                    // Parked rather than asleep, so that dropping the
+                    // tracker wakes it at once instead of a period later.
+                    let mut next = Instant::now() + period;
+                    loop {
+                        let now = Instant::now();
+                        if now < next {
+                            std::thread::park_timeout(next - now);
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if Instant::now() >= next {
+                            inner.lock().unwrap().read();
+                            next = (next + period).max(Instant::now());
+                        }
                     }
                 })
                 .expect("spawn energy sampler")
@@ -406,6 +418,7 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
