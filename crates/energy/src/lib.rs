@@ -9,6 +9,8 @@
 //! - [`carbon`]: intensity sources (constant, time series, zone, world
 //!   average) integrated against the energy timeline;
 //! - [`journal`]: fsync'd running totals that survive a killed process;
+//! - [`run`]: a run-level tracker over all of it: start, stop, records with
+//!   provenance, resumed runs, waiting kept apart, emissions.csv;
 //! - [`budget`]: whole-run predictions and budgets;
 //! - [`schedule`]: carbon-aware Flexible Start and Pause-and-Resume plans;
 //! - [`codecarbon`]: `emissions.csv` in CodeCarbon's format.
@@ -31,6 +33,7 @@ pub mod journal;
 pub mod meter;
 pub mod nvml;
 pub mod rapl;
+pub mod run;
 pub mod schedule;
 pub mod tracker;
 

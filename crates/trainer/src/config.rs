@@ -402,8 +402,10 @@ pub struct EnergySection {
 fn default_true() -> bool {
     true
 }
+/// 20 Hz: the cross-check integrates NVML's instant power (field 186) from
+/// these samples, and a GPU step's power changes within milliseconds.
 fn default_sample_hz() -> f64 {
-    10.0
+    20.0
 }
 fn default_rapl_root() -> PathBuf {
     PathBuf::from("/sys/class/powercap")

@@ -217,7 +217,13 @@ impl<B: AutodiffBackend> Run<B> {
         let epochs = &self.state.epochs;
         let secs: Vec<f64> = epochs.iter().map(|e| e.wall_s + e.eval_s).collect();
         let joules: Vec<f64> = epochs.iter().map(|e| e.energy_j.unwrap_or(0.0)).collect();
-        let verdict = a.check_budget(&self.c, &secs, &joules, e.total_j, cb.operational.co2_g);
+        let verdict = a.check_budget(
+            &crate::energy::budget(&self.c),
+            &secs,
+            &joules,
+            e.total_j,
+            cb.operational.co2_g,
+        );
         e.prediction = a.prediction().cloned();
         if let (Some(p), false) = (a.prediction(), self.announced_prediction) {
             if self.state.epoch < self.c.train.epochs {

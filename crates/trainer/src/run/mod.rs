@@ -24,7 +24,7 @@ pub use state::{lr_at, model_bytes};
 use crate::checkpoint::{PartialEpoch, TrainState};
 use crate::config::Config;
 use crate::data::{self, Dataset};
-use crate::energy::Account;
+use crate::energy::RunTracker as Account;
 use crate::follow::Follower;
 use crate::model::Model;
 use crate::record::RunRecord;
@@ -222,7 +222,8 @@ impl<B: AutodiffBackend> Run<B> {
                 .parse()
                 .unwrap_or(crate::device::DeviceSpec::Cpu);
             let gpus = crate::device::gpu_select(spec);
-            let mut a = Account::start(&c, intensity, prior, &run_dir, gpus);
+            let opts = crate::energy::options(&c, &run_dir, gpus);
+            let mut a = Account::start(&opts, intensity, prior);
             progress.line(&a.summary_line(&record.device.backend));
             let dev = device.clone();
             a.set_sync(move || {

@@ -2,7 +2,7 @@
 //! ([`Cadence`]).
 
 use crate::checkpoint::{Checkpoint, PartialEpoch, TrainState};
-use crate::energy::Account;
+use crate::energy::RunTracker as Account;
 use crate::model::Model;
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
