@@ -4,22 +4,11 @@
 use greentrain_trainer::checkpoint::Checkpoint;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+mod harness;
+use harness::{gt, root, text};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_greentrain"));
-    c.current_dir(root());
-    c
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn run_dir_of(out: &Output) -> PathBuf {
     let stdout = text(&out.stdout);
@@ -37,18 +26,15 @@ fn record(dir: &Path) -> Value {
 #[test]
 fn digits_run_end_to_end() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "train.epochs=3",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path())
+        .ok();
     let stdout = text(&o.stdout);
     assert!(stdout.contains("epoch 3/3: train_loss"), "{stdout}");
     assert!(stdout.contains("done: test accuracy"), "{stdout}");
@@ -60,18 +46,16 @@ fn digits_run_end_to_end() {
     assert!(dir.join("metrics.csv").exists() && dir.join("config.toml").exists());
 
     // `train --config` is the same command.
-    let o2 = bin()
+    let o2 = gt()
         .args([
             "train",
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "train.epochs=3",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+        .out(out.path())
+        .run();
     assert!(o2.status.success());
     let r2 = record(&run_dir_of(&o2));
     assert_eq!(r2["final"]["test_accuracy"], r["final"]["test_accuracy"]);
@@ -84,14 +68,7 @@ fn config_errors_exit_2_naming_file_key_and_line() {
     let src = std::fs::read_to_string(root().join("configs/digits_mlp.toml")).unwrap();
     std::fs::write(&cfg, src.replace("lr = 1e-3", "lr = 0")).unwrap();
     let out = dir.path().join("runs");
-    let o = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    let o = gt().arg("--config").arg(&cfg).out(&out).code(2);
     let err = text(&o.stderr);
     assert!(
         err.contains("bad.toml") && err.contains("train.lr") && err.contains("line "),
@@ -99,44 +76,35 @@ fn config_errors_exit_2_naming_file_key_and_line() {
     );
     assert!(!out.exists(), "no run directory for a config error");
 
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "model.kind=transformer",
         ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .code(2);
     assert!(
         text(&o.stderr).contains("model.kind"),
         "{}",
         text(&o.stderr)
     );
 
-    let o = bin()
-        .args(["--config", "configs/digits_mlp.toml", "--precision", "fp8"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    gt().args(["--config", "configs/digits_mlp.toml", "--precision", "fp8"])
+        .code(2);
 
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "model.kind=lenet5",
         ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .code(2);
     assert!(text(&o.stderr).contains("28x28"), "{}", text(&o.stderr));
 
-    let o = bin().args(["--config", "no/such.toml"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let o = bin().output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    gt().args(["--config", "no/such.toml"]).code(2);
+    gt().code(2);
 }
 
 #[test]
@@ -156,14 +124,11 @@ fn corrupt_dataset_exits_2_naming_the_file() {
         "[run]\nname = \"c\"\n[data]\ndataset = \"idx\"\nbatch_size = 2\ntrain_images = \"images.idx\"\ntrain_labels = \"labels.idx\"\ntest_images = \"images.idx\"\ntest_labels = \"labels.idx\"\n[model]\nkind = \"mlp\"\n[train]\nepochs = 1\noptimizer = \"sgd\"\nlr = 0.1\n",
     )
     .unwrap();
-    let o = bin()
+    let o = gt()
         .arg("--config")
         .arg(&cfg)
-        .arg("--out")
-        .arg(dir.path().join("runs"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .out(dir.path().join("runs"))
+        .code(2);
     let err = text(&o.stderr);
     assert!(
         err.contains("images.idx") && err.contains("truncated"),
@@ -174,7 +139,7 @@ fn corrupt_dataset_exits_2_naming_the_file() {
 
 #[test]
 fn unavailable_devices_are_one_line_errors() {
-    let o = bin().arg("devices").output().unwrap();
+    let o = gt().arg("devices").run();
     assert!(o.status.success());
     let s = text(&o.stdout);
     assert!(
@@ -186,18 +151,10 @@ fn unavailable_devices_are_one_line_errors() {
 
     if !Path::new("/proc/driver/nvidia/version").exists() {
         let out = tempfile::tempdir().unwrap();
-        let o = bin()
-            .args([
-                "--config",
-                "configs/digits_mlp.toml",
-                "--device",
-                "cuda",
-                "--out",
-            ])
-            .arg(out.path())
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2));
+        let o = gt()
+            .args(["--config", "configs/digits_mlp.toml", "--device", "cuda"])
+            .out(out.path())
+            .code(2);
         let err = text(&o.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(
@@ -205,11 +162,8 @@ fn unavailable_devices_are_one_line_errors() {
             "{err}"
         );
     }
-    let o = bin()
-        .args(["--config", "configs/digits_mlp.toml", "--device", "tpu"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    gt().args(["--config", "configs/digits_mlp.toml", "--device", "tpu"])
+        .code(2);
 }
 
 fn metrics(r: &Value) -> Vec<(String, String, String, String, String)> {
@@ -246,14 +200,7 @@ fn start_and_signal(
     signal: &str,
     delay: Duration,
 ) -> (std::process::ExitStatus, PathBuf) {
-    let mut child = bin()
-        .args(MNIST_SMALL)
-        .arg("--out")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = gt().args(MNIST_SMALL).out(out).spawn_quiet();
     let t0 = Instant::now();
     let ckpt = loop {
         let found = std::fs::read_dir(out)
@@ -282,13 +229,7 @@ fn start_and_signal(
 #[test]
 fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
     let base = tempfile::tempdir().unwrap();
-    let whole = bin()
-        .args(MNIST_SMALL)
-        .arg("--out")
-        .arg(base.path().join("whole"))
-        .output()
-        .unwrap();
-    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    let whole = gt().args(MNIST_SMALL).out(base.path().join("whole")).ok();
     let whole_dir = run_dir_of(&whole);
     let want = metrics(&record(&whole_dir));
     let want_weights = Checkpoint::load(&whole_dir).unwrap().model;
@@ -327,8 +268,7 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
         "co2_g": last["co2_g"],
     });
     std::fs::write(&journal, format!("{text_j}{entry}\n")).unwrap();
-    let o = bin().arg("resume").arg(&dir).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    gt().arg("resume").arg(&dir).ok();
     let r = record(&dir);
     assert_eq!(r["status"], "completed");
     assert_eq!(r["resumed"], 1);
@@ -359,8 +299,7 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
     assert_eq!(status.code(), Some(130));
     let r = record(&dir);
     assert_eq!(r["status"], "interrupted");
-    let o = bin().arg("resume").arg(&dir).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = gt().arg("resume").arg(&dir).ok();
     assert_eq!(run_dir_of(&o), dir);
     let r = record(&dir);
     assert_eq!(r["status"], "completed");
@@ -375,17 +314,15 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
 #[test]
 fn budget_stop_exits_3_and_bad_intensity_file_exits_2() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "budget.max_kwh=1e-15",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+        .out(out.path())
+        .run();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert!(
         text(&o.stdout).contains("stopped: energy budget"),
@@ -396,18 +333,16 @@ fn budget_stop_exits_3_and_bad_intensity_file_exits_2() {
 
     let f = out.path().join("uk.json");
     std::fs::write(&f, "{\"data\": []}").unwrap();
-    let o = bin()
+    let o = gt()
         .args(["--config", "configs/digits_mlp.toml", "--set"])
         .arg(format!("carbon.intensity_file=\"{}\"", f.display()))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .code(2);
     assert!(text(&o.stderr).contains("uk.json"), "{}", text(&o.stderr));
 }
 
 #[test]
 fn zones_and_meters_list() {
-    let o = bin().args(["zones", "france"]).output().unwrap();
+    let o = gt().args(["zones", "france"]).run();
     assert!(o.status.success());
     let s = text(&o.stdout);
     assert!(
@@ -415,9 +350,9 @@ fn zones_and_meters_list() {
             .any(|l| l.starts_with("FRA ") && l.contains("g/kWh") && l.contains("(2023)")),
         "{s}"
     );
-    let o = bin().args(["zones", "gcp:europe-west1"]).output().unwrap();
+    let o = gt().args(["zones", "gcp:europe-west1"]).run();
     assert!(text(&o.stdout).contains("gcp:europe-west1"));
-    let o = bin().args(["meters"]).output().unwrap();
+    let o = gt().args(["meters"]).run();
     assert!(o.status.success());
     let s = text(&o.stdout);
     assert!(s.lines().any(|l| l.starts_with("cpu [")), "{s}");
@@ -429,7 +364,7 @@ fn zones_and_meters_list() {
 #[test]
 fn bench_with_one_repeat_and_short_epochs() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "bench",
             "--config",
@@ -442,12 +377,9 @@ fn bench_with_one_repeat_and_short_epochs() {
             "1",
             "--min-window",
             "0.4s",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path())
+        .ok();
     assert!(
         text(&o.stdout).contains("starting again"),
         "{}",
@@ -464,14 +396,7 @@ fn bench_with_one_repeat_and_short_epochs() {
     let v = b.results[1].vs_fp32.as_ref().unwrap();
     assert_eq!(v.samples_per_s.low, None);
     let rep = out.path().join("rep");
-    let o = bin()
-        .arg("report")
-        .arg(out.path())
-        .arg("--out")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    gt().arg("report").arg(out.path()).out(&rep).ok();
 }
 
 /// A learning rate far too large makes the loss non-finite: the run stops
@@ -481,7 +406,7 @@ fn bench_with_one_repeat_and_short_epochs() {
 #[test]
 fn a_diverged_run_stops_and_stays_readable() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
@@ -489,11 +414,9 @@ fn a_diverged_run_stops_and_stays_readable() {
             "train.epochs=4",
             "--set",
             "train.lr=1e30",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+        .out(out.path())
+        .run();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     assert!(text(&o.stdout).contains("diverged"), "{}", text(&o.stdout));
     let dir = run_dir_of(&o);
@@ -516,17 +439,12 @@ fn a_diverged_run_stops_and_stays_readable() {
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(csv.lines().count() == r.epochs.len() + 1, "{csv}");
     assert!(dir.join("emissions.csv").exists());
-    let o = bin().arg("resume").arg(&dir).output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    let o = gt().arg("resume").arg(&dir).code(2);
     assert!(text(&o.stderr).contains("diverged"), "{}", text(&o.stderr));
-    let o = bin()
-        .arg("report")
+    gt().arg("report")
         .arg(&dir)
-        .arg("--out")
-        .arg(out.path().join("rep"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path().join("rep"))
+        .ok();
     let md = std::fs::read_to_string(out.path().join("rep/report.md")).unwrap();
     assert!(md.contains("diverged"), "{md}");
 }
@@ -534,7 +452,7 @@ fn a_diverged_run_stops_and_stays_readable() {
 #[test]
 fn bench_on_digits_writes_all_files() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "bench",
             "--config",
@@ -546,12 +464,9 @@ fn bench_on_digits_writes_all_files() {
             "--min-window",
             "0.001s",
             "--quiet",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path())
+        .ok();
     let stdout = text(&o.stdout);
     assert!(
         stdout.contains("| fp16 |") && stdout.contains("| bf16 |") && stdout.contains("vs fp32"),
@@ -584,14 +499,7 @@ fn bench_on_digits_writes_all_files() {
     }
     // `report` on the bench folder draws its bars too.
     let rep = out.path().join("rep");
-    let o = bin()
-        .arg("report")
-        .arg(out.path())
-        .arg("--out")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    gt().arg("report").arg(out.path()).out(&rep).ok();
     let names: Vec<String> = std::fs::read_dir(&rep)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -630,30 +538,24 @@ fn bench_on_digits_writes_all_files() {
         7
     );
 
-    let o = bin()
-        .args([
-            "bench",
-            "--config",
-            "configs/digits_mlp.toml",
-            "--precisions",
-            "fp32,fp8",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let o = bin()
+    gt().args([
+        "bench",
+        "--config",
+        "configs/digits_mlp.toml",
+        "--precisions",
+        "fp32,fp8",
+    ])
+    .code(2);
+    let o = gt()
         .args([
             "bench",
             "--config",
             "configs/digits_mlp.toml",
             "--warmup-epochs",
             "99",
-            "--out",
         ])
-        .arg(out.path().join("x"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .out(out.path().join("x"))
+        .code(2);
     assert!(text(&o.stderr).contains("warmup"), "{}", text(&o.stderr));
 }
 
@@ -661,14 +563,11 @@ fn bench_on_digits_writes_all_files() {
 fn reproduce_matches_exactly_and_catches_a_difference() {
     let out = tempfile::tempdir().unwrap();
     let reproduce = |dir: &Path| {
-        bin()
-            .arg("reproduce")
+        gt().arg("reproduce")
             .arg(dir)
             .arg("--quiet")
-            .arg("--out")
-            .arg(out.path().join("again"))
-            .output()
-            .unwrap()
+            .out(out.path().join("again"))
+            .run()
     };
     // The whole digits config in fp32 (30 epochs: values whose last digit a
     // best-effort float parser gets wrong), and two epochs in fp16.
@@ -677,12 +576,11 @@ fn reproduce_matches_exactly_and_catches_a_difference() {
         (vec!["--precision", "fp32"], 150),
         (vec!["--set", "train.epochs=2", "--precision", "fp16"], 10),
     ] {
-        let o = bin()
-            .args(["--config", "configs/digits_mlp.toml", "--quiet", "--out"])
-            .arg(out.path())
+        let o = gt()
+            .args(["--config", "configs/digits_mlp.toml", "--quiet"])
+            .out(out.path())
             .args(&extra)
-            .output()
-            .unwrap();
+            .run();
         assert!(o.status.success());
         dir = run_dir_of(&o);
         let r = reproduce(&dir);
@@ -707,7 +605,7 @@ fn reproduce_matches_exactly_and_catches_a_difference() {
 fn report_tables_runs_and_names_the_unreadable_ones() {
     let out = tempfile::tempdir().unwrap();
     let runs = out.path().join("runs");
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
@@ -716,23 +614,15 @@ fn report_tables_runs_and_names_the_unreadable_ones() {
             "--quiet",
             "--set",
             "carbon.zone=FRA",
-            "--out",
         ])
-        .arg(&runs)
-        .output()
-        .unwrap();
+        .out(&runs)
+        .run();
     assert!(o.status.success());
     let broken = runs.join("broken-run");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("run.json"), "{ not json").unwrap();
     let rep = out.path().join("rep");
-    let o = bin()
-        .arg("report")
-        .arg(&runs)
-        .arg("--out")
-        .arg(&rep)
-        .output()
-        .unwrap();
+    let o = gt().arg("report").arg(&runs).out(&rep).run();
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -775,17 +665,14 @@ fn report_tables_runs_and_names_the_unreadable_ones() {
             && svg.contains("energy: estimated"),
         "{svg}"
     );
-    let o = bin()
-        .arg("report")
+    gt().arg("report")
         .arg(out.path().join("nothing-here"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+        .code(1);
 }
 
 #[test]
 fn schedule_prints_plans_and_refuses_bad_requests() {
-    let o = bin()
+    let o = gt()
         .args([
             "schedule",
             "--forecast",
@@ -798,9 +685,7 @@ fn schedule_prints_plans_and_refuses_bad_requests() {
             "2026-12-01T00:00:00Z",
             "--json",
         ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .ok();
     let p: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(p["mode"], "flexible_start");
     let slots = p["slots"].as_array().unwrap();
@@ -810,7 +695,7 @@ fn schedule_prints_plans_and_refuses_bad_requests() {
         p["run_now_g_per_kwh"].as_f64().unwrap(),
     );
     assert!(e < now, "{p}");
-    let o = bin()
+    let o = gt()
         .args([
             "schedule",
             "--forecast",
@@ -825,8 +710,7 @@ fn schedule_prints_plans_and_refuses_bad_requests() {
             "--energy-kwh",
             "1",
         ])
-        .output()
-        .unwrap();
+        .run();
     let s = text(&o.stdout);
     assert!(
         o.status.success() && s.contains("pause_resume") && s.contains("gCO2eq saved"),
@@ -840,7 +724,7 @@ fn schedule_prints_plans_and_refuses_bad_requests() {
         (vec!["--duration", "3h", "--window", "72h"], "covers"),
         (vec!["--duration", "3 hours"], "not a duration"),
     ] {
-        let o = bin()
+        let o = gt()
             .args([
                 "schedule",
                 "--forecast",
@@ -849,8 +733,7 @@ fn schedule_prints_plans_and_refuses_bad_requests() {
                 "2026-12-01T00:00:00Z",
             ])
             .args(&args)
-            .output()
-            .unwrap();
+            .run();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(text(&o.stderr).contains(needle), "{}", text(&o.stderr));
     }
@@ -879,7 +762,7 @@ fn train_follows_a_plan_whose_slot_is_open_now_and_records_it() {
     });
     let pp = out.path().join("plan.json");
     std::fs::write(&pp, plan.to_string()).unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
@@ -889,11 +772,8 @@ fn train_follows_a_plan_whose_slot_is_open_now_and_records_it() {
             "--schedule",
         ])
         .arg(&pp)
-        .arg("--out")
-        .arg(out.path().join("runs"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path().join("runs"))
+        .ok();
     let r = record(&run_dir_of(&o));
     assert_eq!(r["status"], "completed");
     assert_eq!(r["schedule"]["mode"], "flexible_start");
@@ -902,30 +782,25 @@ fn train_follows_a_plan_whose_slot_is_open_now_and_records_it() {
     assert_eq!(r["schedule"]["ran"].as_array().unwrap().len(), 1);
     // A plan that is not a plan: exit 2.
     std::fs::write(&pp, "{}").unwrap();
-    let o = bin()
+    let o = gt()
         .args(["--config", "configs/digits_mlp.toml", "--schedule"])
         .arg(&pp)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .code(2);
     assert!(text(&o.stderr).contains("plan.json"), "{}", text(&o.stderr));
 }
 
 #[test]
 fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "sweep",
             "--config",
             "configs/sweeps/digits_grid.toml",
             "--quiet",
-            "--out",
         ])
-        .arg(out.path().join("grid"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path().join("grid"))
+        .ok();
     assert!(text(&o.stdout).contains("Best: trial"));
     let bad = out.path().join("bad.toml");
     std::fs::write(
@@ -936,14 +811,11 @@ fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
         ),
     )
     .unwrap();
-    let o = bin()
+    let o = gt()
         .args(["sweep", "--config"])
         .arg(&bad)
-        .arg("--out")
-        .arg(out.path().join("b"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+        .out(out.path().join("b"))
+        .code(2);
     assert!(text(&o.stderr).contains("train.nope") && text(&o.stderr).contains("bad.toml"));
     assert!(!out.path().join("b").exists(), "no trial ran");
 }
@@ -951,18 +823,15 @@ fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
 #[test]
 fn epoch_lines_give_joules_with_their_provenance() {
     let out = tempfile::tempdir().unwrap();
-    let o = bin()
+    let o = gt()
         .args([
             "--config",
             "configs/digits_mlp.toml",
             "--set",
             "train.epochs=1",
-            "--out",
         ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .out(out.path())
+        .ok();
     let s = text(&o.stdout);
     let line = s
         .lines()

@@ -365,10 +365,8 @@ fn sweep(
         Ok(r) => {
             println!("{}", r.markdown());
             println!("sweep: {}", out.display());
-            if r.stopped
-                .as_deref()
-                .is_some_and(|s| s.starts_with("interrupted"))
-            {
+            let interrupted = greentrain_trainer::status::RunStatus::Interrupted;
+            if r.trials.iter().any(|t| t.status == interrupted) {
                 ExitCode::from(130)
             } else {
                 ExitCode::SUCCESS

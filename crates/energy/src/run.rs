@@ -88,14 +88,10 @@ pub struct IdleRecord {
     pub above_idle_j: f64,
 }
 
-/// The weakest of recorded provenance names (an unrecognised name counts
-/// as `estimated`), or None when there are none.
-pub fn weakest_provenance<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    names
-        .into_iter()
-        .map(|n| n.parse().unwrap_or(Provenance::Estimated))
-        .reduce(Provenance::weakest)
-        .map(|p| p.to_string())
+/// The weakest of some provenances (a sum is only as good as its worst
+/// part), or None when there are none.
+pub fn weakest_provenance(items: impl IntoIterator<Item = Provenance>) -> Option<Provenance> {
+    items.into_iter().reduce(Provenance::weakest)
 }
 
 /// `run.json`'s `energy`.

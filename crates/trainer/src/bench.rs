@@ -8,6 +8,7 @@ use crate::files::write_atomic;
 use crate::stats::{paired_ratio, summary, Ratio, Summary};
 use crate::train::{check_precision, train, Failure, TrainRequest};
 use greentrain_amp::Precision;
+use greentrain_energy::Provenance;
 use greentrain_plot::{Bar, Bars, Figure, Panel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -62,7 +63,7 @@ pub struct BenchRun {
     /// Skipped optimizer steps in the whole run.
     pub skipped_steps: u64,
     /// Provenance of the energy figure.
-    pub provenance: Option<String>,
+    pub provenance: Option<Provenance>,
     /// The shortest timed epoch, s (each is one measurement window).
     #[serde(default)]
     pub shortest_window_s: f64,
@@ -102,7 +103,7 @@ pub struct PrecisionResult {
     /// Skipped steps, summed over repeats.
     pub skipped_steps: u64,
     /// Weakest provenance of the energy figures.
-    pub provenance: Option<String>,
+    pub provenance: Option<Provenance>,
     /// Against fp32 (absent for fp32 itself, or without an fp32 run).
     pub vs_fp32: Option<VsBaseline>,
 }
@@ -173,9 +174,8 @@ pub fn aggregate(runs: &[BenchRun], precisions: &[Precision]) -> Vec<PrecisionRe
                     j_per_sample: ja.zip(jb).map(|(a, b)| paired_ratio(&a, &b)),
                 }
             });
-            let provenance = crate::energy::weakest_provenance(
-                rs.iter().filter_map(|r| r.provenance.as_deref()),
-            );
+            let provenance =
+                crate::energy::weakest_provenance(rs.iter().filter_map(|r| r.provenance));
             PrecisionResult {
                 precision: p,
                 test_accuracy: summary(&rs.iter().map(|r| r.test_accuracy).collect::<Vec<_>>()),
@@ -234,11 +234,7 @@ impl BenchReport {
                     .map(|v| pm(v, 1.0, d))
                     .unwrap_or_else(|| "-".into())
             };
-            let prov = r
-                .provenance
-                .as_deref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default();
+            let prov = r.provenance.map(|p| format!(" ({p})")).unwrap_or_default();
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n",
                 r.precision,
@@ -325,7 +321,7 @@ impl BenchReport {
                 o(r.energy_j.map(|j| j / r.samples.max(1) as f64)),
                 o(r.co2_g),
                 r.skipped_steps,
-                r.provenance.clone().unwrap_or_default(),
+                r.provenance.map(|p| p.to_string()).unwrap_or_default(),
                 r.run_dir.display()
             ));
         }
@@ -413,7 +409,7 @@ fn one_run(
         out_dir: runs_dir.to_path_buf(),
         quiet: true,
     })?;
-    if o.status != "completed" {
+    if o.status != crate::status::RunStatus::Completed {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "run {} ended {}: benchmark stopped",
             o.run_dir.display(),
@@ -454,7 +450,7 @@ fn one_run(
         energy_j,
         co2_g,
         skipped_steps: f.skipped_steps,
-        provenance: r.energy.as_ref().map(|e| e.provenance.to_string()),
+        provenance: r.energy.as_ref().map(|e| e.provenance),
         shortest_window_s: timed.iter().map(|e| e.wall_s).fold(f64::INFINITY, f64::min),
         train_samples: r.dataset.train_samples,
     })
@@ -553,10 +549,10 @@ pub fn bench_figure(b: &BenchReport) -> Figure {
         &|r| r.j_per_sample.as_ref().map(|s| (1e3 * s.mean, 1e3 * s.sd)),
         3,
     );
-    let provs: BTreeSet<&str> = b
+    let provs: BTreeSet<String> = b
         .results
         .iter()
-        .filter_map(|r| r.provenance.as_deref())
+        .filter_map(|r| r.provenance.map(|p| p.to_string()))
         .collect();
     if !j.is_empty() {
         panels.push(Panel::Bars(Bars {

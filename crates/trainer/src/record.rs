@@ -151,8 +151,12 @@ pub struct RunRecord {
     pub started_at: String,
     /// RFC 3339 UTC, when finished.
     pub finished_at: Option<String>,
-    /// The resolved config.
-    pub config: serde_json::Value,
+    /// The resolved config (what `config.toml` holds).
+    pub config: crate::config::Config,
+    /// The folder the config's relative paths resolve against (the
+    /// original config file's), so that `reproduce` needs nothing else.
+    #[serde(default)]
+    pub config_dir: std::path::PathBuf,
     /// sha256 of the resolved `config.toml`.
     pub config_sha256: String,
     /// Seed.
@@ -161,11 +165,11 @@ pub struct RunRecord {
     pub versions: Versions,
     /// Device.
     pub device: DeviceRecord,
-    /// `fp32`, `fp16` or `bf16`.
-    pub precision: String,
+    /// The mode that ran: `fp32`, `fp16` or `bf16`.
+    pub precision: greentrain_amp::Precision,
     /// What was asked for: `auto`, or the mode itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision_requested: Option<String>,
+    pub precision_requested: Option<greentrain_amp::PrecisionChoice>,
     /// Dataset facts.
     pub dataset: DatasetRecord,
     /// Per-epoch metrics.

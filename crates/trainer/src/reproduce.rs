@@ -115,19 +115,14 @@ pub fn reproduce(
 ) -> Result<(Outcome, Vec<Comparison>, Tolerance), Failure> {
     let usage = |e: anyhow::Error| Failure::Usage(e);
     let recorded = RunRecord::load(run_dir).map_err(usage)?;
-    if recorded.status != "completed" {
+    if recorded.status != crate::status::RunStatus::Completed {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{} has status {}: only completed runs can be reproduced",
             run_dir.display(),
             recorded.status
         )));
     }
-    let config: config::Config = serde_json::from_value(recorded.config.clone()).map_err(|e| {
-        usage(anyhow::anyhow!(
-            "{}: the recorded config is unreadable: {e}",
-            run_dir.join("run.json").display()
-        ))
-    })?;
+    let config = recorded.config.clone();
     config::validate(&config).map_err(|(k, m)| {
         usage(anyhow::anyhow!(
             "{}: recorded config key `{k}`: {m}",
@@ -142,10 +137,16 @@ pub fn reproduce(
             .parse()
             .map_err(|e: String| usage(anyhow::anyhow!(e)))?,
     };
-    // Relative paths in the config resolve against the run's original config folder.
-    let config_dir = crate::checkpoint::Checkpoint::load(run_dir)
-        .map(|c| c.state.config_dir)
-        .unwrap_or_else(|_| run_dir.to_path_buf());
+    // Relative paths in the config resolve against the run's original
+    // config folder, recorded in run.json (before 2026-11-28: only in the
+    // checkpoint).
+    let config_dir = if recorded.config_dir.as_os_str().is_empty() {
+        crate::checkpoint::Checkpoint::load(run_dir)
+            .map(|c| c.state.config_dir)
+            .unwrap_or_else(|_| run_dir.to_path_buf())
+    } else {
+        recorded.config_dir.clone()
+    };
     let loaded = LoadedConfig {
         config,
         path: config_dir.join("reproduced.toml"),

@@ -54,6 +54,29 @@ fn check_device(spec: DeviceSpec, config: &Config) -> Result<(DeviceRecord, Prec
     Ok((record, precision))
 }
 
+/// What a run needs that both a new run and a resumed one check before
+/// any work: the device, the precision it resolves to, the data and the
+/// carbon intensity.
+struct Prepared {
+    device: DeviceRecord,
+    precision: Precision,
+    dataset: Dataset,
+    intensity: greentrain_energy::carbon::Intensity,
+}
+
+fn prepare(spec: DeviceSpec, config: &Config, config_dir: &Path) -> Result<Prepared, Failure> {
+    let (device, precision) = check_device(spec, config)?;
+    let dataset = prepare_data(config, config_dir)?;
+    let intensity =
+        crate::energy::intensity(config, config_dir).map_err(|e| Failure::Usage(e.into()))?;
+    Ok(Prepared {
+        device,
+        precision,
+        dataset,
+        intensity,
+    })
+}
+
 /// Starts a new run.
 pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
     train_with(req, Hooks::default())
@@ -64,14 +87,16 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
     let mut config = req.config.config.clone();
     let config_dir =
         std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
-    let (device, precision) = check_device(req.device, &config)?;
+    let Prepared {
+        device,
+        precision,
+        dataset,
+        intensity,
+    } = prepare(req.device, &config, &config_dir)?;
     // The run folder's config pins the mode that ran, so that resume and
     // reproduce use it on any device; run.json keeps what was asked.
     let requested = config.precision.mode;
     config.precision.mode = PrecisionChoice::Fixed(precision);
-    let dataset = prepare_data(&config, &config_dir)?;
-    let intensity =
-        crate::energy::intensity(&config, &config_dir).map_err(|e| Failure::Usage(e.into()))?;
 
     let started = SystemTime::now();
     std::fs::create_dir_all(&req.out_dir)
@@ -93,13 +118,14 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         status: RunStatus::Running,
         started_at: files::rfc3339(started),
         finished_at: None,
-        config: serde_json::to_value(&config).expect("config to json"),
+        config: config.clone(),
+        config_dir: config_dir.clone(),
         config_sha256: data::sha256_hex(toml_text.as_bytes()),
         seed: config.run.seed,
         versions: Versions::current(),
         device,
-        precision: precision.to_string(),
-        precision_requested: Some(requested.to_string()),
+        precision,
+        precision_requested: Some(requested),
         dataset: dataset_record(&dataset),
         epochs: vec![],
         final_: None,
@@ -161,11 +187,9 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
             .map_err(|e: String| Failure::Usage(anyhow!(e)))?,
     };
     let config = loaded.config;
-    let (device_record, precision) = check_device(spec, &config)?;
-    record.device = device_record;
-    let dataset = prepare_data(&config, &ckpt.state.config_dir)?;
-    let intensity = crate::energy::intensity(&config, &ckpt.state.config_dir)
-        .map_err(|e| Failure::Usage(e.into()))?;
+    let p = prepare(spec, &config, &ckpt.state.config_dir)?;
+    record.device = p.device;
+    let (precision, dataset, intensity) = (p.precision, p.dataset, p.intensity);
     let killed = matches!(record.status, RunStatus::Running | RunStatus::Paused);
     record.status = RunStatus::Running;
     record.resumed += 1;

@@ -1,6 +1,7 @@
 //! Benchmark aggregation against hand-computed values.
 
 use greentrain_amp::Precision;
+use greentrain_energy::Provenance;
 use greentrain_trainer::bench::{aggregate, BenchRun};
 
 fn run(p: Precision, repeat: usize, wall: f64, joules: f64, acc: f64) -> BenchRun {
@@ -16,9 +17,9 @@ fn run(p: Precision, repeat: usize, wall: f64, joules: f64, acc: f64) -> BenchRu
         co2_g: Some(joules / 3.6e6 * 475.0),
         skipped_steps: repeat as u64,
         provenance: Some(if p == Precision::Fp16 {
-            "measured".into()
+            Provenance::Measured
         } else {
-            "estimated".into()
+            Provenance::Estimated
         }),
         shortest_window_s: wall,
         train_samples: 1000,
@@ -53,8 +54,8 @@ fn paired_ratios_against_fp32() {
     assert!((j.mean - 0.5).abs() < 1e-12);
     assert!((j.low.unwrap() - (0.5 - 4.303 * 0.1 / 3f64.sqrt())).abs() < 1e-9);
     // The weakest provenance is reported.
-    assert_eq!(f32r.provenance.as_deref(), Some("estimated"));
-    assert_eq!(h.provenance.as_deref(), Some("measured"));
+    assert_eq!(f32r.provenance, Some(Provenance::Estimated));
+    assert_eq!(h.provenance, Some(Provenance::Measured));
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn the_same_seed_gives_the_same_sweep_and_tpe_uses_the_history() {
     assert!(a.best.is_some() && a.total_energy_j > 0.0);
     // The sweep's provenance is the weakest of its trials' run records
     // (estimated on a VM, measured with RAPL or NVML), read from run.json.
-    let recorded: Vec<String> = a
+    let recorded: Vec<greentrain_energy::Provenance> = a
         .trials
         .iter()
         .map(|t| {
@@ -74,11 +74,14 @@ fn the_same_seed_gives_the_same_sweep_and_tpe_uses_the_history() {
             let r: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap())
                     .unwrap();
-            r["energy"]["provenance"].as_str().unwrap().to_string()
+            r["energy"]["provenance"]
+                .as_str()
+                .unwrap()
+                .parse::<greentrain_energy::Provenance>()
+                .unwrap()
         })
         .collect();
-    let weakest =
-        greentrain_trainer::energy::weakest_provenance(recorded.iter().map(String::as_str));
+    let weakest = greentrain_trainer::energy::weakest_provenance(recorded.iter().copied());
     assert!(weakest.is_some());
     assert_eq!(a.provenance, weakest);
     for f in [

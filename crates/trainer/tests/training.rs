@@ -121,7 +121,7 @@ fn fp16_and_bf16_train_and_record_the_scaler() {
             out.path(),
             &["train.epochs=10", &format!("precision.mode={p}")],
         );
-        assert_eq!(o.record.precision, p);
+        assert_eq!(o.record.precision.to_string(), p);
         let a = o.record.final_.as_ref().unwrap().test_accuracy;
         let b = f32run.record.final_.as_ref().unwrap().test_accuracy;
         assert!((a - b).abs() < 0.02, "{p} accuracy {a} vs fp32 {b}");

@@ -280,7 +280,7 @@ impl<B: AutodiffBackend> Run<B> {
                 self.dataset.test.len(),
                 c.train.epochs,
                 r.precision,
-                if r.precision_requested.as_deref() == Some("auto") {
+                if r.precision_requested == Some(greentrain_amp::PrecisionChoice::Auto) {
                     " (auto)"
                 } else {
                     ""

@@ -6,6 +6,7 @@ use crate::files::write_atomic;
 use crate::plots::energy_unit;
 use crate::record::{sig, EpochRecord, RunRecord};
 use crate::status::RunStatus;
+use greentrain_energy::Provenance;
 use greentrain_plot::{Figure, Lines, Panel, Series};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -32,7 +33,7 @@ pub struct Trial {
     /// gCO2eq of the run.
     pub co2_g: Option<f64>,
     /// Provenance of the energy.
-    pub provenance: Option<String>,
+    pub provenance: Option<Provenance>,
     /// Error, for failed trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -80,7 +81,7 @@ pub struct SweepReport {
     /// Sum of the trials' gCO2eq.
     pub total_co2_g: f64,
     /// Weakest provenance among the trials.
-    pub provenance: Option<String>,
+    pub provenance: Option<Provenance>,
     /// ASHA's saving.
     pub asha: Option<AshaSummary>,
     /// Why the sweep stopped early, if it did.
@@ -135,8 +136,7 @@ impl SweepReport {
         }
         let prov = self
             .provenance
-            .clone()
-            .unwrap_or_else(|| "not metered".into());
+            .map_or_else(|| "not metered".to_string(), |p| p.to_string());
         match self
             .best
             .and_then(|b| self.trials.iter().find(|t| t.id == b))
@@ -202,7 +202,7 @@ impl SweepReport {
                 o(t.metric),
                 o(t.energy_j),
                 o(t.co2_g),
-                t.provenance.clone().unwrap_or_default(),
+                t.provenance.map(|p| p.to_string()).unwrap_or_default(),
                 q(&t.run_dir
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -241,8 +241,7 @@ pub(super) fn params_text(p: &Params) -> String {
 pub(super) fn summarise(r: &mut SweepReport, asha: Option<&AshaSection>, epochs: usize) {
     r.total_energy_j = r.trials.iter().filter_map(|t| t.energy_j).sum();
     r.total_co2_g = r.trials.iter().filter_map(|t| t.co2_g).sum();
-    r.provenance =
-        crate::energy::weakest_provenance(r.trials.iter().filter_map(|t| t.provenance.as_deref()));
+    r.provenance = crate::energy::weakest_provenance(r.trials.iter().filter_map(|t| t.provenance));
     r.best = r
         .trials
         .iter()
@@ -300,7 +299,10 @@ pub fn sweep_figure(sweeps: &[&SweepReport]) -> Figure {
         .first()
         .map(|s| s.metric.as_str().replace('_', " "))
         .unwrap_or_default();
-    let provs: BTreeSet<String> = sweeps.iter().filter_map(|s| s.provenance.clone()).collect();
+    let provs: BTreeSet<String> = sweeps
+        .iter()
+        .filter_map(|s| s.provenance.map(|p| p.to_string()))
+        .collect();
     Figure {
         title: "Best result so far against the sweep's energy and emissions".into(),
         panels: vec![

@@ -243,7 +243,7 @@ fn record_trial(
             t.metric = epoch_metric(r, s.metric);
             t.energy_j = r.energy.as_ref().map(|e| e.total_j);
             t.co2_g = r.carbon.as_ref().map(|c| c.operational.co2_g);
-            t.provenance = r.energy.as_ref().map(|e| e.provenance.to_string());
+            t.provenance = r.energy.as_ref().map(|e| e.provenance);
             if !req.quiet {
                 let m = t.metric.map(|m| format!("{:.2}%", 100.0 * m));
                 eprintln!(
