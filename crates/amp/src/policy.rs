@@ -484,6 +484,11 @@ impl Autocast {
         activation::relu(x)
     }
 
+    /// GELU keeps its input's dtype (as in PyTorch's autocast).
+    pub fn gelu<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        activation::gelu(x)
+    }
+
     /// tanh keeps its input's dtype.
     pub fn tanh<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         activation::tanh(x)

@@ -70,6 +70,10 @@ pub struct BenchRun {
     /// Training samples in the dataset (to size epochs in steps).
     #[serde(default)]
     pub train_samples: usize,
+    /// With `train.target_accuracy`: the run's energy up to the epoch that
+    /// met it (none when it was not met), J.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_energy_j: Option<f64>,
 }
 
 /// Paired ratios against fp32.
@@ -104,6 +108,9 @@ pub struct PrecisionResult {
     pub skipped_steps: u64,
     /// Weakest provenance of the energy figures.
     pub provenance: Option<Provenance>,
+    /// Energy to the target accuracy, when every repeat reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_to_target_j: Option<Summary>,
     /// Against fp32 (absent for fp32 itself, or without an fp32 run).
     pub vs_fp32: Option<VsBaseline>,
 }
@@ -186,6 +193,9 @@ pub fn aggregate(runs: &[BenchRun], precisions: &[Precision]) -> Vec<PrecisionRe
                 co2_g: opt_summary(&rs.iter().map(|r| r.co2_g).collect::<Vec<_>>()),
                 skipped_steps: rs.iter().map(|r| r.skipped_steps).sum(),
                 provenance,
+                energy_to_target_j: opt_summary(
+                    &rs.iter().map(|r| r.target_energy_j).collect::<Vec<_>>(),
+                ),
                 vs_fp32,
             }
         })
@@ -254,6 +264,20 @@ impl BenchReport {
             "\nMean ± sd over {} repeats per precision (interleaved), the first {} epoch(s) of each run excluded from time and energy; ratios are means of per-repeat ratios against fp32 with Student-t 95% intervals.\n",
             self.repeats, self.warmup_epochs
         ));
+        let to_target: Vec<String> = self
+            .results
+            .iter()
+            .filter_map(|r| {
+                let s = r.energy_to_target_j.as_ref()?;
+                Some(format!("{} {}", r.precision, pm(s, 1.0, 1)))
+            })
+            .collect();
+        if !to_target.is_empty() {
+            s.push_str(&format!(
+                "Energy to the target accuracy (J, whole run up to the epoch that met it): {}.\n",
+                to_target.join(", ")
+            ));
+        }
         let shortest = self
             .runs
             .iter()
@@ -409,7 +433,8 @@ fn one_run(
         out_dir: runs_dir.to_path_buf(),
         quiet: true,
     })?;
-    if o.status != crate::status::RunStatus::Completed {
+    use crate::status::RunStatus;
+    if !matches!(o.status, RunStatus::Completed | RunStatus::ReachedTarget) {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "run {} ended {}: benchmark stopped",
             o.run_dir.display(),
@@ -453,6 +478,11 @@ fn one_run(
         provenance: r.energy.as_ref().map(|e| e.provenance),
         shortest_window_s: timed.iter().map(|e| e.wall_s).fold(f64::INFINITY, f64::min),
         train_samples: r.dataset.train_samples,
+        target_energy_j: r
+            .target
+            .as_ref()
+            .filter(|t| t.reached)
+            .and_then(|t| t.energy_j),
     })
 }
 

@@ -63,6 +63,25 @@ pub enum DatasetKind {
     Digits,
     /// Any four IDX files given by path.
     Idx,
+    /// The algorithmic data of the grokking papers: every pair (a, b) for a
+    /// prime p, labelled (a op b) mod p, as tokens `[a, b, =]`; generated
+    /// from the run's seed (`p`, `op`, `train_fraction`).
+    Modular,
+}
+
+/// The operation of `dataset = "modular"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModOp {
+    /// (a + b) mod p.
+    #[default]
+    Add,
+    /// (a - b) mod p.
+    Sub,
+    /// (a * b) mod p.
+    Mul,
+    /// a * b^-1 mod p (b != 0).
+    Div,
 }
 
 /// `[data]`
@@ -95,6 +114,23 @@ pub struct DataSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[allow(missing_docs)]
     pub test_labels: Option<PathBuf>,
+    /// `modular`: the prime modulus (default 113).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<usize>,
+    /// `modular`: the operation (default `add`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<ModOp>,
+    /// `modular`: the share of all pairs that trains (default 0.3); the
+    /// rest is the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+}
+
+impl DataSection {
+    /// `modular`'s modulus.
+    pub fn modulus(&self) -> usize {
+        self.p.unwrap_or(113)
+    }
 }
 
 fn default_eval_batch() -> usize {
@@ -111,6 +147,33 @@ pub enum ModelKind {
     Lenet5,
     /// The MNIST-1D CNN of Greydanus & Kobak (input length 40).
     Mnist1dCnn,
+    /// A transformer over token sequences (`d_model`, `heads`, `d_mlp`,
+    /// `layers`); the logits are read at the last position.
+    Transformer,
+}
+
+/// The transformer's MLP activation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x).
+    #[default]
+    Relu,
+    /// GELU (erf form).
+    Gelu,
+}
+
+/// Where the transformer's LayerNorms go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormPlace {
+    /// Before attention and MLP (GPT-2).
+    #[default]
+    Pre,
+    /// After each residual addition (the original transformer).
+    Post,
+    /// No LayerNorm (Nanda et al.'s grokking model).
+    None,
 }
 
 /// `[model]`
@@ -125,6 +188,74 @@ pub struct ModelSection {
     /// Channels of the MNIST-1D CNN (default 25).
     #[serde(default = "default_channels")]
     pub channels: usize,
+    /// Transformer width (default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    /// Attention heads (default 4; must divide `d_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    /// MLP width (default 4 x `d_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_mlp: Option<usize>,
+    /// Blocks (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    /// Longest sequence (default: the samples' length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
+    /// Vocabulary (default: the dataset's, e.g. p + 1 for `modular`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
+    /// Causal attention (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal: Option<bool>,
+    /// MLP activation (default `relu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
+    /// LayerNorm placement (default `pre`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<NormPlace>,
+    /// Unembedding tied to the embedding (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tied: Option<bool>,
+}
+
+/// The transformer's sizes, defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TransformerSpec {
+    /// Width.
+    pub d_model: usize,
+    /// Heads.
+    pub heads: usize,
+    /// MLP width.
+    pub d_mlp: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Causal attention.
+    pub causal: bool,
+    /// MLP activation.
+    pub activation: Activation,
+    /// LayerNorm placement.
+    pub norm: NormPlace,
+    /// Tied unembedding.
+    pub tied: bool,
+}
+
+impl ModelSection {
+    /// The transformer settings with their defaults.
+    pub fn transformer(&self) -> TransformerSpec {
+        let d_model = self.d_model.unwrap_or(128);
+        TransformerSpec {
+            d_model,
+            heads: self.heads.unwrap_or(4),
+            d_mlp: self.d_mlp.unwrap_or(4 * d_model),
+            layers: self.layers.unwrap_or(1),
+            causal: self.causal.unwrap_or(true),
+            activation: self.activation.unwrap_or_default(),
+            norm: self.norm.unwrap_or_default(),
+            tied: self.tied.unwrap_or(false),
+        }
+    }
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -176,6 +307,9 @@ pub struct TrainSection {
     /// Momentum coefficient for `momentum` (default 0.9).
     #[serde(default = "default_momentum")]
     pub momentum: f64,
+    /// Adam's and AdamW's (beta1, beta2) (default [0.9, 0.999]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
     /// Learning-rate schedule (default `constant`).
     #[serde(default = "default_schedule")]
     pub schedule: Schedule,
@@ -206,6 +340,14 @@ pub struct TrainSection {
     /// and the run's end always checkpoint.
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
+    /// Accuracy to reach (validation when there is a validation split, else
+    /// test): run.json records when and at what energy it was first met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_accuracy: Option<f64>,
+    /// End the run (status `reached_target`, exit 0) at the epoch where
+    /// `target_accuracy` is met.
+    #[serde(default)]
+    pub stop_at_target: bool,
 }
 
 /// `[train] checkpoint_every`.
@@ -714,6 +856,70 @@ pub fn parse_with(src: &str, file: &str, overrides: &[Override]) -> Result<Confi
     Ok(config)
 }
 
+fn is_prime(n: usize) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
+type Check = Option<Result<(), (String, String)>>;
+
+fn bad_key(key: &str, msg: &str) -> Check {
+    Some(Err((key.to_string(), msg.to_string())))
+}
+
+fn validate_transformer(c: &Config) -> Check {
+    let m = &c.model;
+    let t = m.transformer();
+    let transformer_keys = [m.d_model, m.heads, m.d_mlp, m.layers, m.context, m.vocab];
+    if m.kind != ModelKind::Transformer {
+        let set = transformer_keys.iter().any(Option::is_some)
+            || m.causal.is_some()
+            || m.activation.is_some()
+            || m.norm.is_some()
+            || m.tied.is_some();
+        return set.then(|| bad_key("model.kind", "d_model, heads, d_mlp, layers, context, vocab, causal, activation, norm and tied are transformer keys")).flatten();
+    }
+    if t.d_model == 0 || t.heads == 0 || t.d_mlp == 0 || t.layers == 0 {
+        return bad_key(
+            "model.d_model",
+            "d_model, heads, d_mlp and layers must be at least 1",
+        );
+    }
+    if !t.d_model.is_multiple_of(t.heads) {
+        return bad_key("model.heads", "must divide model.d_model");
+    }
+    None
+}
+
+fn validate_modular(c: &Config) -> Check {
+    let d = &c.data;
+    if d.dataset != DatasetKind::Modular {
+        let set = d.p.is_some() || d.op.is_some() || d.train_fraction.is_some();
+        return set
+            .then(|| {
+                bad_key(
+                    "data.p",
+                    "p, op and train_fraction are for data.dataset = \"modular\"",
+                )
+            })
+            .flatten();
+    }
+    if !is_prime(d.modulus()) || d.modulus() < 3 || d.modulus() > 251 {
+        return bad_key(
+            "data.p",
+            "must be a prime between 3 and 251 (labels are bytes)",
+        );
+    }
+    if let Some(f) = d.train_fraction {
+        if !(f > 0.0 && f < 1.0) {
+            return bad_key("data.train_fraction", "must be in (0, 1)");
+        }
+    }
+    None
+}
+
 /// Range and consistency checks; returns the offending key and a message.
 pub fn validate(c: &Config) -> Result<(), (String, String)> {
     fn bad(key: &str, msg: impl Into<String>) -> Result<(), (String, String)> {
@@ -757,6 +963,24 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.model.channels == 0 {
         return bad("model.channels", "must be at least 1");
+    }
+    if let Some(b) = validate_transformer(c) {
+        return b;
+    }
+    if let Some(b) = validate_modular(c) {
+        return b;
+    }
+    if let Some([b1, b2]) = c.train.betas {
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("train.betas", "both must be in [0, 1)");
+        }
+    }
+    if let Some(t) = c.train.target_accuracy {
+        if !(t > 0.0 && t <= 1.0) {
+            return bad("train.target_accuracy", "must be in (0, 1]");
+        }
+    } else if c.train.stop_at_target {
+        return bad("train.stop_at_target", "needs train.target_accuracy");
     }
     if c.train.epochs == 0 {
         return bad("train.epochs", "must be at least 1");

@@ -1,7 +1,7 @@
 //! Datasets: IDX (u8 and f32, gzipped or not) and the UCI digits CSV, with
 //! sha256 verification of the shipped files. Every failure names the file.
 
-use crate::config::{Config, DatasetKind};
+use crate::config::{Config, DatasetKind, ModOp};
 use flate2::read::MultiGzDecoder;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -78,6 +78,8 @@ pub struct Dataset {
     pub val: Option<Split>,
     /// Test split.
     pub test: Split,
+    /// Tokens, for datasets of token sequences (`modular`: p + 1).
+    pub vocab: Option<usize>,
 }
 
 impl Dataset {
@@ -517,6 +519,13 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
             };
             ("digits".to_string(), train, test, vec![64], 10)
         }
+        DatasetKind::Modular => {
+            let p = d.modulus();
+            let op = d.op.unwrap_or_default();
+            let fraction = d.train_fraction.unwrap_or(0.3);
+            let (train, test) = modular(p, op, fraction, config.run.seed);
+            ("modular".to_string(), train, test, vec![3], p)
+        }
         DatasetKind::Idx => {
             let p = |o: &Option<PathBuf>| {
                 let p = o.as_ref().expect("validated");
@@ -541,6 +550,7 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
             ("idx".to_string(), train, test, shape, classes)
         }
     };
+    let vocab = (d.dataset == DatasetKind::Modular).then(|| d.modulus() + 1);
     let features: usize = shape.iter().product();
     let (train, val) = split_validation(train, features, d.val_fraction, config.run.seed);
     Ok(Dataset {
@@ -550,7 +560,56 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
         train,
         val,
         test,
+        vocab,
     })
+}
+
+/// `b^e mod p`.
+fn mod_pow(mut b: usize, mut e: usize, p: usize) -> usize {
+    let mut r = 1;
+    b %= p;
+    while e > 0 {
+        if e & 1 == 1 {
+            r = r * b % p;
+        }
+        b = b * b % p;
+        e >>= 1;
+    }
+    r
+}
+
+/// The algorithmic data of the grokking papers (Power et al. 2022; Nanda et
+/// al. 2023): every pair (a, b) with a, b in 0..p (b != 0 for division),
+/// labelled `a op b mod p`, as the tokens `[a, b, =]` with `=` the token p.
+/// The pairs are shuffled with the seed and the first `train_fraction` of
+/// them train; the rest test.
+pub fn modular(p: usize, op: ModOp, train_fraction: f64, seed: u64) -> (Split, Split) {
+    let mut rows: Vec<[usize; 3]> = Vec::with_capacity(p * p);
+    for a in 0..p {
+        for b in 0..p {
+            let c = match op {
+                ModOp::Add => (a + b) % p,
+                ModOp::Sub => (a + p - b) % p,
+                ModOp::Mul => a * b % p,
+                ModOp::Div if b == 0 => continue,
+                // Fermat: b^(p-2) is b's inverse modulo a prime.
+                ModOp::Div => a * mod_pow(b, p - 2, p) % p,
+            };
+            rows.push([a, b, c]);
+        }
+    }
+    // Its own stream of the seed: epoch orders use streams 1 and up.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6f64_756c_6172);
+    rows.shuffle(&mut rng);
+    let n_train = ((rows.len() as f64 * train_fraction).round() as usize).clamp(1, rows.len() - 1);
+    let split = |rows: &[[usize; 3]]| Split {
+        x: rows
+            .iter()
+            .flat_map(|r| [r[0] as f32, r[1] as f32, p as f32])
+            .collect(),
+        y: rows.iter().map(|r| r[2] as u8).collect(),
+    };
+    (split(&rows[..n_train]), split(&rows[n_train..]))
 }
 
 /// Holds out `fraction` of the training split, chosen by a seeded shuffle

@@ -197,6 +197,37 @@ pub struct RunRecord {
     /// the run's processes. Counted in the first epoch's time and energy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_s: Option<f64>,
+    /// With `train.target_accuracy`: whether and when it was met, and what
+    /// reaching it cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetRecord>,
+}
+
+/// Energy to a target accuracy, the way MLPerf reports time to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// The accuracy asked for.
+    pub accuracy: f64,
+    /// What is compared with it: `val_accuracy` when the run has a
+    /// validation split, else `test_accuracy`.
+    pub metric: String,
+    /// Whether some epoch met it.
+    pub reached: bool,
+    /// The first epoch that met it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<usize>,
+    /// Training seconds up to the end of that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_s: Option<f64>,
+    /// The run's energy up to the end of that epoch (all windows), J.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
+    /// Its emissions, gCO2eq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub co2_g: Option<f64>,
+    /// Provenance of `energy_j`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<greentrain_energy::Provenance>,
 }
 
 /// Dataset facts in the record.

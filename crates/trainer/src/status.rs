@@ -25,11 +25,14 @@ pub enum RunStatus {
     Pruned,
     /// A run-time error ended it (`error` says which).
     Failed,
+    /// Ended at the epoch where `train.target_accuracy` was met, as
+    /// `train.stop_at_target` asks.
+    ReachedTarget,
 }
 
 impl RunStatus {
     /// All states, in declaration order.
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 9] = [
         RunStatus::Running,
         RunStatus::Paused,
         RunStatus::Completed,
@@ -38,6 +41,7 @@ impl RunStatus {
         RunStatus::Diverged,
         RunStatus::Pruned,
         RunStatus::Failed,
+        RunStatus::ReachedTarget,
     ];
 
     /// The name in run.json.
@@ -51,13 +55,17 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::Pruned => "pruned",
             RunStatus::Failed => "failed",
+            RunStatus::ReachedTarget => "reached_target",
         }
     }
 
     /// Whether `greentrain resume` can continue it from its checkpoint:
     /// not a finished run, nor one whose weights are no longer finite.
     pub fn resumable(self) -> bool {
-        !matches!(self, RunStatus::Completed | RunStatus::Diverged)
+        !matches!(
+            self,
+            RunStatus::Completed | RunStatus::Diverged | RunStatus::ReachedTarget
+        )
     }
 
     /// Whether the process that set it is done with the run (it writes
@@ -71,7 +79,7 @@ impl RunStatus {
     /// shell reports SIGINT).
     pub fn exit_code(self) -> u8 {
         match self {
-            RunStatus::Completed | RunStatus::Pruned => 0,
+            RunStatus::Completed | RunStatus::Pruned | RunStatus::ReachedTarget => 0,
             RunStatus::Diverged | RunStatus::Failed | RunStatus::Running => 1,
             RunStatus::StoppedBudget => 3,
             RunStatus::Interrupted | RunStatus::Paused => 130,

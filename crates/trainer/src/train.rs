@@ -135,6 +135,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         carbon: None,
         schedule: None,
         warmup_s: None,
+        target: None,
     };
     record
         .save(&run_dir)

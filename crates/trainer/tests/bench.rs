@@ -23,6 +23,7 @@ fn run(p: Precision, repeat: usize, wall: f64, joules: f64, acc: f64) -> BenchRu
         }),
         shortest_window_s: wall,
         train_samples: 1000,
+        target_energy_j: None,
     }
 }
 

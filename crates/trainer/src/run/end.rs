@@ -160,6 +160,7 @@ impl<B: AutodiffBackend> Run<B> {
         self.record.final_ = Some(final_of(&self.state.epochs));
         record::save_metrics(&self.run_dir, &self.record.epochs)?;
         let verdict = self.account_epoch();
+        let reached = self.check_target();
         self.record.save(&self.run_dir)?;
         let stop = if diverged {
             self.progress.line(&format!(
@@ -167,6 +168,12 @@ impl<B: AutodiffBackend> Run<B> {
                 self.state.epochs[epoch - 1].train_loss
             ));
             Some(RunStatus::Diverged)
+        } else if reached && self.c.train.stop_at_target {
+            self.progress.line(&format!(
+                "stopped after epoch {epoch}: target accuracy {} reached",
+                self.c.train.target_accuracy.unwrap_or_default()
+            ));
+            Some(RunStatus::ReachedTarget)
         } else if last {
             None
         } else if let greentrain_energy::budget::BudgetVerdict::Stop(why) = verdict {
@@ -186,6 +193,47 @@ impl<B: AutodiffBackend> Run<B> {
             self.save_checkpoint_now()?;
         }
         Ok(stop)
+    }
+
+    /// Records the first epoch that meets `train.target_accuracy` (on the
+    /// validation split when there is one), with the training time, energy
+    /// and grams up to its end; true at that epoch.
+    pub(super) fn check_target(&mut self) -> bool {
+        let Some(goal) = self.c.train.target_accuracy else {
+            return false;
+        };
+        if self.record.target.as_ref().is_some_and(|t| t.reached) {
+            return false;
+        }
+        let e = self.state.epochs.last().expect("an epoch just ended");
+        let (metric, acc) = match e.val_accuracy {
+            Some(v) => ("val_accuracy", v),
+            None => ("test_accuracy", e.test_accuracy),
+        };
+        let reached = acc >= goal;
+        let energy = self.record.energy.as_ref().filter(|_| reached);
+        self.record.target = Some(crate::record::TargetRecord {
+            accuracy: goal,
+            metric: metric.to_string(),
+            reached,
+            epoch: reached.then_some(e.epoch),
+            wall_s: reached.then(|| total_wall(&self.state.epochs)),
+            energy_j: energy.map(|en| en.total_j),
+            co2_g: self
+                .record
+                .carbon
+                .as_ref()
+                .filter(|_| reached)
+                .map(|c| c.operational.co2_g),
+            provenance: energy.map(|en| en.provenance),
+        });
+        if reached {
+            self.progress.line(&format!(
+                "target: {metric} {acc:.4} >= {goal} at epoch {}",
+                e.epoch
+            ));
+        }
+        reached
     }
 
     pub(super) fn save_checkpoint_now(&mut self) -> anyhow::Result<()> {

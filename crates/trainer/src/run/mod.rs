@@ -179,6 +179,7 @@ impl<B: AutodiffBackend> Run<B> {
             &c.model,
             &dataset.sample_shape,
             dataset.num_classes,
+            dataset.vocab,
             c.run.seed,
             &device,
         );

@@ -15,6 +15,7 @@ type Rec = BinBytesRecorder<FullPrecisionSettings>;
 /// The configured optimizer, with its state on the device.
 pub(crate) fn optimizer_spec(c: &Config) -> OptimizerSpec {
     let t = &c.train;
+    let [beta1, beta2] = t.betas.unwrap_or([0.9, 0.999]);
     match t.optimizer {
         OptimizerKind::Sgd => OptimizerSpec::Sgd {
             momentum: None,
@@ -26,14 +27,14 @@ pub(crate) fn optimizer_spec(c: &Config) -> OptimizerSpec {
         },
         // PyTorch's epsilon (1e-8), not Burn's default (1e-5).
         OptimizerKind::Adam => OptimizerSpec::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
+            beta1,
+            beta2,
             epsilon: 1e-8,
             weight_decay: t.weight_decay,
         },
         OptimizerKind::Adamw => OptimizerSpec::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
+            beta1,
+            beta2,
             epsilon: 1e-8,
             weight_decay: t.weight_decay,
         },

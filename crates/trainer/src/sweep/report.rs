@@ -37,6 +37,9 @@ pub struct Trial {
     /// Error, for failed trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `train.target_accuracy`: energy up to the epoch that met it, J.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_energy_j: Option<f64>,
 }
 
 /// What ASHA saved: the epochs pruned trials did not train, and their

@@ -193,6 +193,7 @@ fn next_trial(req: &SweepRequest, sh: &mut Shared) -> Option<(usize, Params)> {
         co2_g: None,
         provenance: None,
         error: None,
+        target_energy_j: None,
     });
     sh.report.trials.sort_by_key(|t| t.id);
     let _ = sh.report.write(&req.out_dir);
@@ -244,6 +245,11 @@ fn record_trial(
             t.energy_j = r.energy.as_ref().map(|e| e.total_j);
             t.co2_g = r.carbon.as_ref().map(|c| c.operational.co2_g);
             t.provenance = r.energy.as_ref().map(|e| e.provenance);
+            t.target_energy_j = r
+                .target
+                .as_ref()
+                .filter(|x| x.reached)
+                .and_then(|x| x.energy_j);
             if !req.quiet {
                 let m = t.metric.map(|m| format!("{:.2}%", 100.0 * m));
                 eprintln!(

@@ -6,10 +6,12 @@
 //! the same seed gives the same initial weights on every backend, and tests
 //! running in parallel cannot disturb each other's initialisation.
 
+pub mod transformer;
+
 use crate::config::{ModelKind, ModelSection};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
-use burn::nn::{Linear, PaddingConfig1d, PaddingConfig2d};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
@@ -17,6 +19,7 @@ use greentrain_amp::Autocast;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use transformer::Transformer;
 
 /// Parameter initialiser over the run's seed.
 pub struct Init<'a, B: Backend> {
@@ -47,6 +50,25 @@ impl<'a, B: Backend> Init<'a, B> {
         self.next_id += 1;
         let t = Tensor::from_data(TensorData::new(v, shape), self.device);
         Param::initialized(ParamId::from(self.next_id), t.require_grad())
+    }
+
+    /// A parameter drawn from U(-bound, bound).
+    pub fn param<const D: usize>(&mut self, shape: [usize; D], bound: f32) -> Param<Tensor<B, D>> {
+        self.uniform(shape, bound)
+    }
+
+    fn constant(&mut self, d: usize, value: f32) -> Param<Tensor<B, 1>> {
+        self.next_id += 1;
+        let t = Tensor::from_data(TensorData::new(vec![value; d], [d]), self.device);
+        Param::initialized(ParamId::from(self.next_id), t.require_grad())
+    }
+
+    /// A LayerNorm over `d` features (scale 1, shift 0, epsilon 1e-5).
+    pub fn layer_norm(&mut self, d: usize) -> LayerNorm<B> {
+        let mut ln = LayerNormConfig::new(d).init(self.device);
+        ln.gamma = self.constant(d, 1.0);
+        ln.beta = Some(self.constant(d, 0.0));
+        ln
     }
 
     /// A linear layer `[d_in, d_out]`.
@@ -172,6 +194,8 @@ pub enum Model<B: Backend> {
     LeNet5(LeNet5<B>),
     /// See [`Mnist1dCnn`].
     Mnist1dCnn(Mnist1dCnn<B>),
+    /// See [`Transformer`].
+    Transformer(Transformer<B>),
 }
 
 /// The model does not fit the data.
@@ -217,6 +241,17 @@ pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<
                 Err(err("lenet5 needs 28x28 images"))
             }
         }
+        ModelKind::Transformer => {
+            if shape.len() != 1 {
+                return Err(err("transformer needs token sequences (1-D samples)"));
+            }
+            if spec.vocab.is_none() && dataset != "modular" {
+                return Err(err(
+                    "transformer needs tokens: a token dataset (modular) or model.vocab",
+                ));
+            }
+            Ok(())
+        }
         ModelKind::Mnist1dCnn => {
             if shape.len() != 1 {
                 return Err(err("mnist1d_cnn needs 1-D signals"));
@@ -230,11 +265,13 @@ pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<
 }
 
 impl<B: Backend> Model<B> {
-    /// Builds the model for samples of `shape` and `classes` outputs.
+    /// Builds the model for samples of `shape` and `classes` outputs;
+    /// `vocab` is the dataset's token count, for models of tokens.
     pub fn new(
         spec: &ModelSection,
         shape: &[usize],
         classes: usize,
+        vocab: Option<usize>,
         seed: u64,
         device: &B::Device,
     ) -> Self {
@@ -265,6 +302,12 @@ impl<B: Backend> Model<B> {
                     linear: init.linear(c * l, classes),
                 })
             }
+            ModelKind::Transformer => {
+                let vocab = spec.vocab.or(vocab).expect("check_fit ran first");
+                let context = spec.context.unwrap_or(shape[0]).max(shape[0]);
+                let t = Transformer::new(&mut init, spec.transformer(), vocab, context, classes);
+                Model::Transformer(t)
+            }
         }
     }
 
@@ -275,6 +318,7 @@ impl<B: Backend> Model<B> {
             Model::Mlp(m) => m.forward(x, ac),
             Model::LeNet5(m) => m.forward(x, ac),
             Model::Mnist1dCnn(m) => m.forward(x, ac),
+            Model::Transformer(m) => m.forward(x, ac),
         }
     }
 }
