@@ -150,6 +150,9 @@ pub enum ModelKind {
     /// A transformer over token sequences (`d_model`, `heads`, `d_mlp`,
     /// `layers`); the logits are read at the last position.
     Transformer,
+    /// A CIFAR-style ResNet (`depth` = 6n + 2, base `width`) for square
+    /// one-channel images.
+    Resnet,
 }
 
 /// The transformer's MLP activation.
@@ -218,6 +221,12 @@ pub struct ModelSection {
     /// Unembedding tied to the embedding (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tied: Option<bool>,
+    /// ResNet depth, 6n + 2 (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// ResNet base width: channels of the first stage (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
 }
 
 /// The transformer's sizes, defaults applied.
@@ -969,6 +978,16 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if let Some(b) = validate_modular(c) {
         return b;
+    }
+    let (depth, width) = (c.model.depth.unwrap_or(20), c.model.width.unwrap_or(16));
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        return bad(
+            "model.depth",
+            "must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110)",
+        );
+    }
+    if width == 0 {
+        return bad("model.width", "must be at least 1");
     }
     if let Some([b1, b2]) = c.train.betas {
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {

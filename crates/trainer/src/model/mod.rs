@@ -6,6 +6,7 @@
 //! the same seed gives the same initial weights on every backend, and tests
 //! running in parallel cannot disturb each other's initialisation.
 
+pub mod resnet;
 pub mod transformer;
 
 use crate::config::{ModelKind, ModelSection};
@@ -19,6 +20,7 @@ use greentrain_amp::Autocast;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use resnet::ResNet;
 use transformer::Transformer;
 
 /// Parameter initialiser over the run's seed.
@@ -196,6 +198,21 @@ pub enum Model<B: Backend> {
     Mnist1dCnn(Mnist1dCnn<B>),
     /// See [`Transformer`].
     Transformer(Transformer<B>),
+    /// See [`ResNet`].
+    ResNet(ResNet<B>),
+}
+
+/// The side of square one-channel images given as `[side, side]` or
+/// flattened.
+fn square_side(shape: &[usize]) -> Option<usize> {
+    match shape {
+        [h, w] if h == w => Some(*h),
+        [n] => {
+            let s = (*n as f64).sqrt().round() as usize;
+            (s * s == *n).then_some(s)
+        }
+        _ => None,
+    }
 }
 
 /// The model does not fit the data.
@@ -241,6 +258,12 @@ pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<
                 Err(err("lenet5 needs 28x28 images"))
             }
         }
+        ModelKind::Resnet => match square_side(shape) {
+            Some(s) if s >= 4 => Ok(()),
+            _ => Err(err(
+                "resnet needs square one-channel images of side 4 or more",
+            )),
+        },
         ModelKind::Transformer => {
             if shape.len() != 1 {
                 return Err(err("transformer needs token sequences (1-D samples)"));
@@ -302,6 +325,11 @@ impl<B: Backend> Model<B> {
                     linear: init.linear(c * l, classes),
                 })
             }
+            ModelKind::Resnet => {
+                let side = square_side(shape).expect("check_fit ran first");
+                let (depth, width) = (spec.depth.unwrap_or(20), spec.width.unwrap_or(16));
+                Model::ResNet(ResNet::new(&mut init, depth, width, side, 1, classes))
+            }
             ModelKind::Transformer => {
                 let vocab = spec.vocab.or(vocab).expect("check_fit ran first");
                 let context = spec.context.unwrap_or(shape[0]).max(shape[0]);
@@ -319,6 +347,7 @@ impl<B: Backend> Model<B> {
             Model::LeNet5(m) => m.forward(x, ac),
             Model::Mnist1dCnn(m) => m.forward(x, ac),
             Model::Transformer(m) => m.forward(x, ac),
+            Model::ResNet(m) => m.forward(x, ac),
         }
     }
 }
