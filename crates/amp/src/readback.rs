@@ -8,13 +8,17 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{BasicOps, Tensor, TensorData};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
-static READS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Per thread: a training loop reads on the thread that runs it, and
+    // tests running side by side must not see each other's reads.
+    static READS: Cell<u64> = const { Cell::new(0) };
+}
 
 /// Reads a tensor back to the host, counting the read.
 pub fn read<B: Backend, const D: usize, K: BasicOps<B>>(t: Tensor<B, D, K>) -> TensorData {
-    READS.fetch_add(1, Ordering::Relaxed);
+    READS.with(|r| r.set(r.get() + 1));
     t.into_data()
 }
 
@@ -34,7 +38,7 @@ pub fn read_i64<B: Backend, const D: usize, K: BasicOps<B>>(t: Tensor<B, D, K>) 
         .expect("i64 data after convert")
 }
 
-/// Reads done so far by this process.
+/// Reads done so far by this thread.
 pub fn count() -> u64 {
-    READS.load(Ordering::Relaxed)
+    READS.with(Cell::get)
 }

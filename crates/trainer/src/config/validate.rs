@@ -1,0 +1,217 @@
+//! Range and consistency checks of a parsed config; each error names the
+//! key.
+
+use super::{Config, DatasetKind, ModelKind};
+
+fn is_prime(n: usize) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
+type Check = Option<Result<(), (String, String)>>;
+
+fn bad_key(key: &str, msg: &str) -> Check {
+    Some(Err((key.to_string(), msg.to_string())))
+}
+
+fn validate_transformer(c: &Config) -> Check {
+    let m = &c.model;
+    let t = m.transformer();
+    let transformer_keys = [m.d_model, m.heads, m.d_mlp, m.layers, m.context, m.vocab];
+    if m.kind != ModelKind::Transformer {
+        let set = transformer_keys.iter().any(Option::is_some)
+            || m.causal.is_some()
+            || m.activation.is_some()
+            || m.norm.is_some()
+            || m.tied.is_some();
+        return set.then(|| bad_key("model.kind", "d_model, heads, d_mlp, layers, context, vocab, causal, activation, norm and tied are transformer keys")).flatten();
+    }
+    if t.d_model == 0 || t.heads == 0 || t.d_mlp == 0 || t.layers == 0 {
+        return bad_key(
+            "model.d_model",
+            "d_model, heads, d_mlp and layers must be at least 1",
+        );
+    }
+    if !t.d_model.is_multiple_of(t.heads) {
+        return bad_key("model.heads", "must divide model.d_model");
+    }
+    None
+}
+
+fn validate_modular(c: &Config) -> Check {
+    let d = &c.data;
+    if d.dataset != DatasetKind::Modular {
+        let set = d.p.is_some() || d.op.is_some() || d.train_fraction.is_some();
+        return set
+            .then(|| {
+                bad_key(
+                    "data.p",
+                    "p, op and train_fraction are for data.dataset = \"modular\"",
+                )
+            })
+            .flatten();
+    }
+    if !is_prime(d.modulus()) || d.modulus() < 3 || d.modulus() > 251 {
+        return bad_key(
+            "data.p",
+            "must be a prime between 3 and 251 (labels are bytes)",
+        );
+    }
+    if let Some(f) = d.train_fraction {
+        if !(f > 0.0 && f < 1.0) {
+            return bad_key("data.train_fraction", "must be in (0, 1)");
+        }
+    }
+    None
+}
+
+/// Range and consistency checks; returns the offending key and a message.
+pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    fn bad(key: &str, msg: impl Into<String>) -> Result<(), (String, String)> {
+        Err((key.to_string(), msg.into()))
+    }
+    if c.run.name.trim().is_empty()
+        || c.run
+            .name
+            .chars()
+            .any(|ch| !(ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
+    {
+        return bad(
+            "run.name",
+            "must be non-empty and use only letters, digits, '-', '_' and '.'",
+        );
+    }
+    if c.data.batch_size == 0 {
+        return bad("data.batch_size", "must be at least 1");
+    }
+    if c.data.eval_batch_size == 0 {
+        return bad("data.eval_batch_size", "must be at least 1");
+    }
+    if !(0.0..0.9).contains(&c.data.val_fraction) {
+        return bad("data.val_fraction", "must be in [0, 0.9)");
+    }
+    let idx_keys = [
+        ("data.train_images", &c.data.train_images),
+        ("data.train_labels", &c.data.train_labels),
+        ("data.test_images", &c.data.test_images),
+        ("data.test_labels", &c.data.test_labels),
+    ];
+    for (k, v) in idx_keys {
+        match (c.data.dataset, v) {
+            (DatasetKind::Idx, None) => return bad(k, "required when data.dataset = \"idx\""),
+            (DatasetKind::Idx, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return bad(k, "only used with data.dataset = \"idx\""),
+        }
+    }
+    if c.model.hidden.contains(&0) {
+        return bad("model.hidden", "every layer needs at least 1 unit");
+    }
+    if c.model.channels == 0 {
+        return bad("model.channels", "must be at least 1");
+    }
+    if let Some(b) = validate_transformer(c) {
+        return b;
+    }
+    if let Some(b) = validate_modular(c) {
+        return b;
+    }
+    let (depth, width) = (c.model.depth.unwrap_or(20), c.model.width.unwrap_or(16));
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        return bad(
+            "model.depth",
+            "must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110)",
+        );
+    }
+    if width == 0 {
+        return bad("model.width", "must be at least 1");
+    }
+    if let Some([b1, b2]) = c.train.betas {
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("train.betas", "both must be in [0, 1)");
+        }
+    }
+    if let Some(t) = c.train.target_accuracy {
+        if !(t > 0.0 && t <= 1.0) {
+            return bad("train.target_accuracy", "must be in (0, 1]");
+        }
+    } else if c.train.stop_at_target {
+        return bad("train.stop_at_target", "needs train.target_accuracy");
+    }
+    if c.train.epochs == 0 {
+        return bad("train.epochs", "must be at least 1");
+    }
+    if !(c.train.lr.is_finite() && c.train.lr > 0.0) {
+        return bad("train.lr", "must be a positive number");
+    }
+    if !(c.train.weight_decay >= 0.0 && c.train.weight_decay.is_finite()) {
+        return bad("train.weight_decay", "must be >= 0");
+    }
+    if !(0.0..1.0).contains(&c.train.momentum) {
+        return bad("train.momentum", "must be in [0, 1)");
+    }
+    if c.train.step_epochs == 0 {
+        return bad("train.step_epochs", "must be at least 1");
+    }
+    if !(c.train.gamma > 0.0 && c.train.gamma <= 1.0) {
+        return bad("train.gamma", "must be in (0, 1]");
+    }
+    if let Some(n) = c.train.clip_grad_norm {
+        if !(n.is_finite() && n > 0.0) {
+            return bad("train.clip_grad_norm", "must be a positive number");
+        }
+    }
+    if c.train.accumulate == 0 {
+        return bad("train.accumulate", "must be at least 1");
+    }
+    if c.train.log_every == 0 {
+        return bad("train.log_every", "must be at least 1");
+    }
+    if c.train.steps_per_epoch == Some(0) {
+        return bad("train.steps_per_epoch", "must be at least 1");
+    }
+    if !(c.energy.sample_hz > 0.0 && c.energy.sample_hz <= 100.0) {
+        return bad("energy.sample_hz", "must be in (0, 100]");
+    }
+    if !(c.energy.idle_baseline_s >= 0.0 && c.energy.idle_baseline_s <= 3600.0) {
+        return bad("energy.idle_baseline_s", "must be in [0, 3600]");
+    }
+    if let Some(g) = c.carbon.intensity_g_per_kwh {
+        if !(g.is_finite() && g >= 0.0) {
+            return bad("carbon.intensity_g_per_kwh", "must be >= 0");
+        }
+    }
+    if !(c.carbon.pue >= 1.0 && c.carbon.pue <= 5.0) {
+        return bad("carbon.pue", "must be in [1, 5]");
+    }
+    if let Some(e) = c.carbon.embodied_g {
+        if !(e.is_finite() && e >= 0.0) {
+            return bad("carbon.embodied_g", "must be >= 0");
+        }
+    }
+    for (k, v) in [
+        ("budget.max_kwh", c.budget.max_kwh),
+        ("budget.max_co2_g", c.budget.max_co2_g),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(k, "must be a positive number");
+            }
+            if !c.energy.enabled {
+                return bad(
+                    k,
+                    "a budget needs energy metering ([energy] enabled = true)",
+                );
+            }
+        }
+    }
+    if c.budget.predict_after_epochs == 0 {
+        return bad("budget.predict_after_epochs", "must be at least 1");
+    }
+    if let Err(msg) = c.precision.scaler().validate() {
+        let key = msg.split_whitespace().next().unwrap_or("mode");
+        return bad(&format!("precision.{key}"), msg.clone());
+    }
+    Ok(())
+}
