@@ -844,3 +844,50 @@ fn epoch_lines_give_joules_with_their_provenance() {
         "{line}"
     );
 }
+
+/// `--precision` and the config's `precision.mode` share one parser: a
+/// word one accepts, the other does too; an unknown key in `[precision]`
+/// is named.
+#[test]
+fn precision_words_are_the_same_on_the_command_line_and_in_a_config() {
+    let out = tempfile::tempdir().unwrap();
+    let o = gt()
+        .args(["--config", "configs/digits_mlp.toml", "--precision", "half"])
+        .args(["--set", "train.epochs=1"])
+        .out(out.path())
+        .ok();
+    assert_eq!(record(&run_dir_of(&o))["precision"], "fp16");
+    let o = gt()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "precision.mode=half",
+        ])
+        .args(["--set", "train.epochs=1"])
+        .out(out.path())
+        .ok();
+    assert_eq!(record(&run_dir_of(&o))["precision"], "fp16");
+    let o = gt()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "precision.scale=2",
+        ])
+        .code(2);
+    assert!(text(&o.stderr).contains("scale"), "{}", text(&o.stderr));
+    let o = gt()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "precision.growth_interval=0",
+        ])
+        .code(2);
+    assert!(
+        text(&o.stderr).contains("precision.growth_interval"),
+        "{}",
+        text(&o.stderr)
+    );
+}

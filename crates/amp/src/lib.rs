@@ -44,4 +44,4 @@ mod scaler;
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
 pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
 pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
-pub use scaler::{GradScaler, ScalerConfig, ScalerState, StepReport};
+pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepReport};

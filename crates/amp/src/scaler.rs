@@ -36,31 +36,50 @@ impl Default for ScalerConfig {
     }
 }
 
+/// A scaler setting out of range: which one, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalerConfigError {
+    /// The field (`init_scale`, `growth_factor`, `backoff_factor`,
+    /// `growth_interval`), as a config names it.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ScalerConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ScalerConfigError {}
+
 impl ScalerConfig {
     /// Checks the settings; the error names the offending key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ScalerConfigError> {
+        let bad = |key, message: String| Err(ScalerConfigError { key, message });
         if !(self.init_scale.is_finite() && self.init_scale > 0.0)
             || self.init_scale > f32::MAX as f64
         {
-            return Err(format!(
-                "init_scale must be a positive finite f32, got {}",
-                self.init_scale
-            ));
+            return bad(
+                "init_scale",
+                format!("must be a positive finite f32, got {}", self.init_scale),
+            );
         }
         if !(self.growth_factor > 1.0 && self.growth_factor.is_finite()) {
-            return Err(format!(
-                "growth_factor must be > 1, got {}",
-                self.growth_factor
-            ));
+            return bad(
+                "growth_factor",
+                format!("must be > 1, got {}", self.growth_factor),
+            );
         }
         if !(self.backoff_factor > 0.0 && self.backoff_factor < 1.0) {
-            return Err(format!(
-                "backoff_factor must be in (0, 1), got {}",
-                self.backoff_factor
-            ));
+            return bad(
+                "backoff_factor",
+                format!("must be in (0, 1), got {}", self.backoff_factor),
+            );
         }
         if self.growth_interval == 0 {
-            return Err("growth_interval must be at least 1".into());
+            return bad("growth_interval", "must be at least 1".into());
         }
         Ok(())
     }

@@ -390,12 +390,14 @@ fn scaler_config_validation_names_the_key() {
         backoff_factor: 1.5,
         ..ScalerConfig::default()
     };
-    assert!(bad.validate().unwrap_err().starts_with("backoff_factor"));
+    let e = bad.validate().unwrap_err();
+    assert_eq!(e.key, "backoff_factor");
+    assert!(e.to_string().starts_with("backoff_factor must be"), "{e}");
     let bad = ScalerConfig {
         growth_interval: 0,
         ..ScalerConfig::default()
     };
-    assert!(bad.validate().unwrap_err().starts_with("growth_interval"));
+    assert_eq!(bad.validate().unwrap_err().key, "growth_interval");
     assert!(ScalerConfig::default().validate().is_ok());
 }
 

@@ -139,8 +139,8 @@ struct TrainArgs {
     device: String,
     /// Precision (shorthand for --set precision.mode=MODE): auto (fp16 on a
     /// GPU, fp32 on the CPU), fp32, fp16, bf16.
-    #[arg(long)]
-    precision: Option<String>,
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<greentrain_trainer::config::PrecisionMode>,
     /// Parent folder of run directories.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -425,6 +425,12 @@ fn finish(result: Result<Outcome, Failure>) -> ExitCode {
     }
 }
 
+/// `--precision`: the parser the config's `precision.mode` uses, so the two
+/// accept the same words.
+fn parse_precision(s: &str) -> Result<greentrain_trainer::config::PrecisionMode, String> {
+    s.parse()
+}
+
 fn train(args: TrainArgs) -> ExitCode {
     let Some(path) = args.config else {
         return usage("no config given: use --config FILE (see configs/ and docs/config.md)");
@@ -435,10 +441,7 @@ fn train(args: TrainArgs) -> ExitCode {
     };
     let mut overrides = args.set;
     if let Some(p) = args.precision {
-        if let Err(e) = p.parse::<greentrain_trainer::config::PrecisionMode>() {
-            return usage(format!("--precision: {e}"));
-        }
-        overrides.push(format!("precision.mode={p}"));
+        overrides.push(format!("precision.mode=\"{p}\""));
     }
     let loaded = match config::load(&path, &overrides) {
         Ok(c) => c,

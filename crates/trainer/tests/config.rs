@@ -74,7 +74,7 @@ fn good_config_parses_with_defaults() {
     assert_eq!(c.data.dataset, DatasetKind::Digits);
     assert_eq!(c.model.kind, ModelKind::Mlp);
     assert_eq!(c.precision.mode.to_string(), "auto");
-    assert_eq!(c.precision.init_scale, 65536.0);
+    assert_eq!(c.precision.scaler.init_scale, 65536.0);
     assert_eq!(c.train.accumulate, 1);
     assert_eq!(c.train.steps_per_epoch, None);
     assert_eq!(c.train.checkpoint_every.to_string(), "auto");

@@ -477,27 +477,35 @@ fn default_log_every() -> usize {
     100
 }
 
-/// `[precision]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[precision]`: the mode and the loss scaler's settings (greentrain-amp's
+/// `ScalerConfig` itself, not a copy of its fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PrecisionToml", into = "PrecisionToml")]
 pub struct PrecisionSection {
     /// `auto` (default: fp16 with loss scaling on a GPU, fp32 on the CPU),
     /// `fp32`, `fp16` or `bf16`. A run folder's config.toml holds the mode
     /// that ran.
-    #[serde(default)]
     pub mode: PrecisionChoice,
-    /// Loss scaler: starting scale (fp16 only).
+    /// The loss scaler (fp16 only): `init_scale`, `growth_factor`,
+    /// `backoff_factor`, `growth_interval` in the same table.
+    pub scaler: ScalerConfig,
+}
+
+/// `[precision]` as the file spells it: one flat table, unknown keys
+/// refused (serde cannot flatten a struct and refuse unknown keys at once).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrecisionToml {
+    #[serde(default)]
+    mode: PrecisionChoice,
     #[serde(default = "d_init_scale")]
-    pub init_scale: f64,
-    /// Loss scaler: growth factor.
+    init_scale: f64,
     #[serde(default = "d_growth")]
-    pub growth_factor: f64,
-    /// Loss scaler: backoff factor.
+    growth_factor: f64,
     #[serde(default = "d_backoff")]
-    pub backoff_factor: f64,
-    /// Loss scaler: clean steps between growths.
+    backoff_factor: f64,
     #[serde(default = "d_interval")]
-    pub growth_interval: u32,
+    growth_interval: u32,
 }
 
 fn d_init_scale() -> f64 {
@@ -513,26 +521,29 @@ fn d_interval() -> u32 {
     ScalerConfig::default().growth_interval
 }
 
-impl Default for PrecisionSection {
-    fn default() -> Self {
+impl From<PrecisionToml> for PrecisionSection {
+    fn from(t: PrecisionToml) -> Self {
         Self {
-            mode: PrecisionChoice::Auto,
-            init_scale: d_init_scale(),
-            growth_factor: d_growth(),
-            backoff_factor: d_backoff(),
-            growth_interval: d_interval(),
+            mode: t.mode,
+            scaler: ScalerConfig {
+                init_scale: t.init_scale,
+                growth_factor: t.growth_factor,
+                backoff_factor: t.backoff_factor,
+                growth_interval: t.growth_interval,
+            },
         }
     }
 }
 
-impl PrecisionSection {
-    /// The scaler settings.
-    pub fn scaler(&self) -> ScalerConfig {
-        ScalerConfig {
-            init_scale: self.init_scale,
-            growth_factor: self.growth_factor,
-            backoff_factor: self.backoff_factor,
-            growth_interval: self.growth_interval,
+impl From<PrecisionSection> for PrecisionToml {
+    fn from(p: PrecisionSection) -> Self {
+        let s = p.scaler;
+        Self {
+            mode: p.mode,
+            init_scale: s.init_scale,
+            growth_factor: s.growth_factor,
+            backoff_factor: s.backoff_factor,
+            growth_interval: s.growth_interval,
         }
     }
 }

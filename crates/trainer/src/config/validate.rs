@@ -209,9 +209,8 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.budget.predict_after_epochs == 0 {
         return bad("budget.predict_after_epochs", "must be at least 1");
     }
-    if let Err(msg) = c.precision.scaler().validate() {
-        let key = msg.split_whitespace().next().unwrap_or("mode");
-        return bad(&format!("precision.{key}"), msg.clone());
+    if let Err(e) = c.precision.scaler.validate() {
+        return bad(&format!("precision.{}", e.key), e.message);
     }
     Ok(())
 }

@@ -185,7 +185,7 @@ impl<B: AutodiffBackend> Run<B> {
         );
         let mut optim = DeviceOptimizer::<B>::new(optimizer_spec(&c), &device);
         let scaler_state =
-            greentrain_amp::GradScaler::for_precision(precision, c.precision.scaler())
+            greentrain_amp::GradScaler::for_precision(precision, c.precision.scaler.clone())
                 .state()
                 .clone();
         let mut scaler = DeviceScaler::<B::InnerBackend>::from_state(&scaler_state, &device);
