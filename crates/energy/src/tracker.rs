@@ -357,16 +357,14 @@ impl Tracker {
     /// Energy since the tracker started.
     pub fn total(&mut self) -> WindowReport {
         let end = self.edge();
-        let start = self.start.clone();
-        self.report("total", &start, &end)
+        self.report("total", &self.start, &end)
     }
 
     /// [`Tracker::total`] without the synchronise hook: for running totals
     /// taken mid-work (a journal), which may trail queued device work.
     pub fn total_unsynced(&mut self) -> WindowReport {
         let end = self.inner.lock().unwrap().read();
-        let start = self.start.clone();
-        self.report("total", &start, &end)
+        self.report("total", &self.start, &end)
     }
 
     /// Problems found while sampling since the last call (each also kept in

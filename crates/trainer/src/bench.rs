@@ -278,11 +278,7 @@ impl BenchReport {
                 to_target.join(", ")
             ));
         }
-        let shortest = self
-            .runs
-            .iter()
-            .map(|r| r.shortest_window_s)
-            .fold(f64::INFINITY, f64::min);
+        let shortest = shortest(&self.runs);
         if shortest.is_finite() {
             s.push_str(&format!(
                 "Each timed epoch is one measurement window: the shortest lasted {shortest:.2} s (--min-window {} s{}){}.\n",

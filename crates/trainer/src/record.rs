@@ -2,7 +2,7 @@
 //! atomically (temporary file, fsync, rename) so a crash never leaves half
 //! a record. Field names are a contract (`docs/run-record.md`).
 
-pub use crate::files::{lock_run, read_json, rfc3339, stamp, write_atomic};
+use crate::files::{read_json, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -37,8 +37,13 @@ pub struct TrainRequest {
 
 fn prepare_data(config: &Config, config_dir: &Path) -> Result<Dataset, Failure> {
     let dataset = data::load(config, config_dir).map_err(|e| Failure::Usage(e.into()))?;
-    model::check_fit(&config.model, &dataset.name, &dataset.sample_shape)
-        .map_err(|e| Failure::Usage(e.into()))?;
+    model::check_fit(
+        &config.model,
+        &dataset.name,
+        &dataset.sample_shape,
+        dataset.vocab,
+    )
+    .map_err(|e| Failure::Usage(e.into()))?;
     Ok(dataset)
 }
 

@@ -167,14 +167,14 @@ fn idx_dataset_needs_its_paths() {
 #[test]
 fn model_that_does_not_fit_the_data_is_rejected() {
     let c = config::parse(&GOOD.replace("\"mlp\"", "\"lenet5\""), "x.toml", &[]).unwrap();
-    let e = model::check_fit(&c.model, "digits", &[64])
+    let e = model::check_fit(&c.model, "digits", &[64], None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("28x28"), "{e}");
     let c = config::parse(&GOOD.replace("\"mlp\"", "\"mnist1d_cnn\""), "x.toml", &[]).unwrap();
-    assert!(model::check_fit(&c.model, "mnist1d", &[40]).is_ok());
-    assert!(model::check_fit(&c.model, "x", &[2]).is_err());
-    assert!(model::check_fit(&c.model, "x", &[28, 28]).is_err());
+    assert!(model::check_fit(&c.model, "mnist1d", &[40], None).is_ok());
+    assert!(model::check_fit(&c.model, "x", &[2], None).is_err());
+    assert!(model::check_fit(&c.model, "x", &[28, 28], None).is_err());
 }
 
 #[test]

@@ -208,7 +208,7 @@ fn missing_driver_is_a_usage_error_not_a_panic() {
 
 #[test]
 fn a_run_being_trained_cannot_be_resumed_by_a_second_process() {
-    use greentrain_trainer::record::lock_run;
+    use greentrain_trainer::files::lock_run;
     let out = tempfile::tempdir().unwrap();
     let o = run(out.path(), &["train.epochs=1"]);
     // The finished run's lock was released with its training.

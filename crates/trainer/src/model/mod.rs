@@ -47,11 +47,20 @@ impl<'a, B: Backend> Init<'a, B> {
         let v: Vec<f32> = (0..n)
             .map(|_| self.rng.random_range(-bound..bound))
             .collect();
-        // Parameter ids are numbered, not random, so that the same config
-        // gives a byte-identical model record.
-        self.next_id += 1;
         let t = Tensor::from_data(TensorData::new(v, shape), self.device);
-        Param::initialized(ParamId::from(self.next_id), t.require_grad())
+        Param::initialized(self.next_param_id(), t.require_grad())
+    }
+
+    /// Parameter ids are numbered, not random, so that the same config
+    /// gives a byte-identical model record.
+    fn next_param_id(&mut self) -> ParamId {
+        self.next_id += 1;
+        ParamId::from(self.next_id)
+    }
+
+    /// `d` copies of `value`.
+    fn filled(&self, d: usize, value: f32) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(vec![value; d], [d]), self.device)
     }
 
     /// A parameter drawn from U(-bound, bound).
@@ -60,9 +69,8 @@ impl<'a, B: Backend> Init<'a, B> {
     }
 
     fn constant(&mut self, d: usize, value: f32) -> Param<Tensor<B, 1>> {
-        self.next_id += 1;
-        let t = Tensor::from_data(TensorData::new(vec![value; d], [d]), self.device);
-        Param::initialized(ParamId::from(self.next_id), t.require_grad())
+        let t = self.filled(d, value);
+        Param::initialized(self.next_param_id(), t.require_grad())
     }
 
     /// A LayerNorm over `d` features (scale 1, shift 0, epsilon 1e-5).
@@ -241,8 +249,14 @@ fn cnn_out_len(len: usize) -> Option<usize> {
         .filter(|&l| l > 0)
 }
 
-/// Checks that `spec` fits samples of `shape` before any work.
-pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<(), ShapeMismatch> {
+/// Checks that `spec` fits samples of `shape` before any work; `vocab` is
+/// the dataset's token count, for datasets of tokens.
+pub fn check_fit(
+    spec: &ModelSection,
+    dataset: &str,
+    shape: &[usize],
+    vocab: Option<usize>,
+) -> Result<(), ShapeMismatch> {
     let err = |why: &str| ShapeMismatch {
         kind: format!("{:?}", spec.kind).to_lowercase(),
         dataset: dataset.to_string(),
@@ -268,7 +282,7 @@ pub fn check_fit(spec: &ModelSection, dataset: &str, shape: &[usize]) -> Result<
             if shape.len() != 1 {
                 return Err(err("transformer needs token sequences (1-D samples)"));
             }
-            if spec.vocab.is_none() && dataset != "modular" {
+            if spec.vocab.or(vocab).is_none() {
                 return Err(err(
                     "transformer needs tokens: a token dataset (modular) or model.vocab",
                 ));

@@ -7,11 +7,11 @@
 //! record, so checkpoints carry them.
 
 use super::Init;
-use burn::module::{Module, Param, ParamId, RunningState};
+use burn::module::{Module, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use greentrain_amp::Autocast;
 
 /// Two 3x3 convolutions with batch norm, and the shortcut.
@@ -36,24 +36,14 @@ pub struct ResNet<B: Backend> {
 }
 
 impl<'a, B: Backend> Init<'a, B> {
-    fn ones_or_zeros(&mut self, c: usize, v: f32) -> Tensor<B, 1> {
-        Tensor::from_data(TensorData::new(vec![v; c], [c]), self.device)
-    }
-
-    fn id(&mut self) -> ParamId {
-        self.next_id += 1;
-        ParamId::from(self.next_id)
-    }
-
     /// Batch norm over `c` channels: scale 1, shift 0, running mean 0 and
     /// variance 1, PyTorch's momentum (0.1) and epsilon (1e-5).
     pub fn batch_norm(&mut self, c: usize) -> BatchNorm<B> {
-        let (one, zero) = (self.ones_or_zeros(c, 1.0), self.ones_or_zeros(c, 0.0));
         BatchNorm {
-            gamma: Param::initialized(self.id(), one.clone().require_grad()),
-            beta: Param::initialized(self.id(), zero.clone().require_grad()),
-            running_mean: RunningState::with_id(self.id(), zero),
-            running_var: RunningState::with_id(self.id(), one),
+            gamma: self.constant(c, 1.0),
+            beta: self.constant(c, 0.0),
+            running_mean: RunningState::with_id(self.next_param_id(), self.filled(c, 0.0)),
+            running_var: RunningState::with_id(self.next_param_id(), self.filled(c, 1.0)),
             momentum: 0.1,
             epsilon: 1e-5,
         }

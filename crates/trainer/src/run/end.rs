@@ -308,7 +308,8 @@ impl<B: AutodiffBackend> Run<B> {
             self.record.finished_at = Some(crate::files::rfc3339(SystemTime::now()));
         }
         if let Some(f) = self.follower.as_mut() {
-            self.record.schedule = Some(f.finish());
+            // Closes the running span; save_progress records the schedule.
+            f.finish();
         }
         if !self.state.epochs.is_empty() {
             self.record.final_ = Some(final_of(&self.state.epochs));

@@ -11,7 +11,7 @@ use crate::run::state::lr_at;
 use crate::status::RunStatus;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use greentrain_amp::{grads, readback};
+use greentrain_amp::{grads, readback, ScalerSnapshot};
 use std::time::Instant;
 
 impl<B: AutodiffBackend> Run<B> {
@@ -47,13 +47,7 @@ impl<B: AutodiffBackend> Run<B> {
                 a.journal_if_due();
             }
         }
-        self.progress.finish();
-        let snap = ep
-            .seg
-            .settle::<B>(&mut ep.partial, &self.device, &self.scaler);
-        if let Some(a) = self.account.as_mut() {
-            ep.partial.energy_j += a.end(&ep.window);
-        }
+        let snap = self.close_segment(&mut ep);
         let train_loss =
             readback::read_f32(ep.loss_sum)[0] as f64 / ep.partial.samples.max(1) as f64;
         Ok(Ok(Trained {
@@ -159,13 +153,10 @@ impl<B: AutodiffBackend> Run<B> {
         ep.samples_since_log = 0;
     }
 
-    /// Settles the device, closes the epoch's training window and writes a
-    /// checkpoint at step `bi` of the epoch (for Ctrl-C and pauses).
-    pub(super) fn checkpoint_inside(
-        &mut self,
-        ep: &mut EpochRun<B>,
-        bi: usize,
-    ) -> anyhow::Result<()> {
+    /// Ends a stretch of training (the epoch's end, Ctrl-C or a pause):
+    /// waits for the device, brings the partial sums up to date and closes
+    /// the training window into the epoch's energy.
+    fn close_segment(&mut self, ep: &mut EpochRun<B>) -> Option<ScalerSnapshot> {
         self.progress.finish();
         let snap = ep
             .seg
@@ -173,6 +164,17 @@ impl<B: AutodiffBackend> Run<B> {
         if let Some(a) = self.account.as_mut() {
             ep.partial.energy_j += a.end(&ep.window);
         }
+        snap
+    }
+
+    /// Settles the device, closes the epoch's training window and writes a
+    /// checkpoint at step `bi` of the epoch (for Ctrl-C and pauses).
+    pub(super) fn checkpoint_inside(
+        &mut self,
+        ep: &mut EpochRun<B>,
+        bi: usize,
+    ) -> anyhow::Result<()> {
+        let snap = self.close_segment(ep);
         self.state.step = bi;
         self.state.partial = PartialEpoch {
             loss_sum: readback::read_f32(ep.loss_sum.clone())[0],
