@@ -6,11 +6,15 @@
 # integrated-power cross-check. Builds nothing: it runs a prebuilt greentrain.
 #
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
-#                      [--cases "wide4096 wide1024 lenet"] [--batch N] [--profile] [--prove] [--quick]
+#                      [--cases "wide4096 wide1024 lenet resnet20 transformer"] [--batch N]
+#                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
+#                      [--profile] [--prove] [--quick]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
-# out; epochs 2 and 3 are the measured windows, sized by steps_per_epoch to
-# last about 5 s each. Run folders (with checkpoints) go to $WORK (default
+# out; the later epochs (--epochs, default 3) are the measured windows, sized
+# by steps_per_epoch to last about 5 s each. --precisions picks greentrain's
+# precisions (PyTorch always runs fp32 and AMP); --bf16-cases adds bf16 to
+# the cases named. Run folders (with checkpoints) go to $WORK (default
 # /tmp/greentrain-gpu); $OUT (default ./gpu-out) gets only the log, the
 # tables and results.tgz (run.json and metrics.csv files, PyTorch JSON).
 # --profile adds a CubeCL kernel profile of fp16 steps and PyTorch's
@@ -18,7 +22,10 @@
 # size (the steps per epoch stay). --prove: a run killed with SIGKILL in its
 # second epoch and resumed, against the same run uninterrupted (prove.py);
 # `greentrain reproduce` of that run; `greentrain bench` on the device; one
-# emissions.csv. --quick: tiny windows (script checks).
+# emissions.csv. --quick: tiny windows (script checks). STEP_TIMEOUT (seconds,
+# default 240) bounds each training run, so that one slow case cannot use up
+# a short GPU lease; BUDGET_S (seconds) skips the training runs that would
+# start after it, so that the tables are still written.
 #
 # On the lent GPU machine: build here with benches/gpu/build.sh, which
 # leaves the compressed binary in .gpu/, and carry .gpu.
@@ -33,6 +40,9 @@ profile=0
 prove=0
 quick=0
 batch_override=
+precisions="fp32 fp16 bf16"
+bf16_cases=
+epochs=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
@@ -40,6 +50,9 @@ while [ $# -gt 0 ]; do
         --repeats) repeats=$2; shift 2 ;;
         --cases) cases=$2; shift 2 ;;
         --batch) batch_override=$2; shift 2 ;;
+        --precisions) precisions=$2; shift 2 ;;
+        --epochs) epochs=$2; shift 2 ;;
+        --bf16-cases) bf16_cases=$2; shift 2 ;;
         --profile) profile=1; shift ;;
         --prove) prove=1; shift ;;
         --quick) quick=1; shift ;;
@@ -57,6 +70,9 @@ if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
 fi
 [ -x "$bin" ] || { echo "no greentrain binary at $bin (use --bin)" >&2; exit 2; }
 export GREENTRAIN_CACHE_DIR="$WORK/kernel-cache"
+st=${STEP_TIMEOUT:-240}
+budget=${BUDGET_S:-100000}
+late() { [ "$SECONDS" -ge "$budget" ] && say "skipped $1: past BUDGET_S ($SECONDS s)"; }
 
 # case -> model, batch, greentrain steps per epoch, PyTorch steps per epoch
 case_args() {
@@ -64,6 +80,8 @@ case_args() {
         wide4096) echo "mnist_wide_mlp 4096 600 600" ;;
         wide1024) echo "mnist_wide_mlp 1024 1200 1200" ;;
         lenet) echo "mnist_lenet5 1024 150 1500" ;;
+        resnet20) echo "mnist_resnet20 512 100 300" ;;
+        transformer) echo "modular_transformer 4096 200 600" ;;
         *) echo "unknown case $1" >&2; return 1 ;;
     esac
 }
@@ -80,42 +98,45 @@ timeout 120 "$bin" matmul --device "$device" --size $size --seconds $secs > "$OU
 timeout 120 python3 benches/gpu/matmul_ref.py --size $size --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
 cat "$OUT/matmul.jsonl" | tee -a "$log"
 
-for r in $(seq 1 "$repeats"); do
-    for cs in $cases; do
-        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
-        if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
-        if [ -n "$batch_override" ]; then batch=$batch_override; fi
-        for p in fp32 fp16 bf16; do
-            say "== greentrain $cs $p repeat $r"
-            timeout 240 "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
-                --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
-                --set train.epochs=3 --set train.log_every=100000 --set "run.seed=$((41 + r))" \
-                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
-                || say "greentrain $cs $p failed (exit $?)"
-        done
-        for mode in fp32 amp; do
-            say "== pytorch $cs $mode repeat $r"
-            timeout 240 python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
-                --batch "$batch" --steps "$tsteps" --epochs 3 --seed "$((41 + r))" \
-                --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
-                || say "pytorch $cs $mode skipped or failed (see log)"
-        done
-    done
-done
-
 if [ $profile = 1 ]; then
     say "== profile: greentrain fp16 wide MLP batch 4096 (CubeCL kernel timings, epoch 2)"
     plog="$WORK/cubecl-profile.log"
-    CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout 180 "$bin" --config configs/gpu/mnist_wide_mlp.toml \
+    CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout "$st" "$bin" --config configs/gpu/mnist_wide_mlp.toml \
         --device "$device" --precision fp16 --set data.batch_size=4096 --set train.steps_per_epoch=30 \
         --set train.epochs=2 --set train.log_every=100000 --set run.name=gpu-profile --out "$WORK/runs" --quiet >> "$log" 2>&1 \
         || say "profiled run failed (exit $?)"
     [ -f "$plog" ] && python3 benches/gpu/profile_summary.py "$plog" 30 > "$OUT/profile-greentrain.md" 2>&1
     head -c 20000 "$plog" > "$WORK/cubecl-profile-head.txt" 2>/dev/null
-    timeout 120 python3 benches/gpu/torch_ref.py --model mnist_wide_mlp --mode amp --device "$device" --batch 4096 \
+    timeout "$st" python3 benches/gpu/torch_ref.py --model mnist_wide_mlp --mode amp --device "$device" --batch 4096 \
         --steps 50 --epochs 1 --out "$WORK/torch-profile.json" --profile "$OUT/profile-pytorch.txt" >> "$log" 2>&1 \
         || say "pytorch profile failed"
 fi
+
+for r in $(seq 1 "$repeats"); do
+    for cs in $cases; do
+        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
+        if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
+        if [ -n "$batch_override" ]; then batch=$batch_override; fi
+        extra=; case " $bf16_cases " in *" $cs "*) extra=bf16 ;; esac
+        for p in $precisions $extra; do
+            late "greentrain $cs $p" && continue
+            say "== greentrain $cs $p repeat $r"
+            timeout "$st" "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
+                --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
+                --set "train.epochs=$epochs" --set train.log_every=100000 --set "run.seed=$((41 + r))" \
+                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
+                || say "greentrain $cs $p failed (exit $?)"
+        done
+        for mode in fp32 amp; do
+            late "pytorch $cs $mode" && continue
+            say "== pytorch $cs $mode repeat $r"
+            timeout "$st" python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
+                --batch "$batch" --steps "$tsteps" --epochs "$epochs" --seed "$((41 + r))" \
+                --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
+                || say "pytorch $cs $mode skipped or failed (see log)"
+        done
+    done
+done
 
 if [ $prove = 1 ]; then
     say "== prove: SIGKILL in epoch 2, resume, compare with an uninterrupted run (MNIST MLP)"

@@ -66,7 +66,7 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for (c, k), v in sorted(rows.items()):
     print(f"| {c} | {k} | {len(v)} | {f(mean([x['sps'] for x in v]), '.0f')} | {f(mean([x['window'] for x in v]), '.1f')} | "
           f"{f(mean([x['gjps'] for x in v]), '.4g')} | {f(mean([x['xcheck'] for x in v]), '+.1%')} | "
-          f"{f(mean([x['acc'] for x in v]), '.4f')} | {sum(x['skipped'] for x in v)} | {f(mean([x['warm'] for x in v]), '.1f')} |")
+          f"{f(mean([x['acc'] for x in v]), '.4f')} | {f(None if any(x['skipped'] is None for x in v) else sum(x['skipped'] for x in v), 'd')} | {f(mean([x['warm'] for x in v]), '.1f')} |")
 
 print()
 print("| case | fp16/fp32 samples/s | fp16/PyTorch AMP samples/s | fp16/fp32 GPU J/sample |")

@@ -18,7 +18,19 @@ def idx(path):
     dims = struct.unpack(">" + "I" * nd, raw[4:4 + 4 * nd])
     return torch.frombuffer(bytearray(raw[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
 
-def data(root):
+def modular(p, train_fraction, seed):
+    """All pairs (a, b) with label (a + b) mod p, inputs [a, b, =] as tokens; a seeded split
+    (not greentrain's shuffle: the same sizes, other pairs)."""
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    x = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], 1)
+    y = (a.flatten() + b.flatten()) % p
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
+    n = round(p * p * train_fraction)
+    return x[perm[:n]], y[perm[:n]], x[perm[n:]], y[perm[n:]]
+
+def data(root, name, seed):
+    if name == "modular_transformer":
+        return modular(113, 0.5, seed)
     f = lambda n: os.path.join(root, "mnist", n)
     xs = (idx(f("train-images-idx3-ubyte.gz")).float() / 255 - 0.1307) / 0.3081
     ys = idx(f("train-labels-idx1-ubyte.gz")).long()
@@ -33,9 +45,59 @@ def model(name):
         return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                              nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    if name == "mnist_resnet20":
+        return resnet(20, 16)
+    if name == "modular_transformer":
+        return Transformer(vocab=114, classes=113, d=512, heads=8, d_mlp=2048, layers=2)
     raise SystemExit(f"unknown model {name}")
 
-LR = {"mnist_wide_mlp": 1e-3, "mnist_lenet5": 2e-3}
+class Block(nn.Module):
+    """configs/gpu/mnist_resnet20.toml's basic block: 3x3 convolutions without bias, batch
+    norm, a 1x1 convolution on the shortcut where the shape changes."""
+    def __init__(self, cin, c, stride):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c)
+        self.c2, self.b2 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        self.sc = (nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+                   if stride != 1 or cin != c else nn.Identity())
+    def forward(self, x):
+        h = torch.relu(self.b1(self.c1(x)))
+        return torch.relu(self.b2(self.c2(h)) + self.sc(x))
+
+def resnet(depth, width):
+    n, c, layers = (depth - 2) // 6, width, [nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, width, 3, 1, 1, bias=False),
+                                             nn.BatchNorm2d(width), nn.ReLU()]
+    for mult, stride in [(1, 1), (2, 2), (4, 2)]:
+        for i in range(n):
+            layers.append(Block(c, width * mult, stride if i == 0 else 1))
+            c = width * mult
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+class Transformer(nn.Module):
+    """configs/gpu/modular_transformer.toml: token and learned position embeddings, pre-norm
+    causal blocks (PyTorch's own layer: fused attention), a final LayerNorm, the last
+    position's logits from a separate unembedding."""
+    def __init__(self, vocab, classes, d, heads, d_mlp, layers, context=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(context, d) * 0.02)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(d, heads, d_mlp, dropout=0.0, batch_first=True,
+                                                               norm_first=True) for _ in range(layers))
+        self.ln, self.out = nn.LayerNorm(d), nn.Linear(d, classes)
+    def forward(self, x):
+        h = self.embed(x) + self.pos[: x.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], device=x.device)
+        for b in self.blocks:
+            h = b(h, src_mask=mask, is_causal=True)
+        return self.out(self.ln(h[:, -1]))
+
+def optimizer(name, params):
+    """The optimizer of each greentrain config."""
+    if name == "mnist_resnet20":
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    if name == "modular_transformer":
+        return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, eps=1e-8)
+    return torch.optim.Adam(params, lr={"mnist_wide_mlp": 1e-3, "mnist_lenet5": 2e-3}[name], eps=1e-8)
 
 class Nvml:
     """NVML total-energy counter plus sampled power integrated at 20 Hz."""
@@ -87,11 +149,11 @@ def main():
     # TF32 off: fp32 means fp32 (PyTorch's matmul default is already off; cuDNN's is on).
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    xs, ys, xt, yt = data(os.environ.get("GREENTRAIN_DATASETS", "datasets"))
+    xs, ys, xt, yt = data(os.environ.get("GREENTRAIN_DATASETS", "datasets"), args.model, args.seed)
     if dev.type == "cuda":
         xs, ys = xs.pin_memory(), ys.pin_memory()
     net = model(args.model).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=LR[args.model], eps=1e-8)
+    opt = optimizer(args.model, net.parameters())
     scaler = torch.amp.GradScaler("cuda", enabled=(args.mode == "amp" and dev.type == "cuda"))
     loss_fn = nn.CrossEntropyLoss()
     meter = Nvml(0) if dev.type == "cuda" else Nvml.__new__(Nvml)
@@ -135,8 +197,10 @@ def main():
                        "energy_j": (e1 - e0) if e0 is not None else None,
                        "integrated_j": (i1 - i0) if i0 is not None else None})
     # Skipped steps without a per-step read: Adam counts only the steps it took.
+    # SGD keeps no step count: its skipped steps are not known (None).
     first = next(iter(net.parameters()))
-    skipped = total_steps - int(opt.state[first]["step"]) if opt.state.get(first) else total_steps
+    state = opt.state.get(first, {})
+    skipped = total_steps - int(state["step"]) if "step" in state else (None if state else total_steps)
     if args.profile and dev.type == "cuda":
         from torch.profiler import profile, ProfilerActivity
         order = batches(args.epochs)[:20]
@@ -146,7 +210,7 @@ def main():
             sync()
         with open(args.profile, "w") as f:
             f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
-    net.eval()
+    net.train(False)
     with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=(args.mode == "amp" and dev.type == "cuda")):
         pred = torch.cat([net(xt[s:s + 10000].to(dev)).argmax(1).cpu() for s in range(0, xt.shape[0], 10000)])
     acc = (pred == yt).float().mean().item()
