@@ -8,7 +8,7 @@
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
 #                      [--cases "wide4096 wide1024 lenet resnet20 transformer"] [--batch N]
 #                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
-#                      [--profile] [--prove] [--quick]
+#                      [--profile] [--prove] [--quick] [--no-matmul]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
 # out; the later epochs (--epochs, default 3) are the measured windows, sized
@@ -17,8 +17,10 @@
 # the cases named. Run folders (with checkpoints) go to $WORK (default
 # /tmp/greentrain-gpu); $OUT (default ./gpu-out) gets only the log, the
 # tables and results.tgz (run.json and metrics.csv files, PyTorch JSON).
-# --profile adds a CubeCL kernel profile of fp16 steps and PyTorch's
-# profiler table for the same model. --batch N overrides every case's batch
+# --profile adds a CubeCL kernel profile of fp16 steps (after an unprofiled
+# run that fills the kernel cache, so that compilation is not counted) and
+# PyTorch's profiler table for the same model. A case named `lenet:torch`
+# runs PyTorch's rows only, `lenet:greentrain` greentrain's. --batch N overrides every case's batch
 # size (the steps per epoch stay). --prove: a run killed with SIGKILL in its
 # second epoch and resumed, against the same run uninterrupted (prove.py);
 # `greentrain reproduce` of that run; `greentrain bench` on the device; one
@@ -39,6 +41,7 @@ cases="wide4096 wide1024 lenet"
 profile=0
 prove=0
 quick=0
+matmul=1
 batch_override=
 precisions="fp32 fp16 bf16"
 bf16_cases=
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=1; shift ;;
         --prove) prove=1; shift ;;
         --quick) quick=1; shift ;;
+        --no-matmul) matmul=0; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -92,55 +96,35 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 "$bin" --version | tee -a "$log"
 
+[ $matmul = 1 ] && {
 say "== matmul 4096^3 (TFLOP/s)"
 secs=3; size=4096; [ $quick = 1 ] && secs=0.5 && size=512
 timeout 120 "$bin" matmul --device "$device" --size $size --seconds $secs > "$OUT/matmul.jsonl" 2>> "$log" || say "greentrain matmul failed (exit $?)"
 timeout 120 python3 benches/gpu/matmul_ref.py --size $size --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
 cat "$OUT/matmul.jsonl" | tee -a "$log"
+}
 
 if [ $profile = 1 ]; then
     say "== profile: greentrain fp16 wide MLP batch 4096 (CubeCL kernel timings, epoch 2)"
     plog="$WORK/cubecl-profile.log"
+    psteps=30; [ $quick = 1 ] && psteps=2
+    timeout "$st" "$bin" --config configs/gpu/mnist_wide_mlp.toml --device "$device" --precision fp16 \
+        --set data.batch_size=4096 --set "train.steps_per_epoch=$psteps" --set train.epochs=1 \
+        --set run.name=warm-profile --out "$WORK/warm" --quiet >> "$log" 2>&1 || say "kernel-cache warm-up failed"
     CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout "$st" "$bin" --config configs/gpu/mnist_wide_mlp.toml \
-        --device "$device" --precision fp16 --set data.batch_size=4096 --set train.steps_per_epoch=30 \
+        --device "$device" --precision fp16 --set data.batch_size=4096 --set "train.steps_per_epoch=$psteps" \
         --set train.epochs=2 --set train.log_every=100000 --set run.name=gpu-profile --out "$WORK/runs" --quiet >> "$log" 2>&1 \
         || say "profiled run failed (exit $?)"
-    [ -f "$plog" ] && python3 benches/gpu/profile_summary.py "$plog" 30 > "$OUT/profile-greentrain.md" 2>&1
+    [ -f "$plog" ] && python3 benches/gpu/profile_summary.py "$plog" 30 0.5 > "$OUT/profile-greentrain.md" 2>&1
     head -c 20000 "$plog" > "$WORK/cubecl-profile-head.txt" 2>/dev/null
     timeout "$st" python3 benches/gpu/torch_ref.py --model mnist_wide_mlp --mode amp --device "$device" --batch 4096 \
         --steps 50 --epochs 1 --out "$WORK/torch-profile.json" --profile "$OUT/profile-pytorch.txt" >> "$log" 2>&1 \
         || say "pytorch profile failed"
 fi
 
-for r in $(seq 1 "$repeats"); do
-    for cs in $cases; do
-        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
-        if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
-        if [ -n "$batch_override" ]; then batch=$batch_override; fi
-        extra=; case " $bf16_cases " in *" $cs "*) extra=bf16 ;; esac
-        for p in $precisions $extra; do
-            late "greentrain $cs $p" && continue
-            say "== greentrain $cs $p repeat $r"
-            timeout "$st" "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
-                --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
-                --set "train.epochs=$epochs" --set train.log_every=100000 --set "run.seed=$((41 + r))" \
-                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
-                || say "greentrain $cs $p failed (exit $?)"
-        done
-        for mode in fp32 amp; do
-            late "pytorch $cs $mode" && continue
-            say "== pytorch $cs $mode repeat $r"
-            timeout "$st" python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
-                --batch "$batch" --steps "$tsteps" --epochs "$epochs" --seed "$((41 + r))" \
-                --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
-                || say "pytorch $cs $mode skipped or failed (see log)"
-        done
-    done
-done
-
 if [ $prove = 1 ]; then
     say "== prove: SIGKILL in epoch 2, resume, compare with an uninterrupted run (MNIST MLP)"
-    steps=2000; bsteps=100; [ $quick = 1 ] && steps=20 && bsteps=5
+    steps=2000; bsteps=600; mw=5s; [ $quick = 1 ] && steps=20 && bsteps=5 && mw=0.1s
     pset=(--config configs/mnist_mlp.toml --device "$device" --set train.epochs=3
           --set "train.steps_per_epoch=$steps" --set train.checkpoint_every=1 --set train.log_every=100000)
     timeout 180 "$bin" "${pset[@]}" --set run.name=prove-whole --out "$WORK/prove" --quiet >> "$log" 2>&1 \
@@ -160,13 +144,43 @@ if [ $prove = 1 ]; then
     python3 benches/gpu/prove.py "$whole" "$killed" 2>&1 | tee -a "$log" "$OUT/prove.txt" || say "resumed run OUTSIDE tolerance"
     say "== prove: greentrain reproduce of the uninterrupted run"
     timeout 200 "$bin" reproduce "$whole" --out "$WORK/prove" --quiet 2>&1 | tail -25 | tee -a "$log" "$OUT/prove.txt"
-    say "== prove: greentrain bench on $device (LeNet-5)"
-    timeout 300 "$bin" bench --config configs/gpu/mnist_lenet5.toml --device "$device" --repeats 2 \
-        --set "train.steps_per_epoch=$bsteps" --set train.epochs=3 --set train.checkpoint_every=100 \
+    say "== prove: greentrain bench on $device (wide MLP, batch 4096, fp32 and fp16)"
+    timeout 150 "$bin" bench --config configs/gpu/mnist_wide_mlp.toml --device "$device" --repeats 2 \
+        --precisions fp32,fp16 --min-window "$mw" --set data.batch_size=4096 --set "train.steps_per_epoch=$bsteps" \
+        --set train.epochs=2 --set train.checkpoint_every=100 \
         --out "$WORK/bench" --quiet >> "$log" 2>&1 || say "bench failed (exit $?)"
     cat "$WORK/bench/bench.md" >> "$OUT/prove.txt" 2>/dev/null
     cat "$whole/emissions.csv" >> "$OUT/prove.txt" 2>/dev/null
 fi
+
+for r in $(seq 1 "$repeats"); do
+    for spec in $cases; do
+        cs=${spec%%:*}; only=${spec#*:}; [ "$only" = "$spec" ] && only=both
+        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
+        if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
+        if [ -n "$batch_override" ]; then batch=$batch_override; fi
+        extra=; case " $bf16_cases " in *" $cs "*) extra=bf16 ;; esac
+        gp="$precisions $extra"; [ "$only" = torch ] && gp=
+        modes="fp32 amp"; [ "$only" = greentrain ] && modes=
+        for p in $gp; do
+            late "greentrain $cs $p" && continue
+            say "== greentrain $cs $p repeat $r"
+            timeout "$st" "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
+                --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
+                --set "train.epochs=$epochs" --set train.log_every=100000 --set "run.seed=$((41 + r))" \
+                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
+                || say "greentrain $cs $p failed (exit $?)"
+        done
+        for mode in $modes; do
+            late "pytorch $cs $mode" && continue
+            say "== pytorch $cs $mode repeat $r"
+            timeout "$st" python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
+                --batch "$batch" --steps "$tsteps" --epochs "$epochs" --seed "$((41 + r))" \
+                --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
+                || say "pytorch $cs $mode skipped or failed (see log)"
+        done
+    done
+done
 
 python3 benches/gpu/summarise.py "$WORK" "$OUT/matmul.jsonl" > "$OUT/table.md" 2>> "$log"
 (cd "$WORK" && tar czf "$OUT/results.tgz" --exclude='*.bin' runs prove bench torch-*.json cubecl-profile-head.txt 2>/dev/null)
