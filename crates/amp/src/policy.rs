@@ -349,6 +349,12 @@ impl Autocast {
     }
 
     /// `x W + b` in the compute dtype, from f32 master weights.
+    ///
+    /// Inputs of rank 3 and up are flattened to one matrix of rows first:
+    /// Burn's linear broadcasts the weight over the leading dimensions, and
+    /// its weight gradient is then a batched `x^T dy` that materialises one
+    /// `d_in x d_out` matrix per batch element before summing them (4 GiB
+    /// for a 512-wide layer at batch 4096).
     pub fn linear_raw<B: Backend, const D: usize>(
         &self,
         x: Tensor<B, D>,
@@ -359,7 +365,14 @@ impl Autocast {
         let weight = self.lower(weight);
         let bias = bias.map(|b| self.lower(b));
         assert_same("linear", &x, &weight);
-        linear(x, weight, bias)
+        if D <= 2 {
+            return linear(x, weight, bias);
+        }
+        let mut dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+        dims[D - 1] = y.dims()[1];
+        y.reshape(dims)
     }
 
     /// A Burn [`Linear`] layer in the compute dtype.

@@ -43,6 +43,10 @@ pub struct PartialEpoch {
     /// Device-side f32 loss sum, stored exactly so a resumed sum continues bit for bit.
     #[serde(with = "crate::num::f32_any")]
     pub loss_sum: f32,
+    /// Training samples classified correctly so far (counted on the device
+    /// in f32: exact below 2^24 samples an epoch).
+    #[serde(default)]
+    pub correct: u64,
     /// Samples trained.
     pub samples: u64,
     /// Steps skipped.

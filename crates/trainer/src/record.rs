@@ -60,6 +60,15 @@ pub struct EpochRecord {
     /// Mean training loss over the epoch's samples.
     #[serde(with = "crate::num::f64_any")]
     pub train_loss: f64,
+    /// Training accuracy over the epoch's samples, each counted in its own
+    /// step before that step's update (as training loss is); absent in
+    /// records written before it was kept.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::num::opt_f64_any"
+    )]
+    pub train_accuracy: Option<f64>,
     /// Mean test loss.
     #[serde(with = "crate::num::f64_any")]
     pub test_loss: f64,
@@ -259,7 +268,7 @@ impl RunRecord {
 }
 
 /// The `metrics.csv` header.
-pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
+pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
 
 /// Writes `metrics.csv` (a row per epoch) atomically.
 pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
@@ -268,9 +277,10 @@ pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for e in epochs {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4},{},{}\n",
+            "{},{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4},{},{}\n",
             e.epoch,
             e.train_loss,
+            opt(e.train_accuracy),
             e.test_loss,
             e.test_accuracy,
             opt(e.val_loss),

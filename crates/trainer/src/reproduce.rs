@@ -71,7 +71,7 @@ pub fn compare(a: &[EpochRecord], b: &[EpochRecord], tol: Tolerance) -> Vec<Comp
         });
     }
     for (x, y) in a.iter().zip(b) {
-        let rows: [(&str, Kind, f64, f64); 5] = [
+        let mut rows: Vec<(&str, Kind, f64, f64)> = vec![
             ("train_loss", Kind::Loss, x.train_loss, y.train_loss),
             ("test_loss", Kind::Loss, x.test_loss, y.test_loss),
             (
@@ -88,6 +88,10 @@ pub fn compare(a: &[EpochRecord], b: &[EpochRecord], tol: Tolerance) -> Vec<Comp
                 y.skipped_steps as f64,
             ),
         ];
+        // Records from before training accuracy was kept have none to compare.
+        if let (Some(r), Some(p)) = (x.train_accuracy, y.train_accuracy) {
+            rows.insert(1, ("train_accuracy", Kind::Accuracy, r, p));
+        }
         for (name, kind, r, p) in rows {
             // Listed as matching, a value never compared would claim
             // agreement nobody checked: leave it out.

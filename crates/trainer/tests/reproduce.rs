@@ -7,6 +7,7 @@ fn epoch(loss: f64, acc: f64, scale: f64, skipped: u64) -> EpochRecord {
     EpochRecord {
         epoch: 1,
         train_loss: loss,
+        train_accuracy: Some(acc),
         test_loss: loss,
         test_accuracy: acc,
         val_loss: None,
@@ -36,6 +37,7 @@ fn gpu_tolerance_lists_only_what_it_compares() {
         names,
         [
             "epoch 1 train_loss",
+            "epoch 1 train_accuracy",
             "epoch 1 test_loss",
             "epoch 1 test_accuracy"
         ]
@@ -44,12 +46,23 @@ fn gpu_tolerance_lists_only_what_it_compares() {
     assert!(Tolerance::Gpu
         .describe()
         .contains("skipped_steps not compared"));
-    // The exact tolerance compares all five, and the differing counts fail.
+    // The exact tolerance compares all six, and the differing counts fail.
     let exact = compare(&a, &b, Tolerance::Exact);
-    assert_eq!(exact.len(), 5);
+    assert_eq!(exact.len(), 6);
     assert!(!exact
         .iter()
         .any(|c| c.metric.ends_with("skipped_steps") && c.matches));
+    // A record from before training accuracy was kept: not compared.
+    let mut old = epoch(0.5, 0.90, 65536.0, 0);
+    old.train_accuracy = None;
+    let names: Vec<String> = compare(&[old], &b, Tolerance::Gpu)
+        .into_iter()
+        .map(|c| c.metric)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("train_accuracy")),
+        "{names:?}"
+    );
     // Outside the GPU tolerance: 3% loss difference.
     let c = [epoch(0.515, 0.90, 65536.0, 0)];
     assert!(compare(&a, &c, Tolerance::Gpu).iter().any(|c| !c.matches));

@@ -87,6 +87,7 @@ fn run_record_is_complete() {
     for key in [
         "epoch",
         "train_loss",
+        "train_accuracy",
         "test_loss",
         "test_accuracy",
         "wall_s",
@@ -102,7 +103,20 @@ fn run_record_is_complete() {
     assert_eq!(v["final"]["samples"], 4 * 808);
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
-    assert!(csv.starts_with("epoch,train_loss,test_loss,test_accuracy"));
+    assert!(csv.starts_with("epoch,train_loss,train_accuracy,test_loss,test_accuracy"));
+    // Training accuracy is counted per sample: a fraction with denominator
+    // the epoch's samples, and the model learns (digits, 4 epochs).
+    let train_acc: Vec<f64> = (0..4)
+        .map(|i| v["epochs"][i]["train_accuracy"].as_f64().unwrap())
+        .collect();
+    for a in &train_acc {
+        let count = a * 808.0;
+        assert!((count - count.round()).abs() < 1e-6, "{a} is not k/808");
+    }
+    assert!(
+        train_acc[3] > train_acc[0] && train_acc[3] > 0.5,
+        "{train_acc:?}"
+    );
     let cfg = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     assert!(cfg.contains("val_fraction = 0.1"));
     // No temporary files left behind.

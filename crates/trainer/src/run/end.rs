@@ -83,6 +83,7 @@ impl<B: AutodiffBackend> Run<B> {
         let e = EpochRecord {
             epoch: self.state.epoch + 1,
             train_loss: t.train_loss,
+            train_accuracy: Some(t.train_accuracy),
             test_loss,
             test_accuracy: test_acc,
             val_loss,
@@ -106,10 +107,11 @@ impl<B: AutodiffBackend> Run<B> {
 
     pub(super) fn epoch_line(&self, e: &EpochRecord) -> String {
         let mut line = format!(
-            "epoch {}/{}: train_loss {:.4} test_loss {:.4} test_acc {:.2}% ",
+            "epoch {}/{}: train_loss {:.4} train_acc {:.2}% test_loss {:.4} test_acc {:.2}% ",
             e.epoch,
             self.c.train.epochs,
             e.train_loss,
+            100.0 * e.train_accuracy.unwrap_or(f64::NAN),
             e.test_loss,
             100.0 * e.test_accuracy
         );

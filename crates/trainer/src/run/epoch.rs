@@ -11,6 +11,7 @@ use crate::run::state::lr_at;
 use crate::status::RunStatus;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
 use greentrain_amp::{grads, readback, ScalerSnapshot};
 use std::time::Instant;
 
@@ -48,11 +49,12 @@ impl<B: AutodiffBackend> Run<B> {
             }
         }
         let snap = self.close_segment(&mut ep);
-        let train_loss =
-            readback::read_f32(ep.loss_sum)[0] as f64 / ep.partial.samples.max(1) as f64;
+        let (loss_sum, correct) = read_sums(&ep);
+        let n = ep.partial.samples.max(1) as f64;
         Ok(Ok(Trained {
             partial: ep.partial,
-            train_loss,
+            train_loss: loss_sum as f64 / n,
+            train_accuracy: correct as f64 / n,
             snap,
             lr: ep.lr,
             started_unix: ep.started_unix,
@@ -81,6 +83,16 @@ impl<B: AutodiffBackend> Run<B> {
             .take()
             .expect("the model is back after each step");
         let logits = model.forward(x, &self.ac);
+        let hits = logits
+            .clone()
+            .inner()
+            .argmax(1)
+            .reshape([ids.len()])
+            .equal(y.clone().inner())
+            .int()
+            .sum()
+            .float();
+        ep.correct = ep.correct.clone() + hits;
         let loss = self.ac.cross_entropy(logits, y);
         ep.loss_sum = ep.loss_sum.clone() + loss.clone().inner().mul_scalar(ids.len() as f32);
         // Weight each micro-batch by its share of the group's samples, so
@@ -176,8 +188,10 @@ impl<B: AutodiffBackend> Run<B> {
     ) -> anyhow::Result<()> {
         let snap = self.close_segment(ep);
         self.state.step = bi;
+        let (loss_sum, correct) = read_sums(ep);
         self.state.partial = PartialEpoch {
-            loss_sum: readback::read_f32(ep.loss_sum.clone())[0],
+            loss_sum,
+            correct: correct as u64,
             ..ep.partial.clone()
         };
         self.state.scaler = self.scaler.state_at(snap);
@@ -256,4 +270,11 @@ impl<B: AutodiffBackend> Run<B> {
         );
         Ok(())
     }
+}
+
+/// The epoch's loss sum and correct count, in one read back.
+fn read_sums<B: AutodiffBackend>(ep: &EpochRun<B>) -> (f32, f32) {
+    let both = Tensor::cat(vec![ep.loss_sum.clone(), ep.correct.clone()], 0);
+    let v = readback::read_f32(both);
+    (v[0], v[1])
 }

@@ -101,6 +101,8 @@ struct EpochRun<B: AutodiffBackend> {
     epoch: usize,
     chunks: Vec<Vec<usize>>,
     loss_sum: Tensor<B::InnerBackend, 1>,
+    /// Correct training predictions, counted before each step's update.
+    correct: Tensor<B::InnerBackend, 1>,
     partial: PartialEpoch,
     acc: Option<GradientsParams>,
     lr: f64,
@@ -115,6 +117,7 @@ struct EpochRun<B: AutodiffBackend> {
 struct Trained {
     partial: PartialEpoch,
     train_loss: f64,
+    train_accuracy: f64,
     snap: Option<ScalerSnapshot>,
     lr: f64,
     started_unix: f64,
@@ -327,6 +330,10 @@ impl<B: AutodiffBackend> Run<B> {
         let partial = self.state.partial.clone();
         let loss_sum =
             Tensor::from_data(TensorData::new(vec![partial.loss_sum], [1]), &self.device);
+        let correct = Tensor::from_data(
+            TensorData::new(vec![partial.correct as f32], [1]),
+            &self.device,
+        );
         let lr = lr_at(
             c,
             self.state.optimizer_steps,
@@ -345,6 +352,7 @@ impl<B: AutodiffBackend> Run<B> {
             epoch,
             chunks,
             loss_sum,
+            correct,
             seg: Segment::start(&partial),
             partial,
             acc: None,
