@@ -150,6 +150,7 @@ mod tests {
                 optimizer_steps: 17,
                 partial: PartialEpoch {
                     loss_sum: 1.25,
+                    correct: 7,
                     samples: 40,
                     skipped: 1,
                     wall_s: 0.5,
