@@ -573,8 +573,8 @@ fn reproduce_matches_exactly_and_catches_a_difference() {
     // best-effort float parser gets wrong), and two epochs in fp16.
     let mut dir = PathBuf::new();
     for (extra, values) in [
-        (vec!["--precision", "fp32"], 150),
-        (vec!["--set", "train.epochs=2", "--precision", "fp16"], 10),
+        (vec!["--precision", "fp32"], 180),
+        (vec!["--set", "train.epochs=2", "--precision", "fp16"], 12),
     ] {
         let o = gt()
             .args(["--config", "configs/digits_mlp.toml", "--quiet"])
