@@ -851,23 +851,15 @@ fn epoch_lines_give_joules_with_their_provenance() {
 #[test]
 fn precision_words_are_the_same_on_the_command_line_and_in_a_config() {
     let out = tempfile::tempdir().unwrap();
-    let o = gt()
-        .args(["--config", "configs/digits_mlp.toml", "--precision", "half"])
-        .args(["--set", "train.epochs=1"])
-        .out(out.path())
-        .ok();
-    assert_eq!(record(&run_dir_of(&o))["precision"], "fp16");
-    let o = gt()
-        .args([
-            "--config",
-            "configs/digits_mlp.toml",
-            "--set",
-            "precision.mode=half",
-        ])
-        .args(["--set", "train.epochs=1"])
-        .out(out.path())
-        .ok();
-    assert_eq!(record(&run_dir_of(&o))["precision"], "fp16");
+    for word in [["--precision", "half"], ["--set", "precision.mode=half"]] {
+        let o = gt()
+            .args(["--config", "configs/digits_mlp.toml"])
+            .args(word)
+            .args(["--set", "train.epochs=1"])
+            .out(out.path())
+            .ok();
+        assert_eq!(record(&run_dir_of(&o))["precision"], "fp16", "{word:?}");
+    }
     let o = gt()
         .args([
             "--config",
