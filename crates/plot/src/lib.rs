@@ -9,6 +9,7 @@
 //! machine and needs no system fonts.
 
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -61,6 +62,22 @@ pub struct Bars {
     pub bars: Vec<Bar>,
 }
 
+/// A panel of points, some of them joined and ringed (a Pareto front
+/// among all the trials of a sweep).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scatter {
+    /// Panel title.
+    pub title: String,
+    /// X axis label, with its unit.
+    pub x_label: String,
+    /// Y axis label, with its unit.
+    pub y_label: String,
+    /// Every point, as a dot.
+    pub points: Series,
+    /// The marked points, joined in drawing order and ringed.
+    pub marked: Series,
+}
+
 /// One panel of a figure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Panel {
@@ -68,6 +85,8 @@ pub enum Panel {
     Lines(Lines),
     /// Bars with error bars.
     Bars(Bars),
+    /// Points with some marked.
+    Scatter(Scatter),
 }
 
 /// Panels side by side under a title, with an optional footnote (where the
@@ -187,6 +206,7 @@ fn note_lines(fig: &Figure) -> Vec<String> {
 fn panel_width(p: &Panel) -> u32 {
     match p {
         Panel::Lines(l) if !l.series.is_empty() => PANEL_W + LEGEND_W,
+        Panel::Scatter(_) => PANEL_W + LEGEND_W,
         Panel::Bars(b) => PANEL_W.max(110 * b.bars.len() as u32 + 120),
         _ => PANEL_W,
     }
@@ -263,6 +283,7 @@ where
         match p {
             Panel::Lines(l) => draw_lines(&area, l)?,
             Panel::Bars(b) => draw_bars(&area, b)?,
+            Panel::Scatter(p) => draw_scatter(&area, p)?,
         }
     }
     Ok(())
@@ -329,28 +350,7 @@ where
     };
     let xs = p.series.iter().flat_map(|s| s.points.iter().map(|q| q.0));
     let ys = p.series.iter().flat_map(|s| s.points.iter().map(|q| q.1));
-    let (x0, x1) = span(xs, 0.03);
-    let (y0, y1) = span(ys, 0.06);
-    let mut chart = ChartBuilder::on(&plot_area)
-        .caption(&p.title, (FONT, 18))
-        .margin(14)
-        .x_label_area_size(50)
-        .y_label_area_size(78)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(&what, e))?;
-    chart
-        .configure_mesh()
-        .x_desc(&p.x_label)
-        .y_desc(&p.y_label)
-        .x_labels(7)
-        .y_labels(8)
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(|e| err(&what, e))?;
+    let mut chart = xy_chart(&plot_area, [&p.title, &p.x_label, &p.y_label], xs, ys)?;
     for (i, s) in p.series.iter().enumerate() {
         let c = colour(i);
         let pts = if p.step {
@@ -368,36 +368,131 @@ where
         }
     }
     if let Some(lg) = legend {
-        let (_, h) = lg.dim_in_pixel();
-        let rows = ((h.saturating_sub(40)) / 22) as usize;
-        let shown = if p.series.len() > rows {
-            rows.saturating_sub(1)
-        } else {
-            p.series.len()
-        };
-        for (i, s) in p.series.iter().take(shown).enumerate() {
-            let y = 40 + 22 * i as i32;
-            lg.draw(&PathElement::new(
-                vec![(4, y), (30, y)],
-                colour(i).stroke_width(3),
-            ))
-            .map_err(|e| err(&what, e))?;
-            lg.draw(&Text::new(
-                shorten(&s.label, 24),
-                (36, y - 8),
-                (FONT, 14).into_font(),
-            ))
-            .map_err(|e| err(&what, e))?;
-        }
-        if shown < p.series.len() {
-            let y = 40 + 22 * shown as i32;
-            lg.draw(&Text::new(
-                format!("+{} more", p.series.len() - shown),
-                (36, y - 8),
-                (FONT, 14).into_font(),
-            ))
-            .map_err(|e| err(&what, e))?;
-        }
+        draw_legend(&lg, &p.series, &what)?;
+    }
+    Ok(())
+}
+
+type XyChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Axes and grid for x-y data; `text` is the title and the two axis labels.
+fn xy_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    text: [&str; 3],
+    xs: impl Iterator<Item = f64>,
+    ys: impl Iterator<Item = f64>,
+) -> Result<XyChart<'a, DB>, PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    let what = format!("the panel '{}'", text[0]);
+    let (x0, x1) = span(xs, 0.03);
+    let (y0, y1) = span(ys, 0.06);
+    let mut chart = ChartBuilder::on(area)
+        .caption(text[0], (FONT, 18))
+        .margin(14)
+        .x_label_area_size(50)
+        .y_label_area_size(78)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&what, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(text[1])
+        .y_desc(text[2])
+        .x_labels(7)
+        .y_labels(8)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| err(&what, e))?;
+    Ok(chart)
+}
+
+/// All points as small dots, the marked ones joined and ringed.
+fn draw_scatter<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: &Scatter,
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    let what = format!("the panel '{}'", p.title);
+    let w = area.dim_in_pixel().0;
+    let (plot_area, legend) = area.split_horizontally(w.saturating_sub(LEGEND_W));
+    let all = || p.points.points.iter().chain(&p.marked.points);
+    let mut chart = xy_chart(
+        &plot_area,
+        [&p.title, &p.x_label, &p.y_label],
+        all().map(|q| q.0),
+        all().map(|q| q.1),
+    )?;
+    let (dots, front) = (colour(0), colour(1));
+    chart
+        .draw_series(
+            p.points
+                .points
+                .iter()
+                .map(|&q| Circle::new(q, 3, dots.filled())),
+        )
+        .map_err(|e| err(&what, e))?;
+    chart
+        .draw_series(LineSeries::new(
+            p.marked.points.clone(),
+            front.stroke_width(2),
+        ))
+        .map_err(|e| err(&what, e))?;
+    chart
+        .draw_series(
+            p.marked
+                .points
+                .iter()
+                .map(|&q| Circle::new(q, 6, front.stroke_width(2))),
+        )
+        .map_err(|e| err(&what, e))?;
+    draw_legend(&legend, &[p.points.clone(), p.marked.clone()], &what)
+}
+
+/// The legend column: a coloured stroke and the label per series.
+fn draw_legend<DB: DrawingBackend>(
+    lg: &DrawingArea<DB, Shift>,
+    series: &[Series],
+    what: &str,
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    let (_, h) = lg.dim_in_pixel();
+    let rows = ((h.saturating_sub(40)) / 22) as usize;
+    let shown = if series.len() > rows {
+        rows.saturating_sub(1)
+    } else {
+        series.len()
+    };
+    for (i, s) in series.iter().take(shown).enumerate() {
+        let y = 40 + 22 * i as i32;
+        lg.draw(&PathElement::new(
+            vec![(4, y), (30, y)],
+            colour(i).stroke_width(3),
+        ))
+        .map_err(|e| err(what, e))?;
+        lg.draw(&Text::new(
+            shorten(&s.label, 24),
+            (36, y - 8),
+            (FONT, 14).into_font(),
+        ))
+        .map_err(|e| err(what, e))?;
+    }
+    if shown < series.len() {
+        let y = 40 + 22 * shown as i32;
+        lg.draw(&Text::new(
+            format!("+{} more", series.len() - shown),
+            (36, y - 8),
+            (FONT, 14).into_font(),
+        ))
+        .map_err(|e| err(what, e))?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Renders real figures and checks the bytes: a PNG of the stated size with
 //! more than one colour in it, and an SVG that carries every label.
 
-use greentrain_plot::{render, Bar, Bars, Figure, Lines, Panel, Series};
+use greentrain_plot::{render, Bar, Bars, Figure, Lines, Panel, Scatter, Series};
 
 fn figure() -> Figure {
     Figure {
@@ -95,4 +95,33 @@ fn empty_panels_render_instead_of_failing() {
     };
     let r = render(&fig).unwrap();
     assert!(r.svg.contains("nothing yet"));
+}
+
+#[test]
+fn a_scatter_rings_its_marked_points_and_names_both_sets() {
+    let scatter = |marked: Vec<(f64, f64)>| Figure {
+        title: "Pareto".into(),
+        panels: vec![Panel::Scatter(Scatter {
+            title: "accuracy against energy".into(),
+            x_label: "energy (J)".into(),
+            y_label: "test accuracy (%)".into(),
+            points: Series {
+                label: "trials".into(),
+                points: vec![(1.0, 90.0), (2.0, 95.0), (3.0, 93.0)],
+            },
+            marked: Series {
+                label: "Pareto front".into(),
+                points: marked,
+            },
+        })],
+        note: None,
+    };
+    let with = render(&scatter(vec![(1.0, 90.0), (2.0, 95.0)])).unwrap();
+    let without = render(&scatter(vec![])).unwrap();
+    for label in ["trials", "Pareto front", "energy (J)", "test accuracy (%)"] {
+        assert!(with.svg.contains(label), "SVG lacks {label:?}");
+    }
+    // The front adds a line and two rings: more drawing than the dots alone.
+    assert!(with.svg.matches("<circle").count() >= without.svg.matches("<circle").count() + 2);
+    assert!(with.svg.contains("<polyline"), "the front is joined");
 }

@@ -191,6 +191,74 @@ fn asha_prunes_at_rungs_and_counts_the_saving() {
 }
 
 #[test]
+fn a_two_objective_sweep_keeps_exactly_the_non_dominated_trials() {
+    use greentrain_trainer::sweep::pareto::dominates;
+    use greentrain_trainer::sweep::Objective;
+    let d = tempfile::tempdir().unwrap();
+    let f = sweep_file(
+        d.path(),
+        "pareto",
+        &format!(
+            "strategy = \"tpe\"\ntrials = 7\nseed = 5\ntpe_startup = 3\nobjectives = [\"test_accuracy\", \"energy_j\"]\n\n{SPACE}\"train.epochs\" = {{ int = [1, 4] }}\n"
+        ),
+    );
+    let r = run(&f, &d.path().join("out"), 1);
+    assert_eq!(
+        r.objectives,
+        vec![Objective::TestAccuracy, Objective::EnergyJ]
+    );
+    let value = |id: usize| {
+        let t = r.trials.iter().find(|t| t.id == id).unwrap();
+        vec![t.test_accuracy.unwrap(), t.energy_j.unwrap()]
+    };
+    let finished: Vec<usize> = r
+        .trials
+        .iter()
+        .filter(|t| t.finished())
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(finished.len(), 7, "{:?}", r.trials);
+    assert!(!r.pareto.is_empty());
+    let max = [true, false];
+    for &i in &finished {
+        let dominated = finished
+            .iter()
+            .any(|&j| dominates(&value(j), &value(i), &max));
+        // On the front exactly when no finished trial dominates it.
+        assert_eq!(
+            r.pareto.contains(&i),
+            !dominated,
+            "trial {i}: {:?}",
+            value(i)
+        );
+    }
+    // Objective order: accuracy falls along the front while energy falls too.
+    for w in r.pareto.windows(2) {
+        let (a, b) = (value(w[0]), value(w[1]));
+        assert!(a[0] >= b[0] && a[1] >= b[1], "{a:?} then {b:?}");
+    }
+    // The primary objective's best heads the front.
+    assert_eq!(r.best, r.pareto.first().copied());
+    let md = std::fs::read_to_string(d.path().join("out/sweep.md")).unwrap();
+    assert!(
+        md.contains(
+            "## Pareto front: test_accuracy (higher is better) against energy_j (lower is better)"
+        ),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(d.path().join("out/sweep.csv")).unwrap();
+    let on_front = csv.lines().skip(1).filter(|l| l.contains(",true,")).count();
+    assert_eq!(on_front, r.pareto.len(), "{csv}");
+    let svg = std::fs::read_to_string(d.path().join("out/sweep.svg")).unwrap();
+    assert!(svg.contains(&format!("Pareto front ({})", r.pareto.len())));
+    // sweep.json reads back with the same front.
+    let back: SweepReport =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("out/sweep.json")).unwrap())
+            .unwrap();
+    assert_eq!(back.pareto, r.pareto);
+}
+
+#[test]
 fn parallel_trials_all_finish() {
     let d = tempfile::tempdir().unwrap();
     let f = sweep_file(
@@ -222,6 +290,11 @@ fn bad_sweep_files_are_refused_before_any_trial() {
         ("badlog", "strategy = \"random\"\ntrials = 2\n[space]\n\"train.lr\" = { log_uniform = [0.0, 0.1] }\n", "0 < low"),
         ("strategy", "strategy = \"bayes\"\ntrials = 2\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "sweep.strategy"),
         ("typo", "strategy = \"random\"\ntrails = 2\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "trails"),
+        ("both", "trials = 2\nmetric = \"test_accuracy\"\nobjectives = [\"test_accuracy\", \"energy_j\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "give one of them"),
+        ("twice", "trials = 2\nobjectives = [\"energy_j\", \"energy_j\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "named twice"),
+        ("notarget", "trials = 2\nobjectives = [\"test_accuracy\", \"energy_to_target\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "train.target_accuracy"),
+        ("ashaenergy", "trials = 2\nobjectives = [\"energy_j\", \"test_accuracy\"]\n[asha]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "ASHA prunes on the first objective"),
+        ("unknownobj", "trials = 2\nobjectives = [\"accuracy\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "sweep.objectives"),
     ];
     for (name, body, needle) in cases {
         let f = sweep_file(d.path(), name, body);

@@ -6,11 +6,16 @@
 //! finished trials; `--emit-slurm` hands the trials to Slurm instead.
 
 //!
+//! Several `objectives` (accuracy against joules, say) keep a Pareto front;
+//! TPE then scalarises them with random weights per proposal (ParEGO).
+//!
 //! The parts, one job each: [`spec`] (the sweep file and its checks),
-//! [`search`] (random, TPE, grid, ASHA's rungs), [`run`] (trials on worker
+//! [`search`] (random, TPE, grid, ASHA's rungs), [`pareto`] (dominance,
+//! the front, ParEGO's scalarisation), [`run`] (trials on worker
 //! threads, resuming, budgets), [`report`] (`sweep.json`, tables, figure)
 //! and [`slurm`] (`--emit-slurm`).
 
+pub mod pareto;
 pub mod report;
 pub mod run;
 pub mod search;
@@ -22,5 +27,6 @@ pub use run::{run, SweepRequest};
 pub use search::{grid, promotable, rungs};
 pub use slurm::emit_slurm;
 pub use spec::{
-    load, AshaSection, Dim, Metric, Params, Strategy, Sweep, SweepFile, SweepSection, Value,
+    load, AshaSection, Dim, Metric, Objective, Params, Strategy, Sweep, SweepFile, SweepSection,
+    Value,
 };

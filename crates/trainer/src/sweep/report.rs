@@ -1,13 +1,14 @@
 //! `sweep.json`, its tables and its figure.
 
+use super::pareto;
 use super::search::rungs;
-use super::spec::{AshaSection, Metric, Params, Strategy, Value};
+use super::spec::{AshaSection, Metric, Objective, Params, Strategy, Value};
 use crate::files::write_atomic;
 use crate::plots::energy_unit;
 use crate::record::{sig, EpochRecord, RunRecord};
 use crate::status::RunStatus;
 use greentrain_energy::Provenance;
-use greentrain_plot::{Figure, Lines, Panel, Series};
+use greentrain_plot::{Figure, Lines, Panel, Scatter, Series};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,38 @@ pub struct Trial {
     /// With `train.target_accuracy`: energy up to the epoch that met it, J.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_energy_j: Option<f64>,
+    /// Test accuracy after the last epoch trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// Validation accuracy after the last epoch trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+    /// Training seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_s: Option<f64>,
+}
+
+impl Trial {
+    /// The trial's value of an objective. `metric` is the sweep's accuracy
+    /// metric: a record written before the accuracies had their own
+    /// fields still has it as `metric`.
+    pub fn value(&self, o: Objective, metric: Metric) -> Option<f64> {
+        let own = |v: Option<f64>, m: Metric| v.or(self.metric.filter(|_| metric == m));
+        match o {
+            Objective::TestAccuracy => own(self.test_accuracy, Metric::TestAccuracy),
+            Objective::ValAccuracy => own(self.val_accuracy, Metric::ValAccuracy),
+            Objective::EnergyJ => self.energy_j,
+            Objective::Co2G => self.co2_g,
+            Objective::WallS => self.wall_s,
+            Objective::EnergyToTarget => self.target_energy_j,
+        }
+    }
+
+    /// Whether the trial trained to its end (every epoch, or to its target):
+    /// only these can be best or on the Pareto front.
+    pub fn finished(&self) -> bool {
+        matches!(self.status, RunStatus::Completed | RunStatus::ReachedTarget)
+    }
 }
 
 /// What ASHA saved: the epochs pruned trials did not train, and their
@@ -71,14 +104,21 @@ pub struct SweepReport {
     pub strategy: Strategy,
     /// Search seed.
     pub seed: u64,
-    /// Metric maximised.
+    /// The accuracy in the tables and ASHA's rungs.
     pub metric: Metric,
+    /// What the sweep optimises, primary first.
+    #[serde(default)]
+    pub objectives: Vec<Objective>,
     /// Trials at once.
     pub parallel: usize,
     /// Every trial, by id.
     pub trials: Vec<Trial>,
-    /// The best trial's id.
+    /// The best trial's id on the primary objective.
     pub best: Option<usize>,
+    /// The finished trials no other finished trial dominates, best on the
+    /// first objective first (with one objective: the best and its ties).
+    #[serde(default)]
+    pub pareto: Vec<usize>,
     /// Sum of the trials' energy, J.
     pub total_energy_j: f64,
     /// Sum of the trials' gCO2eq.
@@ -113,30 +153,113 @@ impl SweepReport {
         out
     }
 
+    /// The objectives, primary first (a record from before objectives
+    /// existed: its metric).
+    pub fn objectives(&self) -> Vec<Objective> {
+        if self.objectives.is_empty() {
+            vec![self.metric.into()]
+        } else {
+            self.objectives.clone()
+        }
+    }
+
+    /// The finished trials' values of `objs`, for those that have them all.
+    fn points(&self, objs: &[Objective]) -> Vec<(usize, Vec<f64>)> {
+        self.trials
+            .iter()
+            .filter(|t| t.finished())
+            .filter_map(|t| {
+                let v: Option<Vec<f64>> = objs.iter().map(|&o| t.value(o, self.metric)).collect();
+                v.map(|v| (t.id, v))
+            })
+            .collect()
+    }
+
     /// The Markdown summary.
     pub fn markdown(&self) -> String {
+        let objs = self.objectives();
+        // Objectives the main table does not already show.
+        let extra: Vec<Objective> = objs
+            .iter()
+            .copied()
+            .filter(|o| {
+                !matches!(o, Objective::EnergyJ | Objective::Co2G)
+                    && o.metric() != Some(self.metric)
+            })
+            .collect();
+        let extra_head: String = extra
+            .iter()
+            .map(|o| format!(" {} |", heading(*o)))
+            .collect();
         let mut s = format!(
-            "# Sweep {} ({}, {} trials, seed {})\n\n| trial | status | epochs | {} | energy (J) | gCO2eq | params |\n|---|---|---|---|---|---|---|\n",
+            "# Sweep {} ({}, {} trials, seed {})\n\n| trial | status | epochs | {} | energy (J) | gCO2eq |{extra_head} params |\n|---|---|---|---|---|---|{}---|\n",
             self.name,
             self.strategy,
             self.trials.len(),
             self.seed,
-            self.metric
+            self.metric,
+            "---|".repeat(extra.len())
         );
         for t in &self.trials {
+            let extra_cells: String = extra
+                .iter()
+                .map(|&o| format!(" {} |", cell(o, t.value(o, self.metric))))
+                .collect();
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |{extra_cells} {} |\n",
                 t.id,
                 t.status,
                 t.epochs,
-                t.metric
-                    .map(|m| format!("{:.2}%", 100.0 * m))
-                    .unwrap_or_else(|| "-".into()),
-                t.energy_j.map(sig).unwrap_or_else(|| "-".into()),
-                t.co2_g.map(sig).unwrap_or_else(|| "-".into()),
+                cell(self.metric.into(), t.metric),
+                cell(Objective::EnergyJ, t.energy_j),
+                cell(Objective::Co2G, t.co2_g),
                 params_text(&t.params)
             ));
         }
+        if objs.len() > 1 {
+            s.push_str(&self.pareto_markdown(&objs));
+        }
+        s.push_str(&self.closing_markdown(objs[0]));
+        s
+    }
+
+    /// The Pareto table.
+    fn pareto_markdown(&self, objs: &[Objective]) -> String {
+        let dir = |o: &Objective| {
+            let better = if o.maximise() { "higher" } else { "lower" };
+            format!("{o} ({better} is better)")
+        };
+        let names: Vec<String> = objs.iter().map(dir).collect();
+        let mut s = format!(
+            "\n## Pareto front: {}\n\nThe finished trials that no other finished trial beats on every objective, best {} first.\n\n| trial |{} params |\n|---|{}---|\n",
+            names.join(" against "),
+            objs[0],
+            objs.iter().map(|o| format!(" {} |", heading(*o))).collect::<String>(),
+            "---|".repeat(objs.len())
+        );
+        for id in &self.pareto {
+            let Some(t) = self.trials.iter().find(|t| t.id == *id) else {
+                continue;
+            };
+            let cells: String = objs
+                .iter()
+                .map(|&o| format!(" {} |", cell(o, t.value(o, self.metric))))
+                .collect();
+            s.push_str(&format!(
+                "| {} |{cells} {} |\n",
+                t.id,
+                params_text(&t.params)
+            ));
+        }
+        if self.pareto.is_empty() {
+            s.push_str("\nNo finished trial has a value for every objective yet.\n");
+        }
+        s
+    }
+
+    /// The best trial, the sweep's energy, ASHA's saving and the notes.
+    fn closing_markdown(&self, primary: Objective) -> String {
+        let mut s = String::new();
         let prov = self
             .provenance
             .map_or_else(|| "not metered".to_string(), |p| p.to_string());
@@ -145,10 +268,9 @@ impl SweepReport {
             .and_then(|b| self.trials.iter().find(|t| t.id == b))
         {
             Some(b) => s.push_str(&format!(
-                "\nBest: trial {} with {} {:.2}% ({}), run {}.\n",
+                "\nBest: trial {} with {primary} {} ({}), run {}.\n",
                 b.id,
-                self.metric,
-                100.0 * b.metric.unwrap_or(0.0),
+                cell(primary, b.value(primary, self.metric)),
                 params_text(&b.params),
                 b.run_dir
                     .as_ref()
@@ -164,8 +286,9 @@ impl SweepReport {
         ));
         if let Some(a) = &self.asha {
             s.push_str(&format!(
-                "ASHA (rungs at epochs {:?}) pruned {} trial(s), saving {} epochs and about {} kWh (estimated from each pruned trial's own J/epoch).\n",
+                "ASHA (rungs at epochs {:?}, on {}) pruned {} trial(s), saving {} epochs and about {} kWh (estimated from each pruned trial's own J/epoch).\n",
                 a.rungs,
+                self.metric,
                 a.pruned,
                 a.epochs_saved,
                 sig(a.energy_saved_j / 3.6e6)
@@ -191,14 +314,14 @@ impl SweepReport {
             .collect();
         let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let mut s = format!(
-            "trial,status,epochs,{},energy_j,co2_g,provenance,run_dir,{}\n",
+            "trial,status,epochs,{},energy_j,co2_g,provenance,run_dir,test_accuracy,val_accuracy,wall_s,energy_to_target_j,pareto,{}\n",
             self.metric,
             keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(",")
         );
         for t in &self.trials {
             let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 t.id,
                 t.status,
                 t.epochs,
@@ -210,6 +333,11 @@ impl SweepReport {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()),
+                o(t.test_accuracy),
+                o(t.val_accuracy),
+                o(t.wall_s),
+                o(t.target_energy_j),
+                self.pareto.contains(&t.id),
                 keys.iter()
                     .map(|k| q(&t.params.get(k).map(Value::toml).unwrap_or_default()))
                     .collect::<Vec<_>>()
@@ -228,9 +356,86 @@ impl SweepReport {
         write_atomic(&dir.join("sweep.csv"), self.csv().as_bytes())?;
         write_atomic(&dir.join("sweep.md"), self.markdown().as_bytes())?;
         if !self.curve().is_empty() {
-            crate::plots::write_figure(&sweep_figure(&[self]), dir, "sweep")?;
+            let mut fig = sweep_figure(&[self]);
+            if let Some(p) = self.pareto_panel() {
+                fig.panels.push(p);
+            }
+            crate::plots::write_figure(&fig, dir, "sweep")?;
         }
         Ok(())
+    }
+}
+
+/// A table heading for an objective, with its unit.
+fn heading(o: Objective) -> &'static str {
+    match o {
+        Objective::TestAccuracy => "test_accuracy",
+        Objective::ValAccuracy => "val_accuracy",
+        Objective::EnergyJ => "energy (J)",
+        Objective::Co2G => "gCO2eq",
+        Objective::WallS => "training (s)",
+        Objective::EnergyToTarget => "energy to target (J)",
+    }
+}
+
+/// A table cell: accuracies in percent, the rest to 4 significant figures.
+fn cell(o: Objective, v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if o.maximise() => format!("{:.2}%", 100.0 * x),
+        Some(x) => sig(x),
+    }
+}
+
+impl SweepReport {
+    /// The finished trials on the first two objectives, the front joined:
+    /// `None` with fewer than two objectives.
+    fn pareto_panel(&self) -> Option<Panel> {
+        let objs = self.objectives();
+        let [a, b] = [*objs.first()?, *objs.get(1)?];
+        let pts = self.points(&[a, b]);
+        // Energy on x reads like the other panels: cost across, result up.
+        let (x, y) = if a.maximise() && !b.maximise() {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let scale = |o: Objective| if o.maximise() { 100.0 } else { 1.0 };
+        let xy = |v: &[f64]| {
+            let (vx, vy) = if (x, y) == (a, b) {
+                (v[0], v[1])
+            } else {
+                (v[1], v[0])
+            };
+            (vx * scale(x), vy * scale(y))
+        };
+        let mut front: Vec<(f64, f64)> = self
+            .pareto
+            .iter()
+            .filter_map(|id| pts.iter().find(|p| p.0 == *id))
+            .map(|p| xy(&p.1))
+            .collect();
+        front.sort_by(|p, q| p.0.total_cmp(&q.0));
+        let label = |o: Objective| {
+            if o.maximise() {
+                format!("{} (%)", o.as_str().replace('_', " "))
+            } else {
+                heading(o).to_string()
+            }
+        };
+        Some(Panel::Scatter(Scatter {
+            title: "Pareto front of the finished trials".into(),
+            x_label: label(x),
+            y_label: label(y),
+            points: Series {
+                label: format!("{} finished trials", pts.len()),
+                points: pts.iter().map(|p| xy(&p.1)).collect(),
+            },
+            marked: Series {
+                label: format!("Pareto front ({})", front.len()),
+                points: front,
+            },
+        }))
     }
 }
 
@@ -245,17 +450,14 @@ pub(super) fn summarise(r: &mut SweepReport, asha: Option<&AshaSection>, epochs:
     r.total_energy_j = r.trials.iter().filter_map(|t| t.energy_j).sum();
     r.total_co2_g = r.trials.iter().filter_map(|t| t.co2_g).sum();
     r.provenance = crate::energy::weakest_provenance(r.trials.iter().filter_map(|t| t.provenance));
-    r.best = r
-        .trials
-        .iter()
-        .filter(|t| t.metric.is_some() && t.status == RunStatus::Completed)
-        .max_by(|a, b| {
-            a.metric
-                .partial_cmp(&b.metric)
-                .unwrap()
-                .then(b.id.cmp(&a.id))
-        })
-        .map(|t| t.id);
+    let objs = r.objectives();
+    // Best on the primary objective alone (a trial missing another
+    // objective's value can still be best); ties go to the lower id.
+    r.best = pareto::front(&r.points(&objs[..1]), &[objs[0].maximise()])
+        .first()
+        .copied();
+    let maximise: Vec<bool> = objs.iter().map(|o| o.maximise()).collect();
+    r.pareto = pareto::front(&r.points(&objs), &maximise);
     if let Some(a) = asha {
         let pruned: Vec<&Trial> = r
             .trials

@@ -1,6 +1,7 @@
 //! Running a sweep: trials on worker threads, each a normal run with its
 //! own folder; resuming a sweep folder; the sweep's budgets.
 
+use super::pareto;
 use super::report::{epoch_metric, metric_of, params_text, summarise, SweepReport, Trial};
 use super::search::{grid, promotable, random_params, rungs, tpe_propose, trial_rng};
 use super::spec::{overrides, Params, Strategy, Sweep};
@@ -64,10 +65,12 @@ fn start_report(req: &SweepRequest) -> Result<SweepReport, Failure> {
         file_sha256: sw.sha256.clone(),
         strategy: s.strategy,
         seed: s.seed,
-        metric: s.metric,
+        metric: sw.metric,
+        objectives: sw.objectives.clone(),
         parallel: req.parallel.max(1),
         trials: vec![],
         best: None,
+        pareto: vec![],
         total_energy_j: 0.0,
         total_co2_g: 0.0,
         provenance: None,
@@ -127,7 +130,7 @@ fn rebuild_rungs(sw: &Sweep, report: &SweepReport, rung_epochs: &[usize]) -> Vec
         if let Some(Ok(r)) = t.run_dir.as_ref().map(|d| RunRecord::load(d)) {
             for (k, &re) in rung_epochs.iter().enumerate() {
                 let e = r.epochs.get(re - 1);
-                if let Some(v) = e.and_then(|e| metric_of(e, sw.file.sweep.metric)) {
+                if let Some(v) = e.and_then(|e| metric_of(e, sw.metric)) {
                     values[k].push(v);
                 }
             }
@@ -147,6 +150,47 @@ fn budget_reached(sw: &Sweep, report: &SweepReport) -> Option<String> {
     s.max_co2_g
         .filter(|&g| used_g >= g)
         .map(|g| format!("carbon budget of {g} gCO2eq reached"))
+}
+
+/// What TPE learns from: each trial that has a value of the objective (one
+/// objective: its value, oriented so that larger is better), or with
+/// several objectives every trial that ended, scored by ParEGO's random
+/// scalarisation (a pruned trial counts as the worst on every objective:
+/// its energy is only part of a run).
+fn tpe_history(report: &SweepReport, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<(Params, f64)> {
+    let objs = report.objectives();
+    if let [o] = objs[..] {
+        let sign = if o.maximise() { 1.0 } else { -1.0 };
+        return report
+            .trials
+            .iter()
+            .filter_map(|t| {
+                t.value(o, report.metric)
+                    .map(|v| (t.params.clone(), sign * v))
+            })
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+    }
+    let ended: Vec<&Trial> = report
+        .trials
+        .iter()
+        .filter(|t| t.status != RunStatus::Running)
+        .collect();
+    let values: Vec<Vec<Option<f64>>> = ended
+        .iter()
+        .map(|t| {
+            objs.iter()
+                .map(|&o| t.value(o, report.metric).filter(|_| t.finished()))
+                .collect()
+        })
+        .collect();
+    let maximise: Vec<bool> = objs.iter().map(|o| o.maximise()).collect();
+    let scores = pareto::scalarise(&values, &maximise, rng);
+    ended
+        .iter()
+        .zip(scores)
+        .map(|(t, s)| (t.params.clone(), s))
+        .collect()
 }
 
 /// Picks the next trial and its parameters (under the lock), records it as
@@ -169,14 +213,10 @@ fn next_trial(req: &SweepRequest, sh: &mut Shared) -> Option<(usize, Params)> {
     sh.next = id + 1;
     let params = sh.plan[id].clone().unwrap_or_else(|| {
         let startup = s.tpe_startup.unwrap_or((s.trials / 3).clamp(2, 10));
-        let done: Vec<(Params, f64)> = sh
-            .report
-            .trials
-            .iter()
-            .filter_map(|t| t.metric.map(|m| (t.params.clone(), m)))
-            .collect();
+        let mut rng = trial_rng(s.seed, id);
+        let done = tpe_history(&sh.report, &mut rng);
         if s.strategy == Strategy::Tpe && done.len() >= startup {
-            tpe_propose(&sw.file.space, &done, &mut trial_rng(s.seed, id))
+            tpe_propose(&sw.file.space, &done, &mut rng)
         } else {
             random_params(&sw.file.space, s.seed, id)
         }
@@ -194,6 +234,9 @@ fn next_trial(req: &SweepRequest, sh: &mut Shared) -> Option<(usize, Params)> {
         provenance: None,
         error: None,
         target_energy_j: None,
+        test_accuracy: None,
+        val_accuracy: None,
+        wall_s: None,
     });
     sh.report.trials.sort_by_key(|t| t.id);
     let _ = sh.report.write(&req.out_dir);
@@ -205,11 +248,7 @@ fn next_trial(req: &SweepRequest, sh: &mut Shared) -> Option<(usize, Params)> {
 fn asha_hooks(req: &SweepRequest, shared: &Arc<Mutex<Shared>>, rung_epochs: &[usize]) -> Hooks {
     let mut hooks = Hooks::default();
     if let Some(a) = req.sweep.file.asha.clone() {
-        let (sh, re, metric) = (
-            shared.clone(),
-            rung_epochs.to_vec(),
-            req.sweep.file.sweep.metric,
-        );
+        let (sh, re, metric) = (shared.clone(), rung_epochs.to_vec(), req.sweep.metric);
         hooks.after_epoch = Some(Arc::new(move |r: &RunRecord| {
             let k = re.iter().position(|&x| x == r.epochs.len())?;
             let v = epoch_metric(r, metric)?;
@@ -241,7 +280,11 @@ fn record_trial(
             t.status = o.status;
             t.run_dir = Some(o.run_dir.clone());
             t.epochs = r.epochs.len();
-            t.metric = epoch_metric(r, s.metric);
+            t.metric = epoch_metric(r, req.sweep.metric);
+            let last = r.epochs.last();
+            t.test_accuracy = last.map(|e| e.test_accuracy);
+            t.val_accuracy = last.and_then(|e| e.val_accuracy);
+            t.wall_s = last.map(|_| r.epochs.iter().map(|e| e.wall_s).sum());
             t.energy_j = r.energy.as_ref().map(|e| e.total_j);
             t.co2_g = r.carbon.as_ref().map(|c| c.operational.co2_g);
             t.provenance = r.energy.as_ref().map(|e| e.provenance);
@@ -257,7 +300,7 @@ fn record_trial(
                     s.name,
                     t.status,
                     t.epochs,
-                    s.metric,
+                    req.sweep.metric,
                     m.unwrap_or_else(|| "-".into())
                 );
             }

@@ -22,9 +22,13 @@ pub struct SweepSection {
     /// Seed of the search (trials keep the base config's training seed).
     #[serde(default)]
     pub seed: u64,
-    /// Metric to maximise.
-    #[serde(default)]
-    pub metric: Metric,
+    /// Metric to maximise (default `test_accuracy`); or give `objectives`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Several objectives: the sweep keeps their Pareto front, and the
+    /// first is the primary one (ASHA prunes on it, `best` is best on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Vec<Objective>>,
     /// Stop launching trials once the sweep has used this much energy.
     #[serde(default)]
     pub max_kwh: Option<f64>,
@@ -97,6 +101,74 @@ impl std::fmt::Display for Metric {
     }
 }
 
+/// What a sweep optimises: each is maximised or minimised as its name
+/// implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+pub enum Objective {
+    /// Test accuracy after the last epoch (maximised).
+    #[serde(rename = "test_accuracy")]
+    TestAccuracy,
+    /// Validation accuracy after the last epoch (maximised).
+    #[serde(rename = "val_accuracy")]
+    ValAccuracy,
+    /// The run's energy, J (minimised).
+    #[serde(rename = "energy_j")]
+    EnergyJ,
+    /// The run's operational emissions, gCO2eq (minimised).
+    #[serde(rename = "co2_g")]
+    Co2G,
+    /// The run's training time, s (minimised).
+    #[serde(rename = "wall_s")]
+    WallS,
+    /// Energy up to the epoch that met `train.target_accuracy`, J
+    /// (minimised; a trial that never met it has no value).
+    #[serde(rename = "energy_to_target")]
+    EnergyToTarget,
+}
+
+impl Objective {
+    /// The name in sweep files, records and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::TestAccuracy => "test_accuracy",
+            Objective::ValAccuracy => "val_accuracy",
+            Objective::EnergyJ => "energy_j",
+            Objective::Co2G => "co2_g",
+            Objective::WallS => "wall_s",
+            Objective::EnergyToTarget => "energy_to_target",
+        }
+    }
+
+    /// Whether larger is better.
+    pub fn maximise(self) -> bool {
+        self.metric().is_some()
+    }
+
+    /// The accuracy metric this objective is, if it is one.
+    pub fn metric(self) -> Option<Metric> {
+        match self {
+            Objective::TestAccuracy => Some(Metric::TestAccuracy),
+            Objective::ValAccuracy => Some(Metric::ValAccuracy),
+            _ => None,
+        }
+    }
+}
+
+impl From<Metric> for Objective {
+    fn from(m: Metric) -> Self {
+        match m {
+            Metric::TestAccuracy => Objective::TestAccuracy,
+            Metric::ValAccuracy => Objective::ValAccuracy,
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `[asha]` table: successive halving with rungs at
 /// `min_epochs x reduction^k` epochs.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -159,6 +231,11 @@ pub struct Sweep {
     pub sha256: String,
     /// Epochs of the base config.
     pub epochs: usize,
+    /// The objectives, primary first (`[metric]` when the file names none).
+    pub objectives: Vec<Objective>,
+    /// The accuracy in the tables and ASHA's rungs: the first accuracy
+    /// objective, else `test_accuracy`.
+    pub metric: Metric,
 }
 
 /// A sampled value.
@@ -263,6 +340,8 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
     let base = path.parent().unwrap_or(Path::new(".")).join(&s.base);
     let first =
         config::load(&base, &[]).map_err(|e| err(path, format!("key 'sweep.base': {e}")))?;
+    let (objectives, metric) =
+        resolve_objectives(&file, first.config.train.target_accuracy).map_err(|m| err(path, m))?;
     let base_src = std::fs::read_to_string(&base)
         .map_err(|e| err(path, format!("key 'sweep.base': cannot read: {e}")))?;
     // Every value the search can produce at the edges must make a valid config.
@@ -302,12 +381,60 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
     };
     Ok(Sweep {
         epochs,
+        objectives,
+        metric,
         file,
         path: path.to_path_buf(),
         base,
         base_src,
         sha256,
     })
+}
+
+/// The objectives (primary first) and the accuracy metric, checked: no
+/// duplicates, `metric` and `objectives` not both, `energy_to_target` only
+/// with a target, and ASHA only on an accuracy.
+fn resolve_objectives(
+    file: &SweepFile,
+    base_target: Option<f64>,
+) -> Result<(Vec<Objective>, Metric), String> {
+    let s = &file.sweep;
+    let objectives = match (&s.objectives, s.metric) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "keys 'sweep.metric' and 'sweep.objectives': give one of them (the first objective is the primary metric)".into(),
+            )
+        }
+        (Some(o), None) => o.clone(),
+        (None, m) => vec![m.unwrap_or_default().into()],
+    };
+    let key = "key 'sweep.objectives'";
+    if objectives.is_empty() {
+        return Err(format!("{key}: name at least one objective"));
+    }
+    for (i, o) in objectives.iter().enumerate() {
+        if objectives[..i].contains(o) {
+            return Err(format!("{key}: '{o}' is named twice"));
+        }
+    }
+    let searched_target = file.space.contains_key("train.target_accuracy");
+    if objectives.contains(&Objective::EnergyToTarget) && base_target.is_none() && !searched_target
+    {
+        return Err(format!(
+            "{key}: 'energy_to_target' needs 'train.target_accuracy' in the base config"
+        ));
+    }
+    if file.asha.is_some() && objectives[0].metric().is_none() {
+        return Err(format!(
+            "{key}: ASHA prunes on the first objective, which must then be test_accuracy or val_accuracy (it is '{}')",
+            objectives[0]
+        ));
+    }
+    let metric = objectives
+        .iter()
+        .find_map(|o| o.metric())
+        .unwrap_or_default();
+    Ok((objectives, metric))
 }
 
 pub(super) fn toml_text(v: &toml::Value) -> String {
