@@ -821,6 +821,80 @@ fn sweep_runs_from_the_command_line_and_refuses_an_unknown_key() {
 }
 
 #[test]
+fn tune_exits_0_with_a_choice_1_without_one_and_2_on_bad_flags() {
+    let out = tempfile::tempdir().unwrap();
+    let tune = |args: &[&str], dir: &str| {
+        gt().args([
+            "tune",
+            "--config",
+            "configs/digits_mlp.toml",
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
+        .args(args)
+        .out(out.path().join(dir))
+    };
+    let o = tune(
+        &[
+            "--target-accuracy",
+            "0.9",
+            "--batch-sizes",
+            "16,32",
+            "--precisions",
+            "fp32",
+        ],
+        "a",
+    )
+    .ok();
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("**chosen**") && stdout.contains("Chosen:"),
+        "{stdout}"
+    );
+    assert!(out.path().join("a/chosen.toml").is_file());
+    let o = tune(
+        &[
+            "--target-accuracy",
+            "0.999",
+            "--batch-sizes",
+            "32",
+            "--max-epochs",
+            "1",
+        ],
+        "b",
+    )
+    .code(1);
+    assert!(text(&o.stdout).contains("Nothing was chosen"));
+    for (args, needle) in [
+        (
+            &["--target-accuracy", "0.9", "--batch-sizes", "32,x"][..],
+            "--batch-sizes: 'x'",
+        ),
+        (
+            &["--target-accuracy", "0.9", "--precisions", "fp8"][..],
+            "--precisions: 'fp8'",
+        ),
+        (&["--target-accuracy", "0"][..], "--target-accuracy"),
+        (
+            &["--target-accuracy", "0.9", "--max-kwh=-1"][..],
+            "--max-kwh",
+        ),
+    ] {
+        let o = tune(args, "c").code(2);
+        assert!(
+            text(&o.stderr).contains(needle),
+            "{needle}: {}",
+            text(&o.stderr)
+        );
+    }
+    assert!(
+        !out.path().join("c").exists(),
+        "a refused tune writes nothing"
+    );
+}
+
+#[test]
 fn epoch_lines_give_joules_with_their_provenance() {
     let out = tempfile::tempdir().unwrap();
     let o = gt()

@@ -10,6 +10,8 @@ use greentrain_trainer::{config, device, DeviceSpec, Failure, Outcome, TrainRequ
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod tune;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "greentrain",
@@ -102,6 +104,11 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// The batch size and precision that reach a target accuracy on the
+    /// fewest joules: short runs that stop at the target, a table of
+    /// joules-to-target, the saving against the config's own setting, and
+    /// the chosen setting written as chosen.toml.
+    Tune(tune::TuneArgs),
     /// Burn's matrix-product rate per dtype on a device, in TFLOP/s (one
     /// JSON line per dtype), for the GPU benchmark.
     Matmul {
@@ -697,5 +704,6 @@ fn main() -> ExitCode {
             quiet,
         }) => sweep(config, out, parallel, device, emit_slurm, quiet),
         Some(Command::Devices) => devices(),
+        Some(Command::Tune(a)) => tune::tune(a),
     }
 }

@@ -23,6 +23,7 @@ pub mod stats;
 pub mod status;
 pub mod sweep;
 pub mod train;
+pub mod tune;
 
 pub use config::{Config, ConfigError, LoadedConfig};
 pub use device::DeviceSpec;

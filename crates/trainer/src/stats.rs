@@ -69,6 +69,22 @@ pub fn paired_ratio(a: &[f64], b: &[f64]) -> Ratio {
     }
 }
 
+/// Ratio `a[i] / b[i]` over paired repeats as a geometric mean, with the
+/// t-interval taken on the logarithms and mapped back: the ends stay
+/// positive and a halving and a doubling weigh the same (for energy ratios,
+/// which a few repeats can spread widely).
+pub fn paired_log_ratio(a: &[f64], b: &[f64]) -> Ratio {
+    let logs: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect();
+    let s = summary(&logs);
+    let half = (s.n > 1).then(|| t95(s.n - 1) * s.sd / (s.n as f64).sqrt());
+    Ratio {
+        mean: s.mean.exp(),
+        low: half.map(|h| (s.mean - h).exp()),
+        high: half.map(|h| (s.mean + h).exp()),
+        n: s.n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +103,14 @@ mod tests {
         let one = paired_ratio(&[1.0], &[2.0]);
         assert_eq!((one.low, one.high, one.mean), (None, None, 0.5));
         assert_eq!(t95(1), 12.706);
+        // Ratios 0.5 and 2: geometric mean 1; logs -ln2, ln2 have sd
+        // ln2 * sqrt(2), so the half-width is 12.706 * ln2 on the log scale.
+        let g = paired_log_ratio(&[1.0, 4.0], &[2.0, 2.0]);
+        assert!((g.mean - 1.0).abs() < 1e-12);
+        let h = 12.706 * 2f64.ln();
+        assert!((g.low.unwrap() - (-h).exp()).abs() < 1e-12);
+        assert!((g.high.unwrap() - h.exp()).abs() < 1e-6 * h.exp());
+        assert!(g.low.unwrap() > 0.0);
         assert_eq!(t95(100), 1.96);
     }
 }
