@@ -294,6 +294,7 @@ fn bad_sweep_files_are_refused_before_any_trial() {
         ("twice", "trials = 2\nobjectives = [\"energy_j\", \"energy_j\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "named twice"),
         ("notarget", "trials = 2\nobjectives = [\"test_accuracy\", \"energy_to_target\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "train.target_accuracy"),
         ("ashaenergy", "trials = 2\nobjectives = [\"energy_j\", \"test_accuracy\"]\n[asha]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "ASHA prunes on the first objective"),
+        ("noval", "trials = 2\nmetric = \"val_accuracy\"\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "data.val_fraction"),
         ("unknownobj", "trials = 2\nobjectives = [\"accuracy\"]\n[space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n", "sweep.objectives"),
     ];
     for (name, body, needle) in cases {

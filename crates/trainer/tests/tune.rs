@@ -170,3 +170,25 @@ fn bad_requests_name_what_is_wrong() {
         "nothing written for a refused request"
     );
 }
+
+#[test]
+fn an_energy_budget_stops_the_tune_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let mut req = request(&d.path().join("t"), 0.9, &[32, 16], 2);
+    // Far less than one run needs (digits runs use about 1-4 J here).
+    req.max_kwh = Some(1e-8);
+    let r = tune::run(req).unwrap();
+    assert_eq!(r.runs.len(), 1, "{:?}", r.runs);
+    assert_eq!(r.runs[0].status, RunStatus::StoppedBudget);
+    assert!(
+        r.stopped.as_deref().unwrap_or("").contains("budget"),
+        "{:?}",
+        r.stopped
+    );
+    assert_eq!(r.chosen, None);
+    let md = std::fs::read_to_string(d.path().join("t/tune.md")).unwrap();
+    assert!(
+        md.contains("Stopped early") && md.contains("stopped_budget"),
+        "{md}"
+    );
+}

@@ -341,7 +341,7 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
     let first =
         config::load(&base, &[]).map_err(|e| err(path, format!("key 'sweep.base': {e}")))?;
     let (objectives, metric) =
-        resolve_objectives(&file, first.config.train.target_accuracy).map_err(|m| err(path, m))?;
+        resolve_objectives(&file, &first.config).map_err(|m| err(path, m))?;
     let base_src = std::fs::read_to_string(&base)
         .map_err(|e| err(path, format!("key 'sweep.base': cannot read: {e}")))?;
     // Every value the search can produce at the edges must make a valid config.
@@ -393,10 +393,11 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
 
 /// The objectives (primary first) and the accuracy metric, checked: no
 /// duplicates, `metric` and `objectives` not both, `energy_to_target` only
-/// with a target, and ASHA only on an accuracy.
+/// with a target, `val_accuracy` only with a validation split, and ASHA
+/// only on an accuracy.
 fn resolve_objectives(
     file: &SweepFile,
-    base_target: Option<f64>,
+    base: &config::Config,
 ) -> Result<(Vec<Objective>, Metric), String> {
     let s = &file.sweep;
     let objectives = match (&s.objectives, s.metric) {
@@ -417,11 +418,26 @@ fn resolve_objectives(
             return Err(format!("{key}: '{o}' is named twice"));
         }
     }
-    let searched_target = file.space.contains_key("train.target_accuracy");
-    if objectives.contains(&Objective::EnergyToTarget) && base_target.is_none() && !searched_target
+    let searched = |k: &str| file.space.contains_key(k);
+    if objectives.contains(&Objective::EnergyToTarget)
+        && base.train.target_accuracy.is_none()
+        && !searched("train.target_accuracy")
     {
         return Err(format!(
             "{key}: 'energy_to_target' needs 'train.target_accuracy' in the base config"
+        ));
+    }
+    if objectives.contains(&Objective::ValAccuracy)
+        && base.data.val_fraction <= 0.0
+        && !searched("data.val_fraction")
+    {
+        return Err(format!(
+            "{}: 'val_accuracy' needs a validation split ('data.val_fraction' in the base config)",
+            if s.objectives.is_some() {
+                key
+            } else {
+                "key 'sweep.metric'"
+            }
         ));
     }
     if file.asha.is_some() && objectives[0].metric().is_none() {

@@ -232,7 +232,14 @@ pub fn run(req: TuneRequest) -> Result<TuneReport, Failure> {
                 return Err(usage(format!("{e:#}")));
             }
             let run = TuneRun::from_outcome(s, seed, outcome);
-            let interrupted = run.status == RunStatus::Interrupted;
+            let end = match run.status {
+                RunStatus::Interrupted => Some("interrupted (Ctrl-C)".to_string()),
+                RunStatus::StoppedBudget => Some(format!(
+                    "a run stopped at what was left of the {} kWh budget",
+                    req.max_kwh.unwrap_or(0.0)
+                )),
+                _ => None,
+            };
             if !req.quiet {
                 eprintln!("tune:   {}", run.line());
             }
@@ -240,8 +247,8 @@ pub fn run(req: TuneRequest) -> Result<TuneReport, Failure> {
             report
                 .write(&req.out_dir)
                 .map_err(|e| Failure::Runtime(e.context("writing the tune's files")))?;
-            if interrupted {
-                report.stopped = Some("interrupted (Ctrl-C)".into());
+            if end.is_some() {
+                report.stopped = end;
                 break 'repeats;
             }
         }
