@@ -259,6 +259,55 @@ fn a_two_objective_sweep_keeps_exactly_the_non_dominated_trials() {
 }
 
 #[test]
+fn energy_to_target_as_an_objective_leaves_trials_that_missed_it_off_the_front() {
+    let d = tempfile::tempdir().unwrap();
+    // A base config with the target: the digits MLP, 8 epochs.
+    let text = std::fs::read_to_string(base()).unwrap().replace(
+        "epochs = 30",
+        "epochs = 8\ntarget_accuracy = 0.9\nstop_at_target = true",
+    );
+    let b = d.path().join("base.toml");
+    std::fs::write(&b, text).unwrap();
+    let f = d.path().join("e2t.toml");
+    std::fs::write(
+        &f,
+        format!("[sweep]\nname = \"e2t\"\nbase = {b:?}\nstrategy = \"random\"\ntrials = 6\nseed = 2\nobjectives = [\"energy_to_target\", \"test_accuracy\"]\n\n[space]\n\"train.lr\" = {{ log_uniform = [1e-5, 3e-2] }}\n"),
+    )
+    .unwrap();
+    let r = run(&f, &d.path().join("out"), 1);
+    let reached: Vec<usize> = r
+        .trials
+        .iter()
+        .filter(|t| t.status == "reached_target")
+        .map(|t| t.id)
+        .collect();
+    // The range of learning rates makes some trials miss 90% in 8 epochs.
+    assert!(!reached.is_empty() && reached.len() < 6, "{:?}", r.trials);
+    for t in &r.trials {
+        assert_eq!(
+            t.target_energy_j.is_some(),
+            reached.contains(&t.id),
+            "{t:?}"
+        );
+    }
+    assert!(!r.pareto.is_empty());
+    assert!(
+        r.pareto.iter().all(|id| reached.contains(id)),
+        "{:?}",
+        r.pareto
+    );
+    // Fewest joules to the target first; the best trial is the cheapest.
+    let e2t = |id: usize| r.trials[id].target_energy_j.unwrap();
+    assert!(r.pareto.windows(2).all(|w| e2t(w[0]) <= e2t(w[1])));
+    let cheapest = reached
+        .iter()
+        .copied()
+        .min_by(|&a, &b| e2t(a).total_cmp(&e2t(b)))
+        .unwrap();
+    assert_eq!(r.best, Some(cheapest));
+}
+
+#[test]
 fn parallel_trials_all_finish() {
     let d = tempfile::tempdir().unwrap();
     let f = sweep_file(
