@@ -146,32 +146,46 @@ fn plan(
     Ok((settings, refused))
 }
 
-/// The overrides of one run.
-fn run_overrides(req: &TuneRequest, name: &str, s: Setting, seed: u64) -> Vec<Override> {
+/// One override.
+fn ov(key: &str, value: toml::Value) -> Override {
+    Override {
+        key: key.into(),
+        value,
+    }
+}
+
+/// What makes the base config run a setting towards the target: the
+/// `--set` overrides, the batch size, the precision and the target. The
+/// runs and `chosen.toml` both start from these.
+fn setting_overrides(req: &TuneRequest, s: Setting) -> Vec<Override> {
     let mut o = req.overrides.clone();
-    let mut set = |key: &str, value: toml::Value| {
-        o.push(Override {
-            key: key.into(),
-            value,
-        })
-    };
-    set("data.batch_size", toml::Value::Integer(s.batch_size as i64));
-    set(
+    o.push(ov(
+        "data.batch_size",
+        toml::Value::Integer(s.batch_size as i64),
+    ));
+    o.push(ov(
         "precision.mode",
         toml::Value::String(s.precision.to_string()),
-    );
-    set(
+    ));
+    o.push(ov(
         "train.target_accuracy",
         toml::Value::Float(req.target_accuracy),
-    );
-    set("train.stop_at_target", toml::Value::Boolean(true));
-    set("run.seed", toml::Value::Integer(seed as i64));
-    set(
+    ));
+    o
+}
+
+/// The overrides of one run: the setting's, stopping at the target, the
+/// seed, the run's name and the epoch limit.
+fn run_overrides(req: &TuneRequest, name: &str, s: Setting, seed: u64) -> Vec<Override> {
+    let mut o = setting_overrides(req, s);
+    o.push(ov("train.stop_at_target", toml::Value::Boolean(true)));
+    o.push(ov("run.seed", toml::Value::Integer(seed as i64)));
+    o.push(ov(
         "run.name",
         toml::Value::String(format!("{name}-b{}-{}-s{seed}", s.batch_size, s.precision)),
-    );
+    ));
     if let Some(e) = req.max_epochs {
-        set("train.epochs", toml::Value::Integer(e as i64));
+        o.push(ov("train.epochs", toml::Value::Integer(e as i64)));
     }
     o
 }
@@ -231,6 +245,11 @@ pub fn run(req: TuneRequest) -> Result<TuneReport, Failure> {
             if let Err(Failure::Usage(e)) = &outcome {
                 return Err(usage(format!("{e:#}")));
             }
+            // What the target is checked on, from the record in memory.
+            let metric = outcome
+                .as_ref()
+                .ok()
+                .and_then(|o| o.record.target.as_ref().map(|t| t.metric.clone()));
             let run = TuneRun::from_outcome(s, seed, outcome);
             let end = match run.status {
                 RunStatus::Interrupted => Some("interrupted (Ctrl-C)".to_string()),
@@ -243,7 +262,7 @@ pub fn run(req: TuneRequest) -> Result<TuneReport, Failure> {
             if !req.quiet {
                 eprintln!("tune:   {}", run.line());
             }
-            report.add(run);
+            report.add(run, metric);
             report
                 .write(&req.out_dir)
                 .map_err(|e| Failure::Runtime(e.context("writing the tune's files")))?;

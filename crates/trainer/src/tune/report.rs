@@ -286,14 +286,11 @@ impl TuneReport {
             .map(|k| format!("energy budget of {k} kWh reached"))
     }
 
-    /// Adds a run and updates the summaries.
-    pub(super) fn add(&mut self, run: TuneRun) {
+    /// Adds a run (with the metric its target was checked on) and updates
+    /// the summaries.
+    pub(super) fn add(&mut self, run: TuneRun, metric: Option<String>) {
         if self.metric.is_none() {
-            self.metric = run
-                .run_dir
-                .as_ref()
-                .and_then(|d| crate::record::RunRecord::load(d).ok())
-                .and_then(|r| r.target.map(|t| t.metric));
+            self.metric = metric;
         }
         self.runs.push(run);
         self.summarise();
@@ -465,24 +462,8 @@ fn chosen_config(
         item[last] = toml_edit::Item::Value(v);
         Ok(())
     };
-    let ov = |key: &str, value: toml::Value| Override {
-        key: key.into(),
-        value,
-    };
-    let mut all = req.overrides.clone();
-    all.push(ov(
-        "data.batch_size",
-        toml::Value::Integer(s.batch_size as i64),
-    ));
-    all.push(ov(
-        "precision.mode",
-        toml::Value::String(s.precision.to_string()),
-    ));
-    all.push(ov(
-        "train.target_accuracy",
-        toml::Value::Float(req.target_accuracy),
-    ));
-    all.push(ov(
+    let mut all = super::setting_overrides(req, s);
+    all.push(super::ov(
         "run.name",
         toml::Value::String(format!("{}-tuned", base.config.run.name)),
     ));
@@ -499,7 +480,7 @@ fn chosen_config(
     for (key, p) in paths {
         if let Some(p) = p.filter(|p| p.is_relative()) {
             let abs = dir.join(p).display().to_string();
-            all.push(ov(key, toml::Value::String(abs)));
+            all.push(super::ov(key, toml::Value::String(abs)));
         }
     }
     for o in &all {
