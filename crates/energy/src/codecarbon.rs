@@ -90,6 +90,8 @@ pub struct EmissionsRow {
     pub gpu_model: String,
     /// GB.
     pub ram_total_size: f64,
+    /// Whose share the estimates charged.
+    pub tracking_mode: crate::estimate::TrackingMode,
     /// PUE.
     pub pue: f64,
 }
@@ -138,7 +140,7 @@ impl EmissionsRow {
             String::new(),
             String::new(),
             self.ram_total_size.to_string(),
-            "machine".into(),
+            self.tracking_mode.as_str().into(),
             String::new(),
             String::new(),
             String::new(),

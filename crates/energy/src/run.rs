@@ -21,6 +21,7 @@
 use crate::budget::{self, BudgetVerdict, Prediction};
 use crate::carbon::{self, CarbonRecord, Intensity};
 use crate::codecarbon::EmissionsRow;
+use crate::estimate::TrackingMode;
 use crate::journal::Journal;
 use crate::nvml::GpuSelect;
 use crate::tracker::{self, DetectOptions};
@@ -108,6 +109,10 @@ pub struct EnergyRecord {
     pub total_kwh: f64,
     /// Weakest provenance among the components.
     pub provenance: Provenance,
+    /// Whose share the estimates charged: the whole machine's or this
+    /// process's (records before this field were all `machine`).
+    #[serde(default)]
+    pub tracking_mode: TrackingMode,
     /// The meters of the last session: method, and facts such as the GPU
     /// name, UUID, power limit and driver version.
     #[serde(default)]
@@ -176,6 +181,8 @@ pub struct RunOptions {
     pub embodied_g: Option<f64>,
     /// The journal file of running totals; none: no journal.
     pub journal: Option<std::path::PathBuf>,
+    /// Whose share the estimates charge.
+    pub tracking_mode: TrackingMode,
 }
 
 impl Default for RunOptions {
@@ -188,6 +195,7 @@ impl Default for RunOptions {
             pue: 1.0,
             embodied_g: None,
             journal: None,
+            tracking_mode: TrackingMode::Machine,
         }
     }
 }
@@ -218,6 +226,7 @@ pub struct RunTracker {
     waiting: Waiting,
     journal: Option<Journal>,
     unmetered_s: f64,
+    tracking_mode: TrackingMode,
 }
 
 impl RunTracker {
@@ -229,6 +238,7 @@ impl RunTracker {
             rapl_root: opts.rapl_root.clone(),
             sample_hz: opts.sample_hz,
             gpus: opts.gpus.clone(),
+            tracking_mode: opts.tracking_mode,
             ..DetectOptions::default()
         };
         let mut tracker = tracker::detect(&detect, None);
@@ -261,6 +271,7 @@ impl RunTracker {
             waiting: Waiting::default(),
             journal,
             unmetered_s,
+            tracking_mode: opts.tracking_mode,
         };
         if idle_prior.is_none() && opts.idle_baseline_s > 0.0 {
             a.idle = Some(a.tracker.idle_baseline(opts.idle_baseline_s));
@@ -545,6 +556,7 @@ impl RunTracker {
             duration_s,
             total_kwh: total_j / 3.6e6,
             provenance,
+            tracking_mode: self.tracking_mode,
             meters: self.tracker.components(),
             sample_hz: self.tracker.sample_hz(),
             idle,
@@ -629,6 +641,7 @@ fn from_journal(base: Option<EnergyRecord>, j: JournalEntry) -> EnergyRecord {
         duration_s: 0.0,
         total_kwh: 0.0,
         provenance,
+        tracking_mode: TrackingMode::Machine,
         meters: vec![],
         sample_hz: 0.0,
         idle: None,
@@ -740,6 +753,7 @@ pub fn emissions_row(
         gpu_count: gpus.len(),
         gpu_model: gpu_model(&energy.meters, gpus.iter().map(|g| g.name.as_str())),
         ram_total_size: crate::estimate::total_ram_gb().unwrap_or(0.0),
+        tracking_mode: energy.tracking_mode,
         pue: carbon.operational.pue,
     }
 }

@@ -437,6 +437,8 @@ pub struct DetectOptions {
     pub cpu_model: String,
     /// Sampling rate.
     pub sample_hz: f64,
+    /// Whose share the estimates charge (counters always cover the device).
+    pub tracking_mode: crate::estimate::TrackingMode,
 }
 
 impl Default for DetectOptions {
@@ -448,6 +450,7 @@ impl Default for DetectOptions {
             gpus: crate::nvml::GpuSelect::Visible,
             cpu_model: cpu_model(),
             sample_hz: 20.0,
+            tracking_mode: crate::estimate::TrackingMode::Machine,
         }
     }
 }
@@ -486,6 +489,10 @@ pub fn detect(opts: &DetectOptions, gpu_api: Option<Box<dyn crate::nvml::GpuApi>
     }
     let rapl = crate::rapl::discover(&opts.rapl_root);
     warnings.extend(rapl.warnings);
+    let process = opts.tracking_mode == crate::estimate::TrackingMode::Process;
+    if process && (rapl.cpu.is_some() || rapl.dram.is_some()) {
+        warnings.push("tracking_mode process: RAPL counters measure the whole CPU package and DRAM, other processes' work included; only estimates are per process".into());
+    }
     match rapl.cpu {
         Some(m) => meters.push(Box::new(m)),
         None => {
@@ -495,11 +502,15 @@ pub fn detect(opts: &DetectOptions, gpu_api: Option<Box<dyn crate::nvml::GpuApi>
                     opts.rapl_root.display()
                 ));
             }
-            meters.push(Box::new(crate::estimate::CpuEstimate::new(&opts.cpu_model)));
+            meters.push(Box::new(crate::estimate::CpuEstimate::new(
+                &opts.cpu_model,
+                opts.tracking_mode,
+            )));
         }
     }
     match rapl.dram {
         Some(m) => meters.push(Box::new(m)),
+        None if process => meters.push(Box::new(crate::estimate::RamEstimate::process())),
         None => meters.push(Box::new(crate::estimate::RamEstimate::new(
             crate::estimate::total_ram_gb().unwrap_or(8.0),
         ))),

@@ -167,6 +167,7 @@ fn rapl_permission_denied_warns_once_with_the_fix_and_falls_back() {
         gpus: Default::default(),
         cpu_model: "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz".into(),
         sample_hz: 0.0,
+        tracking_mode: Default::default(),
     };
     let t = greentrain_energy::tracker::detect(&opts, None);
     let comps = t.components();
@@ -410,6 +411,7 @@ fn missing_nvml_library_is_one_line_not_a_crash() {
         gpus: Default::default(),
         cpu_model: "x".into(),
         sample_hz: 0.0,
+        tracking_mode: Default::default(),
     };
     let t = greentrain_energy::tracker::detect(&opts, None);
     let gpus: Vec<_> = t
@@ -690,4 +692,45 @@ fn prediction_and_budgets() {
     assert!(
         matches!(budget::check(2.2, 220.0, None, None, Some(200.0)), budget::BudgetVerdict::Stop(m) if m.contains("carbon budget reached"))
     );
+}
+
+#[test]
+fn process_mode_warns_that_rapl_is_whole_package_and_estimates_ram_per_process() {
+    let tree = tempfile::tempdir().unwrap();
+    let z = tree.path().join("intel-rapl:0");
+    std::fs::create_dir_all(&z).unwrap();
+    std::fs::write(z.join("name"), "package-0\n").unwrap();
+    std::fs::write(z.join("energy_uj"), "1000\n").unwrap();
+    std::fs::write(z.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    let opts = |mode| greentrain_energy::tracker::DetectOptions {
+        rapl_root: tree.path().to_path_buf(),
+        nvml: false,
+        cuda_visible: None,
+        gpus: Default::default(),
+        cpu_model: "x".into(),
+        sample_hz: 0.0,
+        tracking_mode: mode,
+    };
+    use greentrain_energy::estimate::TrackingMode;
+    let t = greentrain_energy::tracker::detect(&opts(TrackingMode::Process), None);
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("tracking_mode process") && w.contains("whole CPU package")),
+        "{:?}",
+        t.warnings
+    );
+    let comps = t.components();
+    let cpu = comps.iter().find(|c| c.name == "cpu").unwrap();
+    assert_eq!(cpu.provenance, Provenance::Measured);
+    let ram = comps.iter().find(|c| c.name == "ram").unwrap();
+    assert!(ram.method.contains("resident memory"), "{}", ram.method);
+    let t = greentrain_energy::tracker::detect(&opts(TrackingMode::Machine), None);
+    assert!(!t.warnings.iter().any(|w| w.contains("tracking_mode")));
+    let ram = t
+        .components()
+        .into_iter()
+        .find(|c| c.name == "ram")
+        .unwrap();
+    assert!(!ram.method.contains("resident memory"), "{}", ram.method);
 }

@@ -40,6 +40,7 @@ pub fn options(c: &Config, run_dir: &Path, gpus: GpuSelect) -> RunOptions {
         pue: c.carbon.pue,
         embodied_g: c.carbon.embodied_g,
         journal: Some(run_dir.join(JOURNAL)),
+        tracking_mode: c.energy.tracking_mode,
     }
 }
 

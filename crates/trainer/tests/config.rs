@@ -106,6 +106,12 @@ fn unknown_enum_value_is_an_error() {
     let e = err(&GOOD.replace("\"adam\"", "\"adamax\""), &[]);
     assert_eq!(e.key.as_deref(), Some("train.optimizer"));
     assert!(e.msg.contains("adamax"), "{e}");
+    let e = err(GOOD, &["energy.tracking_mode=\"procces\""]);
+    assert_eq!(e.key.as_deref(), Some("energy.tracking_mode"));
+    assert!(
+        e.msg.contains("procces") && e.msg.contains("`process`"),
+        "{e}"
+    );
 }
 
 #[test]

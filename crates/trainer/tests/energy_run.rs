@@ -116,6 +116,34 @@ fn rapl_counters_are_used_when_readable() {
 }
 
 #[test]
+fn process_tracking_mode_is_recorded_in_run_json_and_emissions_csv() {
+    let out = tempfile::tempdir().unwrap();
+    let o = run(out.path(), &["energy.tracking_mode=\"process\""]);
+    let r = json(&o.run_dir);
+    assert_eq!(r["energy"]["tracking_mode"], "process");
+    assert_eq!(r["config"]["energy"]["tracking_mode"], "process");
+    for m in r["energy"]["meters"].as_array().unwrap() {
+        let method = m["method"].as_str().unwrap();
+        if method.starts_with("estimate") {
+            assert!(method.contains("tracking_mode process"), "{method}");
+        }
+    }
+    let csv = std::fs::read_to_string(o.run_dir.join("emissions.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let col = rows
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "tracking_mode")
+        .unwrap();
+    let row = rows.records().next().unwrap().unwrap();
+    assert_eq!(&row[col], "process");
+    // The default stays CodeCarbon's: the whole machine.
+    let r = json(&run(out.path(), &[]).run_dir);
+    assert_eq!(r["energy"]["tracking_mode"], "machine");
+}
+
+#[test]
 fn tiny_budget_stops_the_run_after_the_first_prediction() {
     let out = tempfile::tempdir().unwrap();
     let o = run(out.path(), &["budget.max_kwh=1e-15"]);

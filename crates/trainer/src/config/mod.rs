@@ -4,6 +4,7 @@
 //! a user with a typo in a 40-line config should not have to bisect it.
 
 use greentrain_amp::{PrecisionChoice, ScalerConfig};
+pub use greentrain_energy::estimate::TrackingMode;
 mod load;
 mod validate;
 
@@ -564,6 +565,10 @@ pub struct EnergySection {
     /// powercap root for RAPL (default `/sys/class/powercap`).
     #[serde(default = "default_rapl_root")]
     pub rapl_root: PathBuf,
+    /// Whose share CPU and RAM estimates charge: `machine` (default) or
+    /// `process`, as CodeCarbon's `tracking_mode`.
+    #[serde(default)]
+    pub tracking_mode: TrackingMode,
 }
 
 fn default_true() -> bool {
@@ -585,6 +590,7 @@ impl Default for EnergySection {
             sample_hz: default_sample_hz(),
             idle_baseline_s: 0.0,
             rapl_root: default_rapl_root(),
+            tracking_mode: TrackingMode::Machine,
         }
     }
 }
