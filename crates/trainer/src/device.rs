@@ -251,7 +251,7 @@ pub fn probe_wgpu() -> Result<String, String> {
     {
         let info: Vec<String> = wgpu_adapters()
             .iter()
-            .map(|i| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
+            .map(|(i, _)| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
             .collect();
         if info.is_empty() {
             Err("no wgpu adapter found (no Vulkan/Metal/DX12/GL driver; on Debian install mesa-vulkan-drivers)".into())
@@ -268,15 +268,43 @@ pub fn probe_wgpu() -> Result<String, String> {
 /// The adapters wgpu finds, enumerated once per process: `--device auto`,
 /// the device check and `precision = "auto"` all ask.
 #[cfg(feature = "wgpu")]
-fn wgpu_adapters() -> &'static [wgpu::AdapterInfo] {
-    static ADAPTERS: std::sync::OnceLock<Vec<wgpu::AdapterInfo>> = std::sync::OnceLock::new();
+fn wgpu_adapters() -> &'static [(wgpu::AdapterInfo, wgpu::Limits)] {
+    static ADAPTERS: std::sync::OnceLock<Vec<(wgpu::AdapterInfo, wgpu::Limits)>> =
+        std::sync::OnceLock::new();
     ADAPTERS.get_or_init(|| {
         let instance = wgpu::Instance::default();
         block_on(instance.enumerate_adapters(wgpu::Backends::all()))
             .iter()
-            .map(|a| a.get_info())
+            .map(|a| (a.get_info(), a.limits()))
             .collect()
     })
+}
+
+/// Bytes of a training split that may be kept on `spec`'s device, where
+/// batches are then gathered (run::batches): none on the CPU, 1 GiB under
+/// CUDA, and under wgpu no more than the smallest buffer or storage-binding
+/// limit of the adapters found (lavapipe: 128 MiB). Past that limit CubeCL
+/// fails the allocation in its own thread, and the run would go on training
+/// on a buffer that was never filled.
+pub fn resident_split_limit(spec: DeviceSpec) -> u64 {
+    const GIB: u64 = 1 << 30;
+    match spec {
+        DeviceSpec::Cpu => 0,
+        DeviceSpec::Cuda(_) => GIB,
+        DeviceSpec::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                wgpu_adapters()
+                    .iter()
+                    .map(|(_, l)| l.max_buffer_size.min(l.max_storage_buffer_binding_size))
+                    .fold(GIB, u64::min)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                0
+            }
+        }
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -318,7 +346,7 @@ pub fn is_hardware_gpu(spec: DeviceSpec) -> bool {
 fn hardware_wgpu_adapter() -> Option<String> {
     #[cfg(feature = "wgpu")]
     {
-        wgpu_adapters().iter().find_map(|i| {
+        wgpu_adapters().iter().find_map(|(i, _)| {
             matches!(
                 i.device_type,
                 wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu

@@ -88,3 +88,13 @@ fn cuda_probe_names_each_missing_piece() {
     assert_eq!(ok.gpus[0].pci_bus_id.as_deref(), Some("0000:19:00.0"));
     assert_eq!(ok.gpus[1].pci_bus_id.as_deref(), Some("0000:18:00.0"));
 }
+
+#[test]
+fn training_splits_stay_on_the_host_past_the_devices_buffer_limit() {
+    use greentrain_trainer::device::{resident_split_limit, DeviceSpec};
+    assert_eq!(resident_split_limit(DeviceSpec::Cpu), 0);
+    assert_eq!(resident_split_limit(DeviceSpec::Cuda(0)), 1 << 30);
+    // wgpu: never above CUDA's bound, and below it wherever an adapter's
+    // storage buffers are smaller (lavapipe: 128 MiB, less than MNIST's 188 MB).
+    assert!(resident_split_limit(DeviceSpec::Wgpu) <= 1 << 30);
+}

@@ -9,8 +9,9 @@ use greentrain_amp::{readback, Autocast};
 /// Where training batches come from. On a GPU the whole training split is
 /// uploaded once and each batch is selected on the device: gathering 4096
 /// MNIST rows on the host and copying them over costs milliseconds a step,
-/// as much as the step itself. On the CPU (and for splits over 1 GiB) rows
-/// are gathered on the host.
+/// as much as the step itself. On the CPU, and for splits larger than the
+/// device allows (`device::resident_split_limit`), rows are gathered on the
+/// host.
 pub(crate) enum Batches<B: Backend> {
     Host,
     Device {
@@ -20,8 +21,14 @@ pub(crate) enum Batches<B: Backend> {
 }
 
 impl<B: Backend> Batches<B> {
-    pub(crate) fn new(split: &Split, features: usize, device: &B::Device, on_gpu: bool) -> Self {
-        if !on_gpu || split.x.len() * 4 > 1 << 30 {
+    pub(crate) fn new(
+        split: &Split,
+        features: usize,
+        device: &B::Device,
+        limit_bytes: u64,
+    ) -> Self {
+        let bytes = split.x.len() as u64 * 4 + split.y.len() as u64 * 8;
+        if bytes > limit_bytes {
             return Batches::Host;
         }
         let n = split.len();

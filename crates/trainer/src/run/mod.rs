@@ -219,12 +219,12 @@ impl<B: AutodiffBackend> Run<B> {
             record.epochs = state.epochs.clone();
         }
         let progress = Progress::new(quiet);
+        let spec: crate::device::DeviceSpec = record
+            .device
+            .spec
+            .parse()
+            .unwrap_or(crate::device::DeviceSpec::Cpu);
         let account = c.energy.enabled.then(|| {
-            let spec = record
-                .device
-                .spec
-                .parse()
-                .unwrap_or(crate::device::DeviceSpec::Cpu);
             let gpus = crate::device::gpu_select(spec);
             let opts = crate::energy::options(&c, &run_dir, gpus);
             let mut a = Account::start(&opts, intensity, prior);
@@ -235,8 +235,8 @@ impl<B: AutodiffBackend> Run<B> {
             });
             a
         });
-        let on_gpu = record.device.backend != "flex";
-        let batches = Batches::<B>::new(&dataset.train, shape.features, &device, on_gpu);
+        let limit = crate::device::resident_split_limit(spec);
+        let batches = Batches::<B>::new(&dataset.train, shape.features, &device, limit);
         let run = Self {
             _lock: lock,
             ac: Autocast::new(precision),
