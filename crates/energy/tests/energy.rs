@@ -697,11 +697,13 @@ fn prediction_and_budgets() {
 #[test]
 fn process_mode_warns_that_rapl_is_whole_package_and_estimates_ram_per_process() {
     let tree = tempfile::tempdir().unwrap();
-    let z = tree.path().join("intel-rapl:0");
-    std::fs::create_dir_all(&z).unwrap();
-    std::fs::write(z.join("name"), "package-0\n").unwrap();
-    std::fs::write(z.join("energy_uj"), "1000\n").unwrap();
-    std::fs::write(z.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    zone(
+        tree.path(),
+        "intel-rapl:0",
+        "package-0",
+        1000,
+        Some(262143328850),
+    );
     let opts = |mode| greentrain_energy::tracker::DetectOptions {
         rapl_root: tree.path().to_path_buf(),
         nvml: false,
