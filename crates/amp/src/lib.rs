@@ -36,6 +36,7 @@
 
 mod device_scaler;
 pub mod grads;
+mod norm;
 mod optim;
 mod policy;
 pub mod readback;

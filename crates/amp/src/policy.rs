@@ -557,13 +557,14 @@ impl Autocast {
         layer.forward(self.full(x))
     }
 
-    /// Batch norm in f32, running statistics included.
+    /// Batch norm in f32, running statistics included (PyTorch's semantics,
+    /// in a layout every backend broadcasts fast: see `norm.rs`).
     pub fn batch_norm<B: Backend, const D: usize>(
         &self,
         layer: &BatchNorm<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
-        layer.forward(self.full(x))
+        crate::norm::batch_norm(layer, self.full(x))
     }
 
     /// Mean cross-entropy of `logits` `[batch, classes]` against class
