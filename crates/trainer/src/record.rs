@@ -181,6 +181,10 @@ pub struct RunRecord {
     pub precision_requested: Option<greentrain_amp::PrecisionChoice>,
     /// Dataset facts.
     pub dataset: DatasetRecord,
+    /// Trainable parameters of the model (batch-norm running statistics
+    /// are not parameters), so a record states the model's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
     /// Per-epoch metrics.
     pub epochs: Vec<EpochRecord>,
     /// Totals, once at least one epoch finished.

@@ -132,6 +132,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         precision,
         precision_requested: Some(requested),
         dataset: dataset_record(&dataset),
+        parameters: None,
         epochs: vec![],
         final_: None,
         error: None,

@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod transformer;
 
 use crate::config::{ModelKind, ModelSection};
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::backend::Backend;
@@ -363,5 +363,39 @@ impl<B: Backend> Model<B> {
             Model::Transformer(m) => m.forward(x, ac),
             Model::ResNet(m) => m.forward(x, ac),
         }
+    }
+}
+
+/// Counts parameters outside batch norm's running statistics.
+#[derive(Default)]
+struct Trainable {
+    path: Vec<String>,
+    count: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Trainable {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self.path.last().is_some_and(|n| n.starts_with("running_")) {
+            self.count += param.shape().num_elements();
+        }
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Trainable parameters, PyTorch's `sum(p.numel() for p in
+    /// model.parameters())`: Burn's `num_params` also counts batch norm's
+    /// running statistics, which PyTorch keeps as buffers.
+    pub fn trainable_params(&self) -> usize {
+        let mut t = Trainable::default();
+        self.visit(&mut t);
+        t.count
     }
 }

@@ -186,6 +186,7 @@ impl<B: AutodiffBackend> Run<B> {
             c.run.seed,
             &device,
         );
+        record.parameters = Some(model.trainable_params() as u64);
         let mut optim = DeviceOptimizer::<B>::new(optimizer_spec(&c), &device);
         let scaler_state =
             greentrain_amp::GradScaler::for_precision(precision, c.precision.scaler.clone())
@@ -275,8 +276,9 @@ impl<B: AutodiffBackend> Run<B> {
         let (c, r) = (&self.c, &self.record);
         if self.state.epoch == 0 && self.state.step == 0 {
             self.progress.line(&format!(
-                "training {} on {} ({} {}), {} train / {} test samples, {} epochs, precision {}{}",
+                "training {} ({} parameters) on {} ({} {}), {} train / {} test samples, {} epochs, precision {}{}",
                 c.run.name,
+                r.parameters.unwrap_or(0),
                 r.device.name,
                 r.device.backend,
                 r.device.spec,

@@ -1,0 +1,70 @@
+//! The GPU benchmark's models have the parameter counts of their PyTorch
+//! twins in benches/gpu/torch_ref.py (counted there with PyTorch 2.15:
+//! `sum(p.numel() for p in model.parameters())`; its 1,568 batch-norm running
+//! statistics of ResNet-20 are buffers there), so the two frameworks
+//! train the same architectures; and run.json records the count.
+
+use burn::backend::Flex;
+use burn::module::Module;
+use greentrain_trainer::config;
+use greentrain_trainer::model::Model;
+use greentrain_trainer::{DeviceSpec, TrainRequest};
+use std::path::PathBuf;
+
+fn config(name: &str) -> config::Config {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs")
+        .join(name);
+    config::load(&path, &[]).unwrap().config
+}
+
+#[test]
+fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
+    let dev = Default::default();
+    // (config, sample shape, classes, vocab, PyTorch's count)
+    let cases: [(&str, &[usize], usize, Option<usize>, usize); 4] = [
+        ("gpu/mnist_wide_mlp.toml", &[784], 10, None, 20_037_642),
+        ("gpu/mnist_lenet5.toml", &[784], 10, None, 61_706),
+        ("gpu/mnist_resnet20.toml", &[784], 10, None, 272_186),
+        (
+            "gpu/modular_transformer.toml",
+            &[3],
+            113,
+            Some(114),
+            6_423_665,
+        ),
+    ];
+    for (name, shape, classes, vocab, torch) in cases {
+        let c = config(name);
+        let m = Model::<Flex>::new(&c.model, shape, classes, vocab, 0, &dev);
+        assert_eq!(m.trainable_params(), torch, "{name}");
+        let running = m.num_params() - m.trainable_params();
+        assert_eq!(
+            running,
+            if name.contains("resnet") { 1568 } else { 0 },
+            "{name}: batch-norm statistics"
+        );
+    }
+}
+
+#[test]
+fn run_json_records_the_parameter_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/digits_mlp.toml");
+    let o = vec!["train.epochs=1".to_string()];
+    let c = config::load(&path, &o).unwrap();
+    let hidden = c.config.model.hidden.clone();
+    let out = greentrain_trainer::train(TrainRequest {
+        config: c,
+        device: DeviceSpec::Cpu,
+        out_dir: dir.path().to_path_buf(),
+        quiet: true,
+    })
+    .unwrap();
+    // Fully connected: 64 inputs, the hidden widths, 10 classes, with biases.
+    let widths: Vec<usize> = [64].into_iter().chain(hidden).chain([10]).collect();
+    let want: usize = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    assert_eq!(out.record.parameters, Some(want as u64));
+    let text = std::fs::read_to_string(out.run_dir.join("run.json")).unwrap();
+    assert!(text.contains(&format!("\"parameters\": {want}")), "{text}");
+}
