@@ -22,7 +22,8 @@ fn config(name: &str) -> config::Config {
 fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
     let dev = Default::default();
     // (config, sample shape, classes, vocab, PyTorch's count)
-    let cases: [(&str, &[usize], usize, Option<usize>, usize); 4] = [
+    type Case = (&'static str, &'static [usize], usize, Option<usize>, usize);
+    let cases: [Case; 4] = [
         ("gpu/mnist_wide_mlp.toml", &[784], 10, None, 20_037_642),
         ("gpu/mnist_lenet5.toml", &[784], 10, None, 61_706),
         ("gpu/mnist_resnet20.toml", &[784], 10, None, 272_186),
