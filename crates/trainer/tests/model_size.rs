@@ -11,11 +11,13 @@ use greentrain_trainer::model::Model;
 use greentrain_trainer::{DeviceSpec, TrainRequest};
 use std::path::PathBuf;
 
-fn config(name: &str) -> config::Config {
+/// A shipped config, with overrides.
+fn load(name: &str, overrides: &[&str]) -> config::LoadedConfig {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../configs")
         .join(name);
-    config::load(&path, &[]).unwrap().config
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    config::load(&path, &o).unwrap()
 }
 
 #[test]
@@ -36,7 +38,7 @@ fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
         ),
     ];
     for (name, shape, classes, vocab, torch) in cases {
-        let c = config(name);
+        let c = load(name, &[]).config;
         let m = Model::<Flex>::new(&c.model, shape, classes, vocab, 0, &dev);
         assert_eq!(m.trainable_params(), torch, "{name}");
         let running = m.num_params() - m.trainable_params();
@@ -51,9 +53,7 @@ fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
 #[test]
 fn run_json_records_the_parameter_count() {
     let dir = tempfile::tempdir().unwrap();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/digits_mlp.toml");
-    let o = vec!["train.epochs=1".to_string()];
-    let c = config::load(&path, &o).unwrap();
+    let c = load("digits_mlp.toml", &["train.epochs=1"]);
     let hidden = c.config.model.hidden.clone();
     let out = greentrain_trainer::train(TrainRequest {
         config: c,
