@@ -10,6 +10,7 @@ use greentrain_trainer::{config, device, DeviceSpec, Failure, Outcome, TrainRequ
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod alloc;
 mod tune;
 
 #[derive(Parser, Debug)]
@@ -663,6 +664,7 @@ fn devices() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Train(a)) => train(a),
