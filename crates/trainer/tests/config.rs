@@ -202,3 +202,56 @@ fn shipped_configs_are_valid() {
     }
     assert!(n >= 16, "{n} configs");
 }
+
+/// `warmup_steps` as PyTorch's `LambdaLR(lambda s: min(s / N, 1))`: the first
+/// step's rate is 0; a cosine schedule decays over the steps after the warm-up.
+#[test]
+fn warmup_ramps_the_rate_from_zero_then_hands_over_to_the_schedule() {
+    use greentrain_trainer::train::lr_at;
+    let parse = |o: &[&str]| {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        config::parse(GOOD, "x.toml", &o).unwrap()
+    };
+    let c = parse(&["train.warmup_steps=10"]);
+    let rates: Vec<f64> = [0, 1, 5, 9, 10, 11, 1000]
+        .iter()
+        .map(|&s| lr_at(&c, s, 2000, 0))
+        .collect();
+    // PyTorch: base_lr * (s / 10), in float64.
+    let torch = [0.0, 1e-3 * 0.1, 1e-3 * 0.5, 1e-3 * 0.9, 1e-3, 1e-3, 1e-3];
+    assert_eq!(rates, torch);
+    let c = parse(&["train.warmup_steps=10", "train.schedule=cosine"]);
+    assert_eq!(lr_at(&c, 5, 110, 0), 1e-3 * 0.5);
+    assert_eq!(
+        lr_at(&c, 10, 110, 0),
+        1e-3,
+        "the decay starts after the warm-up"
+    );
+    assert!((lr_at(&c, 60, 110, 0) - 5e-4).abs() < 1e-15, "half way");
+    assert!(lr_at(&c, 110, 110, 0).abs() < 1e-15);
+    // Without the key the rate is as before, and run.json's config omits it.
+    let c = parse(&[]);
+    assert_eq!(lr_at(&c, 0, 2000, 0), 1e-3);
+    assert_eq!(c.train.warmup_steps, 0);
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("warmup_steps"), "{json}");
+}
+
+#[test]
+fn transformer_biases_and_init_parse_and_belong_to_the_transformer() {
+    let c = config::parse(
+        &GOOD.replace("kind = \"mlp\"\nhidden = [16]", "kind = \"transformer\""),
+        "x.toml",
+        &["model.biases=mlp".into(), "model.init=nanda2023".into()],
+    );
+    let spec = c.unwrap().model.transformer();
+    assert_eq!(spec.biases, config::Biases::Mlp);
+    assert_eq!(spec.init, config::TransformerInit::Nanda2023);
+    let e = err(GOOD, &["model.biases=none"]);
+    assert!(e.to_string().contains("model.kind"), "{e}");
+    let e = err(
+        &GOOD.replace("kind = \"mlp\"\nhidden = [16]", "kind = \"transformer\""),
+        &["model.init=xavier"],
+    );
+    assert!(e.to_string().contains("model.init"), "{e}");
+}

@@ -50,6 +50,21 @@ fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
     }
 }
 
+/// Nanda et al.'s grokking model (their transformers.py: attention without
+/// biases, MLP with, unembedding without) has 226,816 parameters; ours has the
+/// same less the 128 weights of the logit for the `=` token, which their
+/// unembedding keeps (p + 1 outputs) and ours leaves out (p classes).
+#[test]
+fn the_grokking_config_has_nanda_et_al_s_parameter_count_less_one_logit() {
+    let dev = Default::default();
+    for precision in ["fp32", "fp16"] {
+        let name = format!("paper/grokking_nanda2023_{precision}.toml");
+        let c = load(&name, &[]).config;
+        let m = Model::<Flex>::new(&c.model, &[3], 113, Some(114), 0, &dev);
+        assert_eq!(m.trainable_params(), 226_816 - 128, "{name}");
+    }
+}
+
 #[test]
 fn run_json_records_the_parameter_count() {
     let dir = tempfile::tempdir().unwrap();

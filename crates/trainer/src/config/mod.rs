@@ -185,6 +185,34 @@ pub enum NormPlace {
     None,
 }
 
+/// Which of the transformer's linear layers carry a bias.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Biases {
+    /// Every projection, the MLP and the unembedding.
+    #[default]
+    All,
+    /// Only the MLP's two layers (Nanda et al.'s model).
+    Mlp,
+    /// None.
+    None,
+}
+
+/// How the transformer's parameters are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransformerInit {
+    /// Linear layers as PyTorch's `nn.Linear` (weights and biases
+    /// U(-1/sqrt(d_in), 1/sqrt(d_in))); embeddings and positions uniform
+    /// with standard deviation 1/sqrt(d_model).
+    #[default]
+    Default,
+    /// Nanda et al.'s `transformers.py`: every weight N(0, 1/d_model)
+    /// (embeddings, positions, attention, both MLP layers), the
+    /// unembedding N(0, 1/classes), biases 0.
+    Nanda2023,
+}
+
 /// `[model]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +255,12 @@ pub struct ModelSection {
     /// Unembedding tied to the embedding (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tied: Option<bool>,
+    /// Which linear layers have a bias (default `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biases: Option<Biases>,
+    /// Parameter initialisation (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<TransformerInit>,
     /// ResNet depth, 6n + 2 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<usize>,
@@ -254,6 +288,10 @@ pub struct TransformerSpec {
     pub norm: NormPlace,
     /// Tied unembedding.
     pub tied: bool,
+    /// Linear layers with a bias.
+    pub biases: Biases,
+    /// Parameter initialisation.
+    pub init: TransformerInit,
 }
 
 impl ModelSection {
@@ -269,6 +307,8 @@ impl ModelSection {
             activation: self.activation.unwrap_or_default(),
             norm: self.norm.unwrap_or_default(),
             tied: self.tied.unwrap_or(false),
+            biases: self.biases.unwrap_or_default(),
+            init: self.init.unwrap_or_default(),
         }
     }
 }
@@ -328,6 +368,12 @@ pub struct TrainSection {
     /// Learning-rate schedule (default `constant`).
     #[serde(default = "default_schedule")]
     pub schedule: Schedule,
+    /// Linear warm-up over the first N optimizer steps: step s (from 0)
+    /// uses `lr * s / N`, as PyTorch's `LambdaLR(lambda s: min(s / N, 1))`
+    /// (so the first step's rate is 0); a cosine schedule decays over the
+    /// steps after it. Default 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: u64,
     /// Epochs between decays for `schedule = "step"` (default 1).
     #[serde(default = "default_step_epochs")]
     pub step_epochs: usize,
@@ -462,6 +508,10 @@ impl<'de> Deserialize<'de> for CheckpointEvery {
 fn default_momentum() -> f64 {
     0.9
 }
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn default_schedule() -> Schedule {
     Schedule::Constant
 }

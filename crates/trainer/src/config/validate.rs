@@ -25,8 +25,10 @@ fn validate_transformer(c: &Config) -> Check {
             || m.causal.is_some()
             || m.activation.is_some()
             || m.norm.is_some()
-            || m.tied.is_some();
-        return set.then(|| bad_key("model.kind", "d_model, heads, d_mlp, layers, context, vocab, causal, activation, norm and tied are transformer keys")).flatten();
+            || m.tied.is_some()
+            || m.biases.is_some()
+            || m.init.is_some();
+        return set.then(|| bad_key("model.kind", "d_model, heads, d_mlp, layers, context, vocab, causal, activation, norm, tied, biases and init are transformer keys")).flatten();
     }
     if t.d_model == 0 || t.heads == 0 || t.d_mlp == 0 || t.layers == 0 {
         return bad_key(

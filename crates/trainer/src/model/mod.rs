@@ -83,11 +83,43 @@ impl<'a, B: Backend> Init<'a, B> {
 
     /// A linear layer `[d_in, d_out]`.
     pub fn linear(&mut self, d_in: usize, d_out: usize) -> Linear<B> {
+        self.linear_uniform(d_in, d_out, true)
+    }
+
+    /// A linear layer `[d_in, d_out]` drawn as PyTorch's `nn.Linear`, with
+    /// or without a bias.
+    pub fn linear_uniform(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
         let k = 1.0 / (d_in as f32).sqrt();
         Linear {
             weight: self.uniform([d_in, d_out], k),
-            bias: Some(self.uniform([d_out], k)),
+            bias: bias.then(|| self.uniform([d_out], k)),
         }
+    }
+
+    /// A linear layer with weights N(0, std^2) and a zero bias if any.
+    pub fn linear_normal(&mut self, d_in: usize, d_out: usize, std: f32, bias: bool) -> Linear<B> {
+        Linear {
+            weight: self.normal([d_in, d_out], std),
+            bias: bias.then(|| self.constant(d_out, 0.0)),
+        }
+    }
+
+    /// A parameter drawn from N(0, std^2) (Box-Muller over the seed's stream).
+    pub fn normal<const D: usize>(&mut self, shape: [usize; D], std: f32) -> Param<Tensor<B, D>> {
+        let n: usize = shape.iter().product();
+        let mut v = Vec::with_capacity(n + 1);
+        while v.len() < n {
+            // 1 - u lies in (0, 1], so the logarithm is finite.
+            let u1: f64 = 1.0 - self.rng.random::<f64>();
+            let u2: f64 = self.rng.random();
+            let r = (-2.0 * u1.ln()).sqrt();
+            let a = std::f64::consts::TAU * u2;
+            v.push((r * a.cos()) as f32 * std);
+            v.push((r * a.sin()) as f32 * std);
+        }
+        v.truncate(n);
+        let t = Tensor::from_data(TensorData::new(v, shape), self.device);
+        Param::initialized(self.next_param_id(), t.require_grad())
     }
 
     /// A 1-D convolution.

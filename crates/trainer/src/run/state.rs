@@ -72,11 +72,16 @@ pub(crate) fn load_model<B: Backend>(
 /// Learning rate at optimizer step `step` (0-based) in epoch `epoch`.
 pub fn lr_at(c: &Config, step: u64, total_steps: u64, epoch: usize) -> f64 {
     let t = &c.train;
+    let warm = t.warmup_steps;
+    if step < warm {
+        // The factor first, as LambdaLR multiplies: the same rounding.
+        return t.lr * (step as f64 / warm as f64);
+    }
     match t.schedule {
         Schedule::Constant => t.lr,
         Schedule::Cosine => {
-            let p = (step as f64 / total_steps.max(1) as f64).min(1.0);
-            t.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            let after = (step - warm) as f64 / total_steps.saturating_sub(warm).max(1) as f64;
+            t.lr * 0.5 * (1.0 + (std::f64::consts::PI * after.min(1.0)).cos())
         }
         Schedule::Step => t.lr * t.gamma.powi((epoch / t.step_epochs) as i32),
     }
