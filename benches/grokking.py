@@ -53,9 +53,10 @@ def summarise(run_dir):
     between = energy_between(run, mem, grok) if mem and grok else {}
     walls = [e["wall_s"] for e in epochs]
     joules = [e["energy_j"] for e in epochs if e.get("energy_j") is not None]
-    med = statistics.median(walls)
+    med = statistics.median(walls) if walls else float("nan")
     return {
         "run": Path(run_dir).name,
+        "status": run.get("status", "?"),
         "precision": run["precision"],
         "seed": run["seed"],
         "mode": run["energy"].get("tracking_mode", "machine"),
@@ -79,18 +80,22 @@ def fmt_step(epoch, steps):
 def main(dirs):
     if not dirs:
         sys.exit(__doc__)
-    print("| run | precision | seed | tracking_mode | memorisation epoch (step) | grokking epoch (step) "
-          "| J between, total | cpu | ram | s between | median s / J per epoch | epochs > 1.25 x median |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for d in dirs:
-        s = summarise(d)
+    runs = [summarise(d) for d in dirs]
+    seen = {c for s in runs for c in s["between"]}
+    comps = [c for c in ("gpu", "cpu", "ram") if c in seen] or ["cpu", "ram"]
+    comps += sorted(seen - set(comps))
+    print("| run | status | precision | seed | tracking_mode | memorisation epoch (step) | grokking epoch (step) "
+          "| J between, total | " + " | ".join(comps) + " | s between | median s / J per epoch "
+          "| epochs > 1.25 x median |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(comps) + "---|---|---|")
+    for s in runs:
         b = s["between"]
-        total = sum(b.values())
-        print(f"| {s['run']} | {s['precision']} | {s['seed']} | {s['mode']} "
+        per = " | ".join(f"{b.get(c, 0):,.0f}" for c in comps)
+        print(f"| {s['run']} | {s['status']} | {s['precision']} | {s['seed']} | {s['mode']} "
               f"| {fmt_step(s['mem'], s['steps'])} | {fmt_step(s['grok'], s['steps'])} "
-              f"| {total:,.0f} | {b.get('cpu', 0):,.0f} | {b.get('ram', 0):,.0f} | {s['s_between']:,.0f} "
+              f"| {sum(b.values()):,.0f} | {per} | {s['s_between']:,.0f} "
               f"| {s['median_s']:.2f} / {s['median_j']:,.0f} | {s['slow']} of {s['n']} |")
-    print(f"\nEnergy: {', '.join(sorted({summarise(d)['provenance'] for d in dirs}))}.")
+    print(f"\nEnergy: {', '.join(sorted({s['provenance'] for s in runs}))}.")
 
 
 if __name__ == "__main__":
