@@ -42,7 +42,7 @@ fn modular_rows_are_every_pair_with_the_right_label() {
         let mut all = rows(&train);
         all.extend(rows(&test));
         assert_eq!(all.len(), 49, "{op:?}");
-        assert_eq!(train.len(), 15, "round(0.3 x 49)");
+        assert_eq!(train.len(), 14, "0.3 x 49 = 14.7, rounded down");
         for [a, b, eq, c] in &all {
             assert_eq!(*eq, p, "the '=' token is p");
             assert_eq!(*c, f(*a, *b), "{op:?} {a} {b}");
