@@ -166,6 +166,36 @@ fn unavailable_devices_are_one_line_errors() {
         .code(2);
 }
 
+#[test]
+fn matmul_kernels_refuse_the_cpu_and_unknown_names() {
+    // Only the CubeCL backends have kernels to pick.
+    let o = gt()
+        .args([
+            "matmul",
+            "--device",
+            "cpu",
+            "--size",
+            "8",
+            "--kernels",
+            "all",
+        ])
+        .code(2);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("GPU backend") && !err.contains("panicked"),
+        "{err}"
+    );
+    // A wrong name lists the right ones before any device is touched.
+    let o = gt()
+        .args(["matmul", "--device", "cpu", "--kernels", "auto,fastest"])
+        .code(2);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("--kernels: unknown kernel 'fastest'") && err.contains("double-tma-mma"),
+        "{err}"
+    );
+}
+
 fn metrics(r: &Value) -> Vec<(String, String, String, String, String)> {
     r["epochs"]
         .as_array()

@@ -8,7 +8,7 @@
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
 #                      [--cases "wide4096 wide1024 lenet resnet20 transformer"] [--batch N]
 #                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
-#                      [--profile] [--prove] [--quick] [--no-matmul] [--tune]
+#                      [--profile] [--prove] [--quick] [--no-matmul] [--tune] [--kernels]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
 # out; the later epochs (--epochs, default 3) are the measured windows, sized
@@ -31,6 +31,9 @@
 # tune` on the MNIST MLP to 98% over batch sizes 128, 512, 2048 and fp32,
 # fp16, bf16 (2 seeds), run twice so that the second pass, with every kernel
 # in the cache, is the one reported (tune.md and tune.csv in $OUT).
+# --kernels: each of CubeCL's matmul kernels timed on its own in f16 and f32
+# (`greentrain matmul --kernels all`, 1 s each, checked against Burn's
+# product), tabulated in kernels.md: which kernel Burn's default leaves unused.
 #
 # On the lent GPU machine: build here with benches/gpu/build.sh, which
 # leaves the compressed binary in .gpu/, and carry .gpu.
@@ -50,6 +53,7 @@ precisions="fp32 fp16 bf16"
 bf16_cases=
 epochs=3
 tune=0
+kernels=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --no-matmul) matmul=0; shift ;;
         --tune) tune=1; shift ;;
+        --kernels) kernels=1; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -101,12 +106,20 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 "$bin" --version | tee -a "$log"
 
+secs=3; size=4096; [ $quick = 1 ] && secs=0.5 && size=512
 [ $matmul = 1 ] && {
 say "== matmul 4096^3 (TFLOP/s)"
-secs=3; size=4096; [ $quick = 1 ] && secs=0.5 && size=512
 timeout 120 "$bin" matmul --device "$device" --size $size --seconds $secs > "$OUT/matmul.jsonl" 2>> "$log" || say "greentrain matmul failed (exit $?)"
 timeout 120 python3 benches/gpu/matmul_ref.py --size $size --seconds $secs >> "$OUT/matmul.jsonl" 2>> "$log" || say "pytorch matmul skipped or failed"
 cat "$OUT/matmul.jsonl" | tee -a "$log"
+}
+
+[ $kernels = 1 ] && {
+say "== matmul kernels ${size}^3, f16 and f32, one by one"
+ksecs=1; [ $quick = 1 ] && ksecs=0.2
+timeout 400 "$bin" matmul --device "$device" --size $size --seconds $ksecs --dtypes f16,f32 --kernels all \
+    > "$OUT/kernels.jsonl" 2>> "$log" || say "greentrain matmul --kernels failed (exit $?)"
+python3 benches/gpu/kernels.py "$OUT/kernels.jsonl" | tee "$OUT/kernels.md" | tee -a "$log"
 }
 
 if [ $profile = 1 ]; then

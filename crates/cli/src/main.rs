@@ -122,9 +122,15 @@ enum Command {
         /// Comma-separated dtypes: f32, f16, bf16.
         #[arg(long, default_value = "f32,f16,bf16")]
         dtypes: String,
-        /// Seconds to time each dtype.
+        /// Seconds to time each dtype (each kernel with --kernels).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Time CubeCL's matmul kernels one by one instead of Burn's choice
+        /// (GPU backends only): `all`, or names such as
+        /// `auto,double-tma-mma` (a wrong name lists them). Each line says
+        /// whether the kernel ran, its TFLOP/s and its error against Burn's.
+        #[arg(long)]
+        kernels: Option<String>,
     },
     /// List the carbon zones of the shipped table (for `[carbon] zone`).
     Zones {
@@ -384,7 +390,13 @@ fn sweep(
     }
 }
 
-fn matmul(device: String, size: usize, dtypes: String, seconds: f64) -> ExitCode {
+fn matmul(
+    device: String,
+    size: usize,
+    dtypes: String,
+    seconds: f64,
+    kernels: Option<String>,
+) -> ExitCode {
     use greentrain_trainer::burn_dtype;
     let spec: DeviceSpec = match device.parse() {
         Ok(d) => d,
@@ -401,10 +413,50 @@ fn matmul(device: String, size: usize, dtypes: String, seconds: f64) -> ExitCode
     if size == 0 || seconds.is_nan() || seconds <= 0.0 {
         return usage("--size and --seconds must be positive");
     }
+    if let Some(names) = kernels {
+        return matmul_kernels(spec, size, &dtypes, seconds, &names);
+    }
     for r in greentrain_trainer::matmul_bench::run(spec, size, &dtypes, seconds) {
         println!("{}", serde_json::to_string(&r).expect("result serialises"));
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn matmul_kernels(
+    spec: DeviceSpec,
+    size: usize,
+    dtypes: &[greentrain_trainer::FloatDType],
+    seconds: f64,
+    names: &str,
+) -> ExitCode {
+    use greentrain_trainer::matmul_kernels::{run, select};
+    let kernels = match select(names) {
+        Ok(k) => k,
+        Err(e) => return usage(format!("--kernels: {e}")),
+    };
+    for &dtype in dtypes {
+        match run(spec, size, dtype, seconds, &kernels) {
+            Ok(results) => {
+                for r in results {
+                    println!("{}", serde_json::to_string(&r).expect("result serialises"));
+                }
+            }
+            Err(e) => return usage(e),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn matmul_kernels(
+    _: DeviceSpec,
+    _: usize,
+    _: &[greentrain_trainer::FloatDType],
+    _: f64,
+    _: &str,
+) -> ExitCode {
+    usage("--kernels needs a build with the cuda or wgpu feature")
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -686,7 +738,8 @@ fn main() -> ExitCode {
             size,
             dtypes,
             seconds,
-        }) => matmul(device, size, dtypes, seconds),
+            kernels,
+        }) => matmul(device, size, dtypes, seconds, kernels),
         Some(Command::Zones { filter }) => zones(filter),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Reproduce {

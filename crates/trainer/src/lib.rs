@@ -12,6 +12,8 @@ pub mod files;
 pub mod follow;
 pub mod kernel_cache;
 pub mod matmul_bench;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod matmul_kernels;
 pub mod model;
 pub mod num;
 pub mod plots;
@@ -25,6 +27,7 @@ pub mod sweep;
 pub mod train;
 pub mod tune;
 
+pub use burn::tensor::FloatDType;
 pub use config::{Config, ConfigError, LoadedConfig};
 pub use device::DeviceSpec;
 pub use matmul_bench::burn_dtype;

@@ -1,0 +1,366 @@
+//! `greentrain matmul --kernels`: each of CubeCL's matmul kernels timed on
+//! its own, so that a GPU lease can tell which kernel Burn leaves unused.
+//!
+//! Burn 0.21 without autotune runs cubek's `Auto` strategy, a single-stage
+//! WMMA kernel without TMA; its autotune tries a subset of the rest (no
+//! double-buffered TMA, no async copies), and its public API picks none.
+//! cubek's `launch_ref` on the backend's own buffers runs any of them. Every
+//! kernel's product is compared with Burn's own, so a fast wrong kernel
+//! shows as wrong, and a kernel the device cannot run says so instead of
+//! being timed.
+
+use crate::device::DeviceSpec;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::matmul::init_matmul_output;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeRuntime};
+use cubek::matmul::components::tile::TileMatmulKind;
+use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError};
+use cubek::matmul::launch::Strategy;
+use cubek::matmul::routines::simple::SimpleArgs;
+use cubek::matmul::routines::BlueprintStrategy;
+use cubek::std::InputBinding;
+use serde::Serialize;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// The backend without fusion or autodiff, whose float primitive is the
+/// `CubeTensor` that cubek launches on.
+type Cube<R> = CubeBackend<R, f32, i32, u32>;
+
+/// The kernels worth timing, by the names the CLI takes: Burn's default,
+/// the plane (tensor-core) families in their WMMA (`cmma`) and PTX `mma`
+/// forms, and one kernel without tensor cores as a floor.
+pub fn catalog() -> Vec<(&'static str, Strategy)> {
+    use Strategy as S;
+    let multi_rows = |tile_matmul| SimpleArgs {
+        tile_matmul,
+        multi_rows: true,
+    };
+    vec![
+        ("auto", S::Auto),
+        (
+            "simple-cyclic-cmma",
+            S::SimpleCyclicCmma(Default::default()),
+        ),
+        ("simple-cyclic-mma", S::SimpleCyclicMma(Default::default())),
+        (
+            "simple-cyclic-cmma-multirow",
+            S::SimpleCyclicCmma(BlueprintStrategy::Inferred(multi_rows(
+                TileMatmulKind::Cmma,
+            ))),
+        ),
+        (
+            "double-cyclic-cmma",
+            S::DoubleCyclicCmma(Default::default()),
+        ),
+        ("double-cyclic-mma", S::DoubleCyclicMma(Default::default())),
+        (
+            "ordered-double-cmma",
+            S::OrderedDoubleCmma(Default::default()),
+        ),
+        (
+            "ordered-double-mma",
+            S::OrderedDoubleMma(Default::default()),
+        ),
+        (
+            "specialized-cyclic-cmma",
+            S::SpecializedCyclicCmma(Default::default()),
+        ),
+        (
+            "specialized-cyclic-mma",
+            S::SpecializedCyclicMma(Default::default()),
+        ),
+        (
+            "double-async-cyclic-cmma",
+            S::DoubleAsyncCyclicCmma(Default::default()),
+        ),
+        ("simple-tma-cmma", S::SimpleTmaCmma(Default::default())),
+        ("simple-tma-mma", S::SimpleTmaMma(Default::default())),
+        (
+            "simple-tma-mma-multirow",
+            S::SimpleTmaMma(BlueprintStrategy::Inferred(multi_rows(TileMatmulKind::Mma))),
+        ),
+        ("double-tma-cmma", S::DoubleTmaCmma(Default::default())),
+        ("double-tma-mma", S::DoubleTmaMma(Default::default())),
+        (
+            "specialized-tma-cmma",
+            S::SpecializedTmaCmma(Default::default()),
+        ),
+        (
+            "specialized-tma-mma",
+            S::SpecializedTmaMma(Default::default()),
+        ),
+        ("simple-unit", S::SimpleUnit(Default::default())),
+    ]
+}
+
+/// Picks kernels from the catalog: `all`, or names separated by commas.
+pub fn select(names: &str) -> Result<Vec<(&'static str, Strategy)>, String> {
+    let all = catalog();
+    if names.trim() == "all" {
+        return Ok(all);
+    }
+    names
+        .split(',')
+        .map(|n| {
+            let n = n.trim();
+            all.iter().find(|(k, _)| *k == n).cloned().ok_or_else(|| {
+                let known: Vec<_> = all.iter().map(|(k, _)| *k).collect();
+                format!("unknown kernel '{n}': expected all or {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// What became of one kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelStatus {
+    /// It ran and was timed.
+    Timed,
+    /// cubek declined it for this device, shape or dtype (no launch).
+    Unavailable,
+    /// It was launched and failed (an error or a panic).
+    Failed,
+}
+
+/// One kernel's result at one dtype.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelResult {
+    pub kernel: String,
+    /// `f32`, `f16` or `bf16`: inputs and output; cubek accumulates 16-bit
+    /// products in f32, as cuBLAS's default does.
+    pub dtype: String,
+    pub size: usize,
+    pub status: KernelStatus,
+    /// cubek's reason, for `unavailable` and `failed`.
+    pub detail: Option<String>,
+    pub products: usize,
+    pub seconds: f64,
+    pub tflops: f64,
+    /// The first launch: compilation (NVRTC) and the first product.
+    pub warmup_s: f64,
+    /// max |this kernel's product - Burn's| / max |Burn's|; none when
+    /// the kernel did not run.
+    pub max_rel_err: Option<f64>,
+}
+
+/// Times each kernel at `size` in `dtype` for about `seconds` on `spec`.
+/// Only the GPU backends have these kernels.
+pub fn run(
+    spec: DeviceSpec,
+    size: usize,
+    dtype: FloatDType,
+    seconds: f64,
+    kernels: &[(&'static str, Strategy)],
+) -> Result<Vec<KernelResult>, String> {
+    match spec {
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Ok(run_on::<burn::cubecl::cuda::CudaRuntime>(
+            &burn::cubecl::cuda::CudaDevice::new(n),
+            size,
+            dtype,
+            seconds,
+            kernels,
+        )),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu => Ok(run_on::<burn::cubecl::wgpu::WgpuRuntime>(
+            &Default::default(),
+            size,
+            dtype,
+            seconds,
+            kernels,
+        )),
+        other => Err(format!(
+            "--kernels needs a GPU backend (cuda or wgpu), not {other}"
+        )),
+    }
+}
+
+fn run_on<R: CubeRuntime>(
+    device: &R::Device,
+    size: usize,
+    dtype: FloatDType,
+    seconds: f64,
+    kernels: &[(&'static str, Strategy)],
+) -> Vec<KernelResult> {
+    let random = || {
+        Tensor::<Cube<R>, 2>::random([size, size], Distribution::Normal(0.0, 1.0), device)
+            .mul_scalar(1.0 / (size as f32).sqrt())
+            .cast(dtype)
+    };
+    let (lhs, rhs) = (random(), random());
+    let reference = lhs.clone().matmul(rhs.clone()).cast(FloatDType::F32);
+    let lhs = lhs.into_primitive().tensor();
+    let rhs = rhs.into_primitive().tensor();
+    kernels
+        .iter()
+        .map(|(name, strategy)| {
+            let mut r = time_one::<R>(strategy, &lhs, &rhs, &reference, seconds, device);
+            r.kernel = name.to_string();
+            r.dtype = format!("{dtype:?}").to_lowercase();
+            r.size = size;
+            if r.seconds > 0.0 {
+                r.tflops = 2.0 * (size as f64).powi(3) * r.products as f64 / r.seconds / 1e12;
+            }
+            r
+        })
+        .collect()
+}
+
+/// One launch of `strategy` writing `out`; a panic inside cubek is an error.
+fn launch<R: CubeRuntime>(
+    strategy: &Strategy,
+    lhs: &CubeTensor<R>,
+    rhs: &CubeTensor<R>,
+    out: &CubeTensor<R>,
+) -> Result<(), NotRun> {
+    let dtype = lhs.dtype;
+    let mut elems = MatmulElems::from_globals(&MatmulGlobalElems {
+        lhs: dtype.into(),
+        rhs: dtype.into(),
+        out: out.dtype.into(),
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        cubek::matmul::launch::launch_ref(
+            strategy,
+            &out.client,
+            InputBinding::new(lhs.clone().binding(), dtype.into()),
+            InputBinding::new(rhs.clone().binding(), dtype.into()),
+            out.clone().binding(),
+            &mut elems,
+        )
+    }));
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(MatmulSetupError::Unavailable(e))) => Err((
+            KernelStatus::Unavailable,
+            format!("{e:?}").trim().to_string(),
+        )),
+        Ok(Err(e)) => Err((KernelStatus::Failed, format!("{e:?}").trim().to_string())),
+        Err(panic) => Err((KernelStatus::Failed, panic_text(&panic))),
+    }
+}
+
+/// A kernel that did not run: why, and cubek's (or the device's) words.
+type NotRun = (KernelStatus, String);
+
+fn time_one<R: CubeRuntime>(
+    strategy: &Strategy,
+    lhs: &CubeTensor<R>,
+    rhs: &CubeTensor<R>,
+    reference: &Tensor<Cube<R>, 2>,
+    seconds: f64,
+    device: &R::Device,
+) -> KernelResult {
+    let mut result = KernelResult {
+        kernel: String::new(),
+        dtype: String::new(),
+        size: 0,
+        status: KernelStatus::Timed,
+        detail: None,
+        products: 0,
+        seconds: 0.0,
+        tflops: 0.0,
+        warmup_s: 0.0,
+        max_rel_err: None,
+    };
+    let inputs = (lhs, rhs, reference);
+    if let Err((status, detail)) = measure(strategy, inputs, seconds, device, &mut result) {
+        result.status = status;
+        result.detail = Some(detail);
+        result.products = 0;
+        result.seconds = 0.0;
+    }
+    result
+}
+
+fn measure<R: CubeRuntime>(
+    strategy: &Strategy,
+    (lhs, rhs, reference): (&CubeTensor<R>, &CubeTensor<R>, &Tensor<Cube<R>, 2>),
+    seconds: f64,
+    device: &R::Device,
+    result: &mut KernelResult,
+) -> Result<(), NotRun> {
+    // A kernel that launched may still fail on the device: that surfaces
+    // when the device is synchronised or read.
+    let sync =
+        || <Cube<R> as Backend>::sync(device).map_err(|e| (KernelStatus::Failed, format!("{e:?}")));
+    let out = init_matmul_output(lhs, rhs, lhs.dtype);
+    let t = Instant::now();
+    launch(strategy, lhs, rhs, &out)?;
+    sync()?;
+    result.warmup_s = t.elapsed().as_secs_f64();
+    let err = catch_unwind(AssertUnwindSafe(|| rel_err(&out, reference)));
+    result.max_rel_err = Some(err.map_err(|p| (KernelStatus::Failed, panic_text(&p)))?);
+    let t = Instant::now();
+    loop {
+        for _ in 0..10 {
+            launch(strategy, lhs, rhs, &out)?;
+        }
+        result.products += 10;
+        sync()?;
+        if t.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+    }
+    result.seconds = t.elapsed().as_secs_f64();
+    Ok(())
+}
+
+fn rel_err<R: CubeRuntime>(out: &CubeTensor<R>, reference: &Tensor<Cube<R>, 2>) -> f64 {
+    let out = Tensor::<Cube<R>, 2>::from_primitive(TensorPrimitive::Float(out.clone()));
+    let out = if out.dtype() == DType::F32 {
+        out
+    } else {
+        out.cast(FloatDType::F32)
+    };
+    let diff: f32 = (out - reference.clone()).abs().max().into_scalar();
+    let scale: f32 = reference.clone().abs().max().into_scalar();
+    diff as f64 / scale as f64
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_by_name_and_names_the_unknown() {
+        let picked = select("auto, double-tma-mma").unwrap();
+        let names: Vec<_> = picked.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["auto", "double-tma-mma"]);
+        assert_eq!(select("all").unwrap().len(), catalog().len());
+        let Err(err) = select("auto,tma") else {
+            panic!("an unknown kernel was accepted")
+        };
+        assert!(err.contains("unknown kernel 'tma'"), "{err}");
+        assert!(err.contains("specialized-tma-cmma"), "{err}");
+    }
+
+    #[test]
+    fn catalog_names_are_unique() {
+        let mut names: Vec<_> = catalog().iter().map(|(n, _)| *n).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn the_cpu_has_no_kernels_to_pick() {
+        let err = run(DeviceSpec::Cpu, 64, FloatDType::F32, 0.1, &catalog()).unwrap_err();
+        assert!(err.contains("GPU backend"), "{err}");
+    }
+}
