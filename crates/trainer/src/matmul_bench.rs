@@ -75,13 +75,23 @@ pub fn rate<B: Backend>(
     }
     let secs = t.elapsed().as_secs_f64();
     MatmulResult {
-        dtype: format!("{dtype:?}").to_lowercase(),
+        dtype: dtype_name(dtype),
         size: n,
         products,
         seconds: secs,
-        tflops: 2.0 * (n as f64).powi(3) * products as f64 / secs / 1e12,
+        tflops: tflops(n, products, secs),
         warmup_s,
     }
+}
+
+/// The name bench.json uses for a dtype: `f16`, `bf16`, `f32`.
+pub(crate) fn dtype_name(dtype: FloatDType) -> String {
+    format!("{dtype:?}").to_lowercase()
+}
+
+/// Rate of `products` n x n x n matrix products (2n^3 operations each).
+pub(crate) fn tflops(n: usize, products: usize, seconds: f64) -> f64 {
+    2.0 * (n as f64).powi(3) * products as f64 / seconds / 1e12
 }
 
 /// Runs the measurement on `spec` for each dtype.

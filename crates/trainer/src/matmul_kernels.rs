@@ -10,6 +10,7 @@
 //! being timed.
 
 use crate::device::DeviceSpec;
+use crate::matmul_bench::{dtype_name, tflops};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::matmul::init_matmul_output;
@@ -198,12 +199,26 @@ fn run_on<R: CubeRuntime>(
     kernels
         .iter()
         .map(|(name, strategy)| {
-            let mut r = time_one::<R>(strategy, &lhs, &rhs, &reference, seconds, device);
-            r.kernel = name.to_string();
-            r.dtype = format!("{dtype:?}").to_lowercase();
-            r.size = size;
-            if r.seconds > 0.0 {
-                r.tflops = 2.0 * (size as f64).powi(3) * r.products as f64 / r.seconds / 1e12;
+            let mut r = KernelResult {
+                kernel: name.to_string(),
+                dtype: dtype_name(dtype),
+                size,
+                status: KernelStatus::Timed,
+                detail: None,
+                products: 0,
+                seconds: 0.0,
+                tflops: 0.0,
+                warmup_s: 0.0,
+                max_rel_err: None,
+            };
+            match measure(strategy, (&lhs, &rhs, &reference), seconds, device, &mut r) {
+                Ok(()) => r.tflops = tflops(size, r.products, r.seconds),
+                Err((status, detail)) => {
+                    r.status = status;
+                    r.detail = Some(detail);
+                    r.products = 0;
+                    r.seconds = 0.0;
+                }
             }
             r
         })
@@ -246,36 +261,6 @@ fn launch<R: CubeRuntime>(
 
 /// A kernel that did not run: why, and cubek's (or the device's) words.
 type NotRun = (KernelStatus, String);
-
-fn time_one<R: CubeRuntime>(
-    strategy: &Strategy,
-    lhs: &CubeTensor<R>,
-    rhs: &CubeTensor<R>,
-    reference: &Tensor<Cube<R>, 2>,
-    seconds: f64,
-    device: &R::Device,
-) -> KernelResult {
-    let mut result = KernelResult {
-        kernel: String::new(),
-        dtype: String::new(),
-        size: 0,
-        status: KernelStatus::Timed,
-        detail: None,
-        products: 0,
-        seconds: 0.0,
-        tflops: 0.0,
-        warmup_s: 0.0,
-        max_rel_err: None,
-    };
-    let inputs = (lhs, rhs, reference);
-    if let Err((status, detail)) = measure(strategy, inputs, seconds, device, &mut result) {
-        result.status = status;
-        result.detail = Some(detail);
-        result.products = 0;
-        result.seconds = 0.0;
-    }
-    result
-}
 
 fn measure<R: CubeRuntime>(
     strategy: &Strategy,
