@@ -1,7 +1,7 @@
 //! Where a ResNet-20 step's convolution time goes on the CPU (flex).
 //!
 //! `cargo run -p greentrain-trainer --example conv [-- BATCH ROUNDS]`
-//! Times Burn's `conv2d` at ResNet-20's three 3x3 shapes (MNIST, batch 512 by
+//! Times Burn's `conv2d` at ResNet-20's four 3x3 shapes (MNIST, batch 512 by
 //! default): the forward, the input gradient alone and the weight gradient
 //! alone (each backward with the other operand untracked), and the whole
 //! forward + backward. Beside it, the same convolution written as im2col from
