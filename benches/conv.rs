@@ -7,7 +7,9 @@
 //! forward + backward. Beside it, the same convolution written as im2col from
 //! Burn tensor ops (pad, nine strided slices, stack, one batched matmul), to
 //! show whether greentrain could speed up ResNet without a kernel of its own;
-//! its outputs and gradients are checked against Burn's. f32, one line per
+//! its outputs and gradients are checked against Burn's. And the weight
+//! gradient as one matrix product over an im2col copied on the host, to
+//! size what a kernel of greentrain's own would gain. f32, one line per
 //! round; GFLOP/s counts 2 x N x O x C x 9 x Ho x Wo per product.
 
 use burn::backend::{Autodiff, Flex};
@@ -73,6 +75,53 @@ fn time(
     (forward, t.elapsed().as_secs_f64(), [Some(out), gx, gw])
 }
 
+/// Channel rows of the padded input, one per (channel, tap): `[c * 9, n * ho * wo]`.
+fn im2col_rows(x: &[f32], [n, c, h, w]: [usize; 4], stride: usize) -> Vec<f32> {
+    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let cols = n * ho * wo;
+    let mut out = vec![0.0f32; c * 9 * cols];
+    for ci in 0..c {
+        for tap in 0..9 {
+            let row = &mut out[(ci * 9 + tap) * cols..][..cols];
+            let (kh, kw) = (tap / 3, tap % 3);
+            for b in 0..n {
+                let plane = &x[(b * c + ci) * h * w..][..h * w];
+                for oh in 0..ho {
+                    let Some(ih) = (oh * stride + kh).checked_sub(1).filter(|&i| i < h) else {
+                        continue;
+                    };
+                    let dst = &mut row[(b * ho + oh) * wo..][..wo];
+                    for (ow, d) in dst.iter_mut().enumerate() {
+                        if let Some(iw) = (ow * stride + kw).checked_sub(1).filter(|&i| i < w) {
+                            *d = plane[ih * w + iw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The weight gradient as one product, `dY [o, n*ho*wo] x cols^T`, with the
+/// output gradient of `y.backward()` (ones): what a kernel of greentrain's
+/// own could do. Seconds include the copies to and from tensors.
+fn product_weight_grad(x: &Tensor<B, 4>, o: usize, stride: usize) -> (f64, Tensor<Flex, 4>) {
+    let dims = x.dims();
+    let [n, c, h, w] = dims;
+    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let dev = Default::default();
+    let dy = Tensor::<Flex, 4>::ones([n, o, ho, wo], &dev);
+    let t = Instant::now();
+    let xs = x.clone().inner().into_data().to_vec::<f32>().unwrap();
+    let cols = Tensor::<Flex, 1>::from_floats(&im2col_rows(&xs, dims, stride)[..], &dev)
+        .reshape([c * 9, n * ho * wo]);
+    let dy = dy.swap_dims(0, 1).reshape([o, n * ho * wo]);
+    let dw = dy.matmul(cols.transpose()).reshape([o, c, 3, 3]);
+    let _ = dw.clone().into_data();
+    (t.elapsed().as_secs_f64(), dw)
+}
+
 fn max_diff(a: &Option<Tensor<Flex, 4>>, b: &Option<Tensor<Flex, 4>>) -> f32 {
     match (a, b) {
         (Some(a), Some(b)) => (a.clone() - b.clone()).abs().max().into_scalar(),
@@ -94,11 +143,14 @@ fn shape(name: &str, dims: [usize; 4], out: usize, stride: usize, rounds: usize)
         let (_, bw, _) = time(burn_conv, &x, &w, (false, true), stride);
         let (f1, b1, burn) = time(burn_conv, &x, &w, (true, true), stride);
         let (f2, b2, ops) = time(im2col_conv, &x, &w, (true, true), stride);
+        let (pw, dw) = product_weight_grad(&x, out, stride);
         println!(
-            "| {name} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.1e} / {:.1e} / {:.1e} |",
+            "| {name} | {} | {} | {} | {} ({:.1e}) | {:.3} | {:.3} | {:.2} | {:.1e} / {:.1e} / {:.1e} |",
             rate(fwd),
             rate(bx),
             rate(bw),
+            rate(pw),
+            max_diff(&burn[2], &Some(dw)),
             f1 + b1,
             f2 + b2,
             (f2 + b2) / (f1 + b1),
@@ -120,10 +172,11 @@ fn main() {
     );
     println!("batch {n}, f32, flex; seconds (GFLOP/s)\n");
     println!(
-        "| conv | forward | input gradient | weight gradient | forward + backward, s \
-         | im2col from ops, forward + backward, s | im2col / Burn | max difference y / dx / dw |"
+        "| conv | forward | input gradient | weight gradient | weight gradient as one product \
+         (max difference) | forward + backward, s | im2col from ops, forward + backward, s \
+         | im2col / Burn | max difference y / dx / dw |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     shape("16->16, 28x28", [n, 16, 28, 28], 16, 1, rounds);
     shape("16->32, 28x28, stride 2", [n, 16, 28, 28], 32, 2, rounds);
     shape("32->32, 14x14", [n, 32, 14, 14], 32, 1, rounds);
