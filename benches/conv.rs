@@ -75,9 +75,14 @@ fn time(
     (forward, t.elapsed().as_secs_f64(), [Some(out), gx, gw])
 }
 
+/// Output length of a 3x3 convolution with padding 1.
+fn out_len(len: usize, stride: usize) -> usize {
+    (len - 1) / stride + 1
+}
+
 /// Channel rows of the padded input, one per (channel, tap): `[c * 9, n * ho * wo]`.
 fn im2col_rows(x: &[f32], [n, c, h, w]: [usize; 4], stride: usize) -> Vec<f32> {
-    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let (ho, wo) = (out_len(h, stride), out_len(w, stride));
     let cols = n * ho * wo;
     let mut out = vec![0.0f32; c * 9 * cols];
     for ci in 0..c {
@@ -109,7 +114,7 @@ fn im2col_rows(x: &[f32], [n, c, h, w]: [usize; 4], stride: usize) -> Vec<f32> {
 fn product_weight_grad(x: &Tensor<B, 4>, o: usize, stride: usize) -> (f64, Tensor<Flex, 4>) {
     let dims = x.dims();
     let [n, c, h, w] = dims;
-    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let (ho, wo) = (out_len(h, stride), out_len(w, stride));
     let dev = Default::default();
     let dy = Tensor::<Flex, 4>::ones([n, o, ho, wo], &dev);
     let t = Instant::now();
@@ -134,7 +139,7 @@ fn shape(name: &str, dims: [usize; 4], out: usize, stride: usize, rounds: usize)
     let dev = Default::default();
     let x = Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, 1.0), &dev);
     let w = Tensor::<B, 4>::random([out, c, 3, 3], Distribution::Normal(0.0, 0.1), &dev);
-    let ho = (h - 1) / stride + 1;
+    let ho = out_len(h, stride);
     let gflop = 2.0 * (n * out * c * 9 * ho * ho) as f64 / 1e9;
     let rate = |s: f64| format!("{s:.3} s ({:.1} GFLOP/s)", gflop / s);
     for _ in 0..rounds {
