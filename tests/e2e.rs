@@ -59,6 +59,19 @@ fn digits_run_end_to_end() {
     assert!(o2.status.success());
     let r2 = record(&run_dir_of(&o2));
     assert_eq!(r2["final"]["test_accuracy"], r["final"]["test_accuracy"]);
+
+    // 16 bits on the CPU cost more, not less: the run says so, fp32 does not.
+    assert!(!stdout.contains("note: "), "{stdout}");
+    let o3 = gt()
+        .args(["--config", "configs/digits_mlp.toml", "--precision", "fp16"])
+        .args(["--set", "train.epochs=1"])
+        .out(out.path())
+        .ok();
+    let s3 = text(&o3.stdout);
+    assert!(
+        s3.contains("note: fp16 on the CPU (flex) widens 16-bit values to f32"),
+        "{s3}"
+    );
 }
 
 #[test]

@@ -300,6 +300,17 @@ impl<B: AutodiffBackend> Run<B> {
                 self.state.step
             ));
         }
+        if r.device.backend == "flex" && r.precision != greentrain_amp::Precision::Fp32 {
+            // A user benchmarking precisions on a laptop should not read the
+            // CPU's figures as what AMP saves: flex has no 16-bit arithmetic.
+            self.progress.line(&format!(
+                "note: {} on the CPU (flex) widens 16-bit values to f32 for its element-wise ops \
+                 (and for its products, except fp16 ones on ARM CPUs with fp16 arithmetic): expect more time \
+                 and energy than fp32, not less (measured: docs/paper-results.md); it tests the \
+                 AMP path, the saving needs a GPU",
+                r.precision
+            ));
+        }
     }
 
     /// Trains epochs until the last one, or until something stops the run.
