@@ -149,6 +149,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         .map_err(Failure::Runtime)?;
     let setup = Setup {
         lock,
+        spec: req.device,
         intensity,
         precision,
         config,
@@ -207,6 +208,7 @@ pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result
         .map_err(Failure::Runtime)?;
     let setup = Setup {
         lock,
+        spec,
         intensity,
         precision,
         config,

@@ -94,7 +94,7 @@ pub enum ModOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `mnist`, `mnist1d`, `digits` or `idx`.
+    /// `mnist`, `mnist1d`, `digits`, `idx` or `modular`.
     pub dataset: DatasetKind,
     /// Mini-batch size for training.
     pub batch_size: usize,
@@ -217,7 +217,7 @@ pub enum TransformerInit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// `mlp`, `lenet5` or `mnist1d_cnn`.
+    /// `mlp`, `lenet5`, `mnist1d_cnn`, `transformer` or `resnet`.
     pub kind: ModelKind,
     /// Hidden layer widths of the MLP (default `[800]`).
     #[serde(default = "default_hidden")]
@@ -606,7 +606,7 @@ pub struct EnergySection {
     /// Meter energy at all (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Background sampling rate in Hz (default 10).
+    /// Background sampling rate in Hz (default 20).
     #[serde(default = "default_sample_hz")]
     pub sample_hz: f64,
     /// Seconds of idle power to measure before training (default 0: off).

@@ -157,6 +157,7 @@ impl<B: AutodiffBackend> Run<B> {
     fn new(setup: Setup, device: B::Device) -> anyhow::Result<Self> {
         let Setup {
             lock,
+            spec,
             intensity,
             precision,
             config: c,
@@ -220,11 +221,6 @@ impl<B: AutodiffBackend> Run<B> {
             record.epochs = state.epochs.clone();
         }
         let progress = Progress::new(quiet);
-        let spec: crate::device::DeviceSpec = record
-            .device
-            .spec
-            .parse()
-            .unwrap_or(crate::device::DeviceSpec::Cpu);
         let account = c.energy.enabled.then(|| {
             let gpus = crate::device::gpu_select(spec);
             let opts = crate::energy::options(&c, &run_dir, gpus);
@@ -262,7 +258,7 @@ impl<B: AutodiffBackend> Run<B> {
             announced_prediction: false,
             quiet,
         };
-        run.announce();
+        run.announce(spec);
         Ok(run)
     }
 
@@ -272,7 +268,7 @@ impl<B: AutodiffBackend> Run<B> {
             .expect("the model is back after each step")
     }
 
-    fn announce(&self) {
+    fn announce(&self, spec: crate::device::DeviceSpec) {
         let (c, r) = (&self.c, &self.record);
         if self.state.epoch == 0 && self.state.step == 0 {
             self.progress.line(&format!(
@@ -300,7 +296,8 @@ impl<B: AutodiffBackend> Run<B> {
                 self.state.step
             ));
         }
-        if r.device.backend == "flex" && r.precision != greentrain_amp::Precision::Fp32 {
+        if spec == crate::device::DeviceSpec::Cpu && r.precision != greentrain_amp::Precision::Fp32
+        {
             // A user benchmarking precisions on a laptop should not read the
             // CPU's figures as what AMP saves: flex has no 16-bit arithmetic.
             self.progress.line(&format!(

@@ -106,6 +106,8 @@ pub fn install_interrupt_handler() {
 pub(crate) struct Setup {
     /// Held for the whole run: no second process trains it.
     pub(crate) lock: std::fs::File,
+    /// The device it trains on (run.json keeps it as text).
+    pub(crate) spec: crate::device::DeviceSpec,
     pub(crate) intensity: greentrain_energy::carbon::Intensity,
     /// The mode that runs (`config.precision.mode` resolved on the device).
     pub(crate) precision: Precision,
