@@ -10,7 +10,7 @@ use burn::nn::conv::{Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d};
 use burn::nn::{BatchNorm, LayerNorm, Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{attention, conv1d, conv2d, conv_transpose1d, conv_transpose2d, linear};
+use burn::tensor::module::{attention, conv1d, conv_transpose1d, conv_transpose2d, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvTransposeOptions, PaddedConvOptions};
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -428,7 +428,8 @@ impl Autocast {
         let wt = self.lower(layer.weight.val());
         let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
         assert_same("conv2d", &x, &wt);
-        conv2d(x, wt, b, options)
+        // Burn's conv2d, with faster gradients on Autodiff<Flex>.
+        greentrain_flexconv::conv2d(x, wt, b, options)
     }
 
     /// A Burn [`ConvTranspose1d`] layer in the compute dtype.

@@ -1,0 +1,228 @@
+//! The arithmetic on plain slices, no Burn types.
+//!
+//! A stride-1 convolution over a zero-padded image laid out channels-last
+//! ("the grid", `[N, Hp, Wp, C]` flattened to rows of C) is a sum of K
+//! matrix products: for kernel row `kh`, output row `r` reads grid rows
+//! `r + kh*Wp .. r + kh*Wp + Kw`, which are contiguous, so the product's
+//! left operand is the grid itself, offset and read with a row stride of C.
+//! No im2col is built: the only copies are the grids (about the size of the
+//! input). Rows whose window runs past an image edge compute values that
+//! are thrown away (the output is read back from the grid's top-left
+//! corner), about (Hp*Wp)/(Ho*Wo) - 1 of the work.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// Rows of the grid per task: small enough that a task's slice of the
+/// grid and its output stay in a core's L2 cache across the K products.
+const CHUNK: usize = 2048;
+
+/// Chunks summed into one partial weight gradient.
+const GROUP: usize = 4;
+
+/// A matrix in a buffer: its first element, row stride and column stride.
+#[derive(Clone, Copy)]
+struct View(*const f32, usize, usize);
+
+/// `dst = (dst if accumulate) + lhs x rhs` for an `m x k` by `k x n` product,
+/// on the calling thread (the callers split rows across threads). `dst` is
+/// its first element, row stride and whether to accumulate.
+///
+/// # Safety
+/// Every element the sizes and strides address must lie in its buffer.
+#[rustfmt::skip]
+unsafe fn product([m, n, k]: [usize; 3], dst: (*mut f32, usize, bool), lhs: View, rhs: View) {
+    let (d, d_row, accumulate) = dst;
+    gemm(
+        m, n, k,
+        d, 1, d_row as isize, accumulate,
+        lhs.0, lhs.2 as isize, lhs.1 as isize,
+        rhs.0, rhs.2 as isize, rhs.1 as isize,
+        1.0, 1.0, false, false, false, Parallelism::None,
+    );
+}
+
+/// The shape of one stride-1, dilation-1, single-group 2D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    /// Zero padding on each side, rows then columns.
+    pub padding: [usize; 2],
+}
+
+impl Geometry {
+    fn hp(&self) -> usize {
+        self.height + 2 * self.padding[0]
+    }
+    fn wp(&self) -> usize {
+        self.width + 2 * self.padding[1]
+    }
+    /// Output height and width.
+    pub fn out(&self) -> [usize; 2] {
+        [
+            self.hp() + 1 - self.kernel[0],
+            self.wp() + 1 - self.kernel[1],
+        ]
+    }
+    fn rows(&self) -> usize {
+        self.batch * self.hp() * self.wp()
+    }
+    /// How far past a row the last kernel tap reads.
+    fn reach(&self) -> usize {
+        (self.kernel[0] - 1) * self.wp() + self.kernel[1] - 1
+    }
+}
+
+/// `[N, C, h, w]` into a zeroed `[N, Hp, Wp, C]` grid at offset `(dy, dx)`,
+/// with `front` and `tail` zero rows around it.
+fn grid(
+    x: &[f32],
+    g: &Geometry,
+    c: usize,
+    hw: [usize; 2],
+    at: [usize; 2],
+    front: usize,
+    tail: usize,
+) -> Vec<f32> {
+    let (hp, wp, [h, w]) = (g.hp(), g.wp(), hw);
+    let image = hp * wp * c;
+    let mut out = vec![0f32; (front + g.rows() + tail) * c];
+    out[front * c..(front * c + g.batch * image)]
+        .par_chunks_mut(image)
+        .zip(x.par_chunks(c * h * w))
+        .for_each(|(dst, src)| {
+            for y in 0..h {
+                let row = &mut dst[((y + at[0]) * wp + at[1]) * c..][..w * c];
+                for ch in 0..c {
+                    let s = &src[(ch * h + y) * w..][..w];
+                    for (xx, v) in s.iter().enumerate() {
+                        row[xx * c + ch] = *v;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// The `[N, C, h, w]` block of a grid at offset `at`.
+fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) -> Vec<f32> {
+    let (hp, wp, [h, w]) = (g.hp(), g.wp(), hw);
+    let mut out = vec![0f32; g.batch * c * h * w];
+    out.par_chunks_mut(c * h * w)
+        .zip(grid.par_chunks(hp * wp * c))
+        .for_each(|(dst, src)| {
+            for y in 0..h {
+                let row = &src[((y + at[0]) * wp + at[1]) * c..][..w * c];
+                for ch in 0..c {
+                    let d = &mut dst[(ch * h + y) * w..][..w];
+                    for (xx, v) in d.iter_mut().enumerate() {
+                        *v = row[xx * c + ch];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wp + kw, i] * taps[kh][kw][i][j]`
+/// for every grid row r: a correlation with `c` input and `n` output channels.
+fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let (wp, kc) = (g.wp(), kw * c);
+    let mut out = vec![0f32; g.rows() * n];
+    out.par_chunks_mut(CHUNK * n)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let (r0, m) = (i * CHUNK, dst.len() / n);
+            for t in 0..kh {
+                // SAFETY: rows r0 .. r0 + m of the output; the grid is read up to
+                // row r0 + m - 1 + reach, inside it (the caller's grid has `reach`
+                // rows beyond rows()); taps holds kh blocks of kc x n.
+                unsafe {
+                    product(
+                        [m, n, kc],
+                        (dst.as_mut_ptr(), n, t > 0),
+                        View(grid.as_ptr().add((r0 + t * wp) * c), c, 1),
+                        View(taps.as_ptr().add(t * kc * n), n, 1),
+                    );
+                }
+            }
+        });
+    out
+}
+
+/// The input gradient `[N, C_in, H, W]` from the output gradient
+/// `[N, C_out, Ho, Wo]` and the weight `[C_out, C_in, Kh, Kw]`: a
+/// correlation of the zero-surrounded output gradient with the flipped,
+/// transposed kernel.
+pub fn input_grad(dy: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let (ci, co) = (g.c_in, g.c_out);
+    let reach = g.reach();
+    // `reach` zero rows in front: row q of the result reads dy rows q - reach ..= q.
+    let grid = grid(dy, g, co, g.out(), [0, 0], reach, 0);
+    let mut taps = vec![0f32; kh * kw * co * ci];
+    for (idx, v) in weight.iter().enumerate() {
+        let (o, rest) = (idx / (ci * kh * kw), idx % (ci * kh * kw));
+        let (i, t) = (rest / (kh * kw), rest % (kh * kw));
+        let (y, x) = (kh - 1 - t / kw, kw - 1 - t % kw);
+        taps[((y * kw + x) * co + o) * ci + i] = *v;
+    }
+    let dx = correlate(&grid, &taps, g, co, ci);
+    ungrid(&dx, g, ci, [g.height, g.width], g.padding)
+}
+
+/// The weight gradient `[C_out, C_in, Kh, Kw]` from the input `[N, C_in, H, W]`
+/// and the output gradient `[N, C_out, Ho, Wo]`: `dyᵀ x grid` for each kernel
+/// row, over groups of rows summed in a fixed order.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let (ci, co, wp, rows) = (g.c_in, g.c_out, g.wp(), g.rows());
+    let kc = kw * ci;
+    let xg = grid(x, g, ci, [g.height, g.width], g.padding, 0, g.reach());
+    let yg = grid(dy, g, co, g.out(), [0, 0], 0, 0);
+    // Partial sums over fixed groups of chunks, added in order: the same
+    // shape gives the same bits whatever the thread count or scheduling.
+    let group = GROUP * CHUNK;
+    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(group))
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![0f32; kh * co * kc];
+            let mut r0 = gi * group;
+            while r0 < rows.min((gi + 1) * group) {
+                let m = CHUNK.min(rows - r0);
+                for t in 0..kh {
+                    // SAFETY: dy grid rows r0 .. r0 + m; input grid rows up to
+                    // r0 + m - 1 + reach (tail rows added); acc holds kh blocks
+                    // of co x kc.
+                    unsafe {
+                        product(
+                            [co, kc, m],
+                            (acc.as_mut_ptr().add(t * co * kc), kc, true),
+                            View(yg.as_ptr().add(r0 * co), 1, co),
+                            View(xg.as_ptr().add((r0 + t * wp) * ci), ci, 1),
+                        );
+                    }
+                }
+                r0 += m;
+            }
+            acc
+        })
+        .collect();
+    let mut sum = vec![0f32; kh * co * kc];
+    for p in &partials {
+        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    let mut out = vec![0f32; co * ci * kh * kw];
+    for (idx, v) in out.iter_mut().enumerate() {
+        let (o, rest) = (idx / (ci * kh * kw), idx % (ci * kh * kw));
+        let (i, t) = (rest / (kh * kw), rest % (kh * kw));
+        *v = sum[((t / kw) * co + o) * kc + (t % kw) * ci + i];
+    }
+    out
+}

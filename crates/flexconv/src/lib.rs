@@ -1,0 +1,98 @@
+//! Burn's `conv2d` with faster gradients on the CPU.
+//!
+//! On `Autodiff<Flex>`, Burn computes a convolution's weight gradient as
+//! another convolution whose kernel is the whole output-gradient image, the
+//! slowest part of a ResNet step on flex (docs/BENCHMARKS.md). [`conv2d`]
+//! keeps Flex's forward and computes both gradients of stride-1 convolutions
+//! as a few large matrix products over a channels-last copy of the input
+//! ([`kernel`]). Every other backend, and every other convolution (strided,
+//! dilated, grouped, asymmetric padding), goes to Burn's `conv2d` unchanged,
+//! so GPU runs are untouched.
+
+pub mod kernel;
+mod op;
+
+use std::any::Any;
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::PaddedConvOptions;
+use burn::tensor::Tensor;
+
+pub use kernel::Geometry;
+
+/// Burn's [`module::conv2d`], routed to the shifted-product gradients where
+/// they apply (see the crate's documentation).
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: PaddedConvOptions<2>,
+) -> Tensor<B, 4> {
+    let Some(geometry) = geometry(&x, &weight, &options) else {
+        return module::conv2d(x, weight, bias, options);
+    };
+    let y = op::conv2d(same(x), same(weight), options.options, geometry);
+    let y: Tensor<B, 4> = same(y);
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
+
+/// Whether [`conv2d`] computes this convolution's gradients itself rather
+/// than through Burn.
+pub fn routes<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    options: &PaddedConvOptions<2>,
+) -> bool {
+    geometry(x, weight, options).is_some()
+}
+
+/// The geometry when this convolution takes the shifted-product path:
+/// `Autodiff<Flex>`, stride 1, no dilation, one group, the same padding on
+/// both sides, a float dtype the kernels read.
+fn geometry<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    options: &PaddedConvOptions<2>,
+) -> Option<Geometry> {
+    if !is::<B, Autodiff<Flex>>() {
+        return None;
+    }
+    let o = &options.options;
+    let plain = o.stride == [1, 1] && o.dilation == [1, 1] && o.groups == 1;
+    let symmetric = options.padding_end.is_none_or(|end| end == o.padding);
+    if !plain || !symmetric || !op::reads(x.dtype()) || x.dtype() != weight.dtype() {
+        return None;
+    }
+    let [batch, c_in, height, width] = x.dims();
+    let [c_out, c_in_w, kh, kw] = weight.dims();
+    let g = Geometry {
+        batch,
+        c_in,
+        c_out,
+        height,
+        width,
+        kernel: [kh, kw],
+        padding: o.padding,
+    };
+    let fits = c_in == c_in_w && kh <= height + 2 * o.padding[0] && kw <= width + 2 * o.padding[1];
+    (fits && batch > 0 && c_out > 0).then_some(g)
+}
+
+fn is<A: 'static, B: 'static>() -> bool {
+    std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>()
+}
+
+/// `a` as the type [`is`] found it to be.
+fn same<A: 'static, B: 'static>(a: A) -> B {
+    *(Box::new(a) as Box<dyn Any>)
+        .downcast::<B>()
+        .expect("conv2d checked the backend with `is` first")
+}

@@ -1,0 +1,103 @@
+//! The convolution as one autodiff operation on `Autodiff<Flex>`: Flex's
+//! forward, [`kernel`]'s gradients.
+
+use std::borrow::Cow;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::ops::{ConvOptions, ModuleOps};
+use burn::tensor::{bf16, f16, DType, Tensor, TensorData, TensorPrimitive};
+
+use crate::kernel::{self, Geometry};
+
+/// The dtypes whose tensors the kernels read (as f32) and write back.
+pub fn reads(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+#[derive(Debug)]
+struct ShiftedConv;
+
+impl Backward<Flex, 2> for ShiftedConv {
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x_state, w_state, g) = ops.state;
+        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+        let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
+        let dy_f32 = floats(&dy);
+        if let Some(node) = node_x {
+            let dx = kernel::input_grad(&dy_f32, &floats(&w), &g);
+            let shape = [g.batch, g.c_in, g.height, g.width];
+            grads.register::<Flex>(node.id, tensor(dx, shape, x.dtype()));
+        }
+        if let Some(node) = node_w {
+            let dw = kernel::weight_grad(&floats(&x), &dy_f32, &g);
+            let [kh, kw] = g.kernel;
+            grads.register::<Flex>(node.id, tensor(dw, [g.c_out, g.c_in, kh, kw], w.dtype()));
+        }
+    }
+}
+
+/// The bias-free convolution of `x` with `w`, recorded for backward.
+pub fn conv2d(
+    x: Tensor<Autodiff<Flex>, 4>,
+    w: Tensor<Autodiff<Flex>, 4>,
+    options: ConvOptions<2>,
+    g: Geometry,
+) -> Tensor<Autodiff<Flex>, 4> {
+    let x = x.into_primitive().tensor();
+    let w = w.into_primitive().tensor();
+    let forward = |x, w| Flex::conv2d(x, w, None, options);
+    let y = match ShiftedConv
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
+            prep.finish(state, forward(x.primitive, w.primitive))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, w.primitive)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// A tensor's elements in logical order as f32, borrowed when they already are.
+fn floats(t: &FlexTensor) -> Cow<'_, [f32]> {
+    if let Some(s) = t.as_slice::<f32>() {
+        return Cow::Borrowed(s);
+    }
+    let t = t.to_contiguous();
+    Cow::Owned(match t.dtype() {
+        DType::F32 => t.as_slice::<f32>().expect("contiguous").to_vec(),
+        DType::F16 => widened(t.as_slice::<f16>().expect("contiguous"), f16::to_f32),
+        DType::BF16 => widened(t.as_slice::<bf16>().expect("contiguous"), bf16::to_f32),
+        other => unreachable!("conv2d routes only f32, f16 and bf16 here, not {other:?}"),
+    })
+}
+
+fn widened<T: Copy>(values: &[T], f: fn(T) -> f32) -> Vec<f32> {
+    values.iter().map(|v| f(*v)).collect()
+}
+
+/// f32 values as a Flex tensor of `dtype`.
+fn tensor(v: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
+    FlexTensor::from_data(match dtype {
+        DType::F16 => TensorData::new(v.into_iter().map(f16::from_f32).collect(), shape),
+        DType::BF16 => TensorData::new(v.into_iter().map(bf16::from_f32).collect(), shape),
+        _ => TensorData::new(v, shape),
+    })
+}

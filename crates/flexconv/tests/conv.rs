@@ -1,0 +1,168 @@
+//! The routed convolution against Burn's on `Autodiff<Flex>`: outputs and
+//! every gradient, at the shapes greentrain's models use and at odd ones.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::PaddedConvOptions;
+use burn::tensor::{FloatDType, Tensor, TensorData};
+use greentrain_flexconv::{conv2d, routes};
+
+type B = Autodiff<Flex>;
+
+/// Deterministic values in [-0.5, 0.5).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(values(n, seed), shape), &Default::default())
+}
+
+fn options(stride: usize, pad: usize) -> PaddedConvOptions<2> {
+    PaddedConvOptions::asymmetric([stride; 2], [pad; 2], [pad; 2], [1, 1], 1)
+}
+
+struct Grads {
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    dw: Vec<f32>,
+    db: Option<Vec<f32>>,
+}
+
+fn data<const D: usize, BK: Backend>(t: Tensor<BK, D>) -> Vec<f32> {
+    t.cast(FloatDType::F32).into_data().to_vec().unwrap()
+}
+
+/// Output and gradients of `sum(conv(x, w, b) * r)` with either conv2d.
+fn run(
+    x: [usize; 4],
+    w: [usize; 4],
+    bias: bool,
+    opts: PaddedConvOptions<2>,
+    half: bool,
+    ours: bool,
+) -> Grads {
+    let xt = tensor(x, 1).require_grad();
+    let wt = tensor(w, 2).require_grad();
+    let bt = bias.then(|| tensor([w[0]], 3).require_grad());
+    let low = |t: Tensor<B, 4>| if half { t.cast(FloatDType::F16) } else { t };
+    let (xl, wl) = (low(xt.clone()), low(wt.clone()));
+    let bl = bt
+        .clone()
+        .map(|b| if half { b.cast(FloatDType::F16) } else { b });
+    let y = if ours {
+        conv2d(xl, wl, bl, opts.clone())
+    } else {
+        module::conv2d(xl, wl, bl, opts.clone())
+    };
+    let r = low(tensor(y.dims(), 4));
+    let grads = (y.clone() * r).cast(FloatDType::F32).sum().backward();
+    Grads {
+        y: data(y),
+        dx: data(xt.grad(&grads).unwrap()),
+        dw: data(wt.grad(&grads).unwrap()),
+        db: bt.map(|b| data(b.grad(&grads).unwrap())),
+    }
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+fn check(
+    x: [usize; 4],
+    w: [usize; 4],
+    bias: bool,
+    stride: usize,
+    pad: usize,
+    half: bool,
+    tol: f32,
+) {
+    let opts = options(stride, pad);
+    let ours = run(x, w, bias, opts.clone(), half, true);
+    let burn = run(x, w, bias, opts, half, false);
+    let case = format!("x {x:?} w {w:?} bias {bias} stride {stride} pad {pad} half {half}");
+    for (name, a, b) in [
+        ("y", &ours.y, &burn.y),
+        ("dx", &ours.dx, &burn.dx),
+        ("dw", &ours.dw, &burn.dw),
+    ] {
+        let e = max_rel(a, b);
+        assert!(
+            e <= tol,
+            "{case}: {name} differs from Burn's by {e:e} of its largest value"
+        );
+    }
+    if let (Some(a), Some(b)) = (&ours.db, &burn.db) {
+        assert!(max_rel(a, b) <= tol, "{case}: bias gradient differs");
+    }
+}
+
+#[test]
+fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
+    check([4, 16, 12, 12], [16, 16, 3, 3], false, 1, 1, false, 1e-5); // ResNet block
+    check([3, 1, 28, 28], [6, 1, 5, 5], true, 1, 2, false, 1e-5); // LeNet c1
+    check([3, 6, 14, 14], [16, 6, 5, 5], true, 1, 0, false, 1e-5); // LeNet c3
+    check([2, 3, 7, 5], [4, 3, 3, 2], false, 1, 1, false, 1e-5); // non-square
+    check([1, 2, 4, 4], [3, 2, 4, 4], false, 1, 0, false, 1e-5); // kernel = image
+    check([2, 4, 9, 9], [5, 4, 3, 3], true, 2, 1, false, 0.0); // strided: Burn's own
+}
+
+#[test]
+fn half_precision_inputs_get_gradients_of_their_dtype() {
+    // f16 in, f32 accumulation (Burn's flex accumulates in f16): within f16's resolution.
+    check([4, 8, 10, 10], [8, 8, 3, 3], false, 1, 1, true, 2e-2);
+}
+
+#[test]
+fn only_stride_1_symmetric_convolutions_on_autodiff_flex_are_routed() {
+    let (x, w) = (tensor([2, 4, 8, 8], 1), tensor([4, 4, 3, 3], 2));
+    assert!(routes(&x, &w, &options(1, 1)));
+    assert!(!routes(&x, &w, &options(2, 1)), "strided");
+    let asym = PaddedConvOptions::asymmetric([1, 1], [1, 1], [0, 0], [1, 1], 1);
+    assert!(!routes(&x, &w, &asym), "asymmetric padding");
+    let dilated = PaddedConvOptions::asymmetric([1, 1], [1, 1], [1, 1], [2, 2], 1);
+    assert!(!routes(&x, &w, &dilated), "dilated");
+    let inner: Tensor<Flex, 4> = x.clone().inner();
+    assert!(
+        !routes(&inner, &w.clone().inner(), &options(1, 1)),
+        "Flex without autodiff"
+    );
+}
+
+#[test]
+fn gradients_are_the_same_bits_every_time() {
+    // Many row groups, summed across threads: their order must not vary.
+    let a = run(
+        [64, 8, 16, 16],
+        [8, 8, 3, 3],
+        false,
+        options(1, 1),
+        false,
+        true,
+    );
+    for _ in 0..3 {
+        let b = run(
+            [64, 8, 16, 16],
+            [8, 8, 3, 3],
+            false,
+            options(1, 1),
+            false,
+            true,
+        );
+        assert_eq!(a.dw, b.dw);
+        assert_eq!(a.dx, b.dx);
+    }
+}
