@@ -24,6 +24,7 @@ pub use state::{lr_at, model_bytes};
 use crate::checkpoint::{PartialEpoch, TrainState};
 use crate::config::Config;
 use crate::data::{self, Dataset};
+use crate::device::DeviceSpec;
 use crate::energy::RunTracker as Account;
 use crate::follow::Follower;
 use crate::model::Model;
@@ -268,7 +269,7 @@ impl<B: AutodiffBackend> Run<B> {
             .expect("the model is back after each step")
     }
 
-    fn announce(&self, spec: crate::device::DeviceSpec) {
+    fn announce(&self, spec: DeviceSpec) {
         let (c, r) = (&self.c, &self.record);
         if self.state.epoch == 0 && self.state.step == 0 {
             self.progress.line(&format!(
@@ -296,8 +297,7 @@ impl<B: AutodiffBackend> Run<B> {
                 self.state.step
             ));
         }
-        if spec == crate::device::DeviceSpec::Cpu && r.precision != greentrain_amp::Precision::Fp32
-        {
+        if spec == DeviceSpec::Cpu && r.precision != greentrain_amp::Precision::Fp32 {
             // A user benchmarking precisions on a laptop should not read the
             // CPU's figures as what AMP saves: flex has no 16-bit arithmetic.
             self.progress.line(&format!(
