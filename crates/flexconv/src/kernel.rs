@@ -156,36 +156,55 @@ fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Ve
     out
 }
 
-/// The input gradient `[N, C_in, H, W]` from the output gradient
-/// `[N, C_out, Ho, Wo]` and the weight `[C_out, C_in, Kh, Kw]`: a
-/// correlation of the zero-surrounded output gradient with the flipped,
-/// transposed kernel.
-pub fn input_grad(dy: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+/// The output gradient `[N, C_out, Ho, Wo]` as a grid, built once for both
+/// gradients: `reach` zero rows in front (the input gradient's row q reads
+/// rows q - reach ..= q), then the grid the weight gradient reads.
+pub struct OutputGrad(Vec<f32>);
+
+impl OutputGrad {
+    pub fn new(dy: &[f32], g: &Geometry) -> Self {
+        OutputGrad(grid(dy, g, g.c_out, g.out(), [0, 0], g.reach(), 0))
+    }
+
+    /// The grid without the front rows.
+    fn rows(&self, g: &Geometry) -> &[f32] {
+        &self.0[g.reach() * g.c_out..]
+    }
+}
+
+/// Output channel, input channel, kernel row and column of element `idx`
+/// of a `[C_out, C_in, Kh, Kw]` weight.
+fn weight_index(idx: usize, g: &Geometry) -> (usize, usize, usize, usize) {
+    let [kh, kw] = g.kernel;
+    let (o, rest) = (idx / (g.c_in * kh * kw), idx % (g.c_in * kh * kw));
+    let (i, t) = (rest / (kh * kw), rest % (kh * kw));
+    (o, i, t / kw, t % kw)
+}
+
+/// The input gradient `[N, C_in, H, W]` from the output gradient and the
+/// weight `[C_out, C_in, Kh, Kw]`: a correlation of the zero-surrounded
+/// output gradient with the flipped, transposed kernel.
+pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co) = (g.c_in, g.c_out);
-    let reach = g.reach();
-    // `reach` zero rows in front: row q of the result reads dy rows q - reach ..= q.
-    let grid = grid(dy, g, co, g.out(), [0, 0], reach, 0);
     let mut taps = vec![0f32; kh * kw * co * ci];
     for (idx, v) in weight.iter().enumerate() {
-        let (o, rest) = (idx / (ci * kh * kw), idx % (ci * kh * kw));
-        let (i, t) = (rest / (kh * kw), rest % (kh * kw));
-        let (y, x) = (kh - 1 - t / kw, kw - 1 - t % kw);
-        taps[((y * kw + x) * co + o) * ci + i] = *v;
+        let (o, i, y, x) = weight_index(idx, g);
+        taps[(((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i] = *v;
     }
-    let dx = correlate(&grid, &taps, g, co, ci);
+    let dx = correlate(&dy.0, &taps, g, co, ci);
     ungrid(&dx, g, ci, [g.height, g.width], g.padding)
 }
 
 /// The weight gradient `[C_out, C_in, Kh, Kw]` from the input `[N, C_in, H, W]`
-/// and the output gradient `[N, C_out, Ho, Wo]`: `dyᵀ x grid` for each kernel
-/// row, over groups of rows summed in a fixed order.
-pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+/// and the output gradient: `dyᵀ x grid` for each kernel row, over groups of
+/// rows summed in a fixed order.
+pub fn weight_grad(x: &[f32], dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co, wp, rows) = (g.c_in, g.c_out, g.wp(), g.rows());
     let kc = kw * ci;
     let xg = grid(x, g, ci, [g.height, g.width], g.padding, 0, g.reach());
-    let yg = grid(dy, g, co, g.out(), [0, 0], 0, 0);
+    let yg = dy.rows(g);
     // Partial sums over fixed groups of chunks, added in order: the same
     // shape gives the same bits whatever the thread count or scheduling.
     let group = GROUP * CHUNK;
@@ -220,9 +239,8 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     }
     let mut out = vec![0f32; co * ci * kh * kw];
     for (idx, v) in out.iter_mut().enumerate() {
-        let (o, rest) = (idx / (ci * kh * kw), idx % (ci * kh * kw));
-        let (i, t) = (rest / (kh * kw), rest % (kh * kw));
-        *v = sum[((t / kw) * co + o) * kc + (t % kw) * ci + i];
+        let (o, i, y, x) = weight_index(idx, g);
+        *v = sum[(y * co + o) * kc + x * ci + i];
     }
     out
 }

@@ -37,14 +37,14 @@ impl Backward<Flex, 2> for ShiftedConv {
         let (x_state, w_state, g) = ops.state;
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
-        let dy_f32 = floats(&dy);
+        let dy = kernel::OutputGrad::new(&floats(&dy), &g);
         if let Some(node) = node_x {
-            let dx = kernel::input_grad(&dy_f32, &floats(&w), &g);
+            let dx = kernel::input_grad(&dy, &floats(&w), &g);
             let shape = [g.batch, g.c_in, g.height, g.width];
             grads.register::<Flex>(node.id, tensor(dx, shape, x.dtype()));
         }
         if let Some(node) = node_w {
-            let dw = kernel::weight_grad(&floats(&x), &dy_f32, &g);
+            let dw = kernel::weight_grad(&floats(&x), &dy, &g);
             let [kh, kw] = g.kernel;
             grads.register::<Flex>(node.id, tensor(dw, [g.c_out, g.c_in, kh, kw], w.dtype()));
         }
