@@ -1,12 +1,12 @@
 //! Convolution time on the CPU (flex): Burn's gradients against greentrain's.
 //!
 //! `cargo run -p greentrain-trainer --example conv [-- BATCH ROUNDS]`
-//! Times Burn's `conv2d` and `greentrain_flexconv::conv2d` (Flex's forward,
+//! Times Burn's `conv2d` and `greentrain_flexconv::conv2d` (forward and
 //! gradients as shifted matrix products) at ResNet-20's four 3x3 shapes and
-//! LeNet-5's two 5x5 ones (MNIST, batch 512 by default): the forward, the
+//! LeNet-5's two 5x5 ones (MNIST, batch 512 by default): the forwards, the
 //! input gradient alone and the weight gradient alone (each backward with the
 //! other operand untracked), and the whole forward + backward; greentrain's
-//! gradients are checked against Burn's. The strided shape is Burn's own in
+//! output and gradients are checked against Burn's. The strided shape is Burn's own in
 //! both (greentrain routes only stride 1). f32, one line per round;
 //! GFLOP/s counts 2 x N x O x C x Kh x Kw x Ho x Wo per product.
 
@@ -41,24 +41,25 @@ fn greentrain_conv(x: Tensor<B, 4>, w: Tensor<B, 4>, o: Opts) -> Tensor<B, 4> {
 
 type Conv = fn(Tensor<B, 4>, Tensor<B, 4>, Opts) -> Tensor<B, 4>;
 
-/// Seconds for the forward and for the backward, and the gradients.
+/// Seconds for the forward and for the backward, and the gradients and output.
 fn time(
     conv: Conv,
     x: &Tensor<B, 4>,
     w: &Tensor<B, 4>,
     track: (bool, bool),
     o: Opts,
-) -> (f64, f64, [Option<Tensor<Flex, 4>>; 2]) {
+) -> (f64, f64, [Option<Tensor<Flex, 4>>; 3]) {
     let x = x.clone().detach();
     let w = w.clone().detach();
     let x = if track.0 { x.require_grad() } else { x };
     let w = if track.1 { w.require_grad() } else { w };
     let t = Instant::now();
     let y = conv(x.clone(), w.clone(), o);
-    let _ = y.clone().inner().into_data();
+    let out = y.clone().inner();
+    let _ = out.clone().into_data();
     let forward = t.elapsed().as_secs_f64();
     if !track.0 && !track.1 {
-        return (forward, 0.0, [None, None]);
+        return (forward, 0.0, [None, None, Some(out)]);
     }
     let t = Instant::now();
     let grads = y.backward();
@@ -67,7 +68,7 @@ fn time(
     for g in gx.iter().chain(gw.iter()) {
         let _ = g.clone().into_data();
     }
-    (forward, t.elapsed().as_secs_f64(), [gx, gw])
+    (forward, t.elapsed().as_secs_f64(), [gx, gw, Some(out)])
 }
 
 /// Largest difference relative to the largest magnitude of `b`.
@@ -91,6 +92,7 @@ fn shape(name: &str, dims: [usize; 4], out: usize, k: usize, o: Opts, rounds: us
     let rate = |s: f64| format!("{s:.3} s ({:.1})", gflop / s);
     for _ in 0..rounds {
         let (fwd, _, _) = time(burn_conv, &x, &w, (false, false), o);
+        let (gfwd, _, _) = time(greentrain_conv, &x, &w, (false, false), o);
         let (_, bx, _) = time(burn_conv, &x, &w, (true, false), o);
         let (_, bw, _) = time(burn_conv, &x, &w, (false, true), o);
         let (_, gx, _) = time(greentrain_conv, &x, &w, (true, false), o);
@@ -98,8 +100,9 @@ fn shape(name: &str, dims: [usize; 4], out: usize, k: usize, o: Opts, rounds: us
         let (f1, b1, burn) = time(burn_conv, &x, &w, (true, true), o);
         let (f2, b2, ours) = time(greentrain_conv, &x, &w, (true, true), o);
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {:.3} / {:.3} | {:.2} | {:.1e} / {:.1e} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.3} / {:.3} | {:.2} | {:.1e} / {:.1e} / {:.1e} |",
             rate(fwd),
+            rate(gfwd),
             rate(bx),
             rate(bw),
             rate(gx),
@@ -107,6 +110,7 @@ fn shape(name: &str, dims: [usize; 4], out: usize, k: usize, o: Opts, rounds: us
             f1 + b1,
             f2 + b2,
             (f1 + b1) / (f2 + b2),
+            rel_diff(&ours[2], &burn[2]),
             rel_diff(&ours[0], &burn[0]),
             rel_diff(&ours[1], &burn[1]),
         );
@@ -124,11 +128,11 @@ fn main() {
     );
     println!("batch {n}, f32, flex; seconds (GFLOP/s)\n");
     println!(
-        "| conv | forward | Burn: input gradient | Burn: weight gradient \
+        "| conv | Burn: forward | greentrain: forward | Burn: input gradient | Burn: weight gradient \
          | greentrain: input gradient | greentrain: weight gradient \
-         | forward + backward, Burn / greentrain, s | speed-up | relative difference dx / dw |"
+         | forward + backward, Burn / greentrain, s | speed-up | relative difference y / dx / dw |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let (same, strided, valid) = (
         Opts { stride: 1, pad: 1 },
         Opts { stride: 2, pad: 1 },

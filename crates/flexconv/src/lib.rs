@@ -1,11 +1,12 @@
-//! Burn's `conv2d` with faster gradients on the CPU.
+//! Burn's `conv2d`, faster on the CPU.
 //!
 //! On `Autodiff<Flex>`, Burn computes a convolution's weight gradient as
 //! another convolution whose kernel is the whole output-gradient image, the
 //! slowest part of a ResNet step on flex (docs/BENCHMARKS.md). [`conv2d`]
-//! keeps Flex's forward and computes both gradients of stride-1 convolutions
-//! as a few large matrix products over a channels-last copy of the input
-//! ([`kernel`]). Every other backend, and every other convolution (strided,
+//! computes stride-1 convolutions and both their gradients as a few large
+//! matrix products over a channels-last copy of the input ([`kernel`]), on
+//! `Autodiff<Flex>` for training and on Flex for evaluation (the forward of
+//! a convolution with very shallow products stays Flex's). Every other backend, and every other convolution (strided,
 //! dilated, grouped, asymmetric padding), goes to Burn's `conv2d` unchanged,
 //! so GPU runs are untouched.
 
@@ -33,8 +34,11 @@ pub fn conv2d<B: Backend>(
     let Some(geometry) = geometry(&x, &weight, &options) else {
         return module::conv2d(x, weight, bias, options);
     };
-    let y = op::conv2d(same(x), same(weight), options.options, geometry);
-    let y: Tensor<B, 4> = same(y);
+    let y: Tensor<B, 4> = if is::<B, Flex>() {
+        same(op::conv2d_inner(same(x), same(weight), geometry))
+    } else {
+        same(op::conv2d(same(x), same(weight), options.options, geometry))
+    };
     match bias {
         Some(b) => {
             let c = b.dims()[0];
@@ -55,14 +59,14 @@ pub fn routes<B: Backend>(
 }
 
 /// The geometry when this convolution takes the shifted-product path:
-/// `Autodiff<Flex>`, stride 1, no dilation, one group, the same padding on
+/// `Autodiff<Flex>` or Flex, stride 1, no dilation, one group, the same padding on
 /// both sides, a float dtype the kernels read.
 fn geometry<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     options: &PaddedConvOptions<2>,
 ) -> Option<Geometry> {
-    if !is::<B, Autodiff<Flex>>() {
+    if !is::<B, Autodiff<Flex>>() && !is::<B, Flex>() {
         return None;
     }
     let o = &options.options;
@@ -83,7 +87,9 @@ fn geometry<B: Backend>(
         padding: o.padding,
     };
     let fits = c_in == c_in_w && kh <= height + 2 * o.padding[0] && kw <= width + 2 * o.padding[1];
-    (fits && batch > 0 && c_out > 0).then_some(g)
+    // On Flex alone there is only the forward: shallow ones stay Burn's.
+    let forward_only_and_shallow = is::<B, Flex>() && g.shallow();
+    (fits && batch > 0 && c_out > 0 && !forward_only_and_shallow).then_some(g)
 }
 
 fn is<A: 'static, B: 'static>() -> bool {

@@ -1,5 +1,5 @@
-//! The convolution as one autodiff operation on `Autodiff<Flex>`: Flex's
-//! forward, [`kernel`]'s gradients.
+//! The convolution as one autodiff operation on `Autodiff<Flex>`, and on
+//! Flex alone for evaluation: [`kernel`]'s forward and gradients.
 
 use std::borrow::Cow;
 
@@ -60,7 +60,10 @@ pub fn conv2d(
 ) -> Tensor<Autodiff<Flex>, 4> {
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
-    let forward = |x, w| Flex::conv2d(x, w, None, options);
+    let forward = |x: FlexTensor, w: FlexTensor| match g.shallow() {
+        true => Flex::conv2d(x, w, None, options),
+        false => output(&x, &w, &g),
+    };
     let y = match ShiftedConv
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
         .compute_bound()
@@ -73,6 +76,24 @@ pub fn conv2d(
         OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, w.primitive)),
     };
     Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The same convolution on Flex itself (evaluation): no graph to record;
+/// never a [`Geometry::shallow`] one (those stay Burn's).
+pub fn conv2d_inner(x: Tensor<Flex, 4>, w: Tensor<Flex, 4>, g: Geometry) -> Tensor<Flex, 4> {
+    let y = output(
+        &x.into_primitive().tensor(),
+        &w.into_primitive().tensor(),
+        &g,
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The convolution's output by [`kernel::forward`], in `x`'s dtype.
+fn output(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
+    let [ho, wo] = g.out();
+    let y = kernel::forward(&floats(x), &floats(w), g);
+    tensor(y, [g.batch, g.c_out, ho, wo], x.dtype())
 }
 
 /// A tensor's elements in logical order as f32, borrowed when they already are.

@@ -1,5 +1,6 @@
-//! The routed convolution against Burn's on `Autodiff<Flex>`: outputs and
-//! every gradient, at the shapes greentrain's models use and at odd ones.
+//! The routed convolution against Burn's on `Autodiff<Flex>` (outputs and
+//! every gradient) and on Flex alone (outputs), at the shapes greentrain's
+//! models use and at odd ones.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
@@ -127,7 +128,7 @@ fn half_precision_inputs_get_gradients_of_their_dtype() {
 }
 
 #[test]
-fn only_stride_1_symmetric_convolutions_on_autodiff_flex_are_routed() {
+fn only_stride_1_symmetric_convolutions_on_flex_are_routed() {
     let (x, w) = (tensor([2, 4, 8, 8], 1), tensor([4, 4, 3, 3], 2));
     assert!(routes(&x, &w, &options(1, 1)));
     assert!(!routes(&x, &w, &options(2, 1)), "strided");
@@ -137,9 +138,36 @@ fn only_stride_1_symmetric_convolutions_on_autodiff_flex_are_routed() {
     assert!(!routes(&x, &w, &dilated), "dilated");
     let inner: Tensor<Flex, 4> = x.clone().inner();
     assert!(
-        !routes(&inner, &w.clone().inner(), &options(1, 1)),
-        "Flex without autodiff"
+        routes(&inner, &w.clone().inner(), &options(1, 1)),
+        "Flex without autodiff (evaluation)"
     );
+    // LeNet's first layer: 5 terms per product, Flex's forward is faster.
+    let (x1, w1) = (tensor([2, 1, 28, 28], 1), tensor([6, 1, 5, 5], 2));
+    assert!(routes(&x1, &w1, &options(1, 2)), "training: the gradients");
+    let (x1, w1) = (x1.inner(), w1.inner());
+    assert!(!routes(&x1, &w1, &options(1, 2)), "evaluation: shallow");
+}
+
+#[test]
+fn evaluation_on_flex_alone_matches_burns_in_its_dtype() {
+    for (x, w, pad, bias) in [
+        ([4, 16, 12, 12], [16, 16, 3, 3], 1, false),
+        ([3, 6, 14, 14], [16, 6, 5, 5], 0, true),
+        ([2, 4, 7, 5], [4, 4, 3, 2], 1, true),
+    ] {
+        for (dtype, tol) in [(FloatDType::F32, 1e-5), (FloatDType::F16, 2e-2)] {
+            let xt = tensor(x, 1).inner().cast(dtype);
+            let wt = tensor(w, 2).inner().cast(dtype);
+            let bt = bias.then(|| tensor([w[0]], 3).inner().cast(dtype));
+            assert!(routes(&xt, &wt, &options(1, pad)));
+            let ours = conv2d(xt.clone(), wt.clone(), bt.clone(), options(1, pad));
+            let burn = module::conv2d(xt, wt, bt, options(1, pad));
+            assert_eq!(ours.dtype(), burn.dtype());
+            assert_eq!(ours.dims(), burn.dims());
+            let e = max_rel(&data(ours), &data(burn));
+            assert!(e <= tol, "x {x:?} w {w:?} {dtype:?}: {e:e}");
+        }
+    }
 }
 
 #[test]
