@@ -64,7 +64,7 @@ impl Geometry {
     }
     /// Whether the forward's products are too shallow (Kw x C_in terms
     /// each) for gemm to beat Flex's own forward: LeNet-5's first layer (5)
-    /// measured 1.1-1.4x slower here, its second (30) 2.1-2.3x faster.
+    /// measured 1.2-1.4x slower here, its second (30) 2.1-2.4x faster.
     pub fn shallow(&self) -> bool {
         self.kernel[1] * self.c_in < 8
     }

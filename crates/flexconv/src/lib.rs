@@ -6,9 +6,10 @@
 //! computes stride-1 convolutions and both their gradients as a few large
 //! matrix products over a channels-last copy of the input ([`kernel`]), on
 //! `Autodiff<Flex>` for training and on Flex for evaluation (the forward of
-//! a convolution with very shallow products stays Flex's). Every other backend, and every other convolution (strided,
-//! dilated, grouped, asymmetric padding), goes to Burn's `conv2d` unchanged,
-//! so GPU runs are untouched.
+//! a convolution with very shallow products stays Flex's). Every other
+//! backend, and every other convolution (strided, dilated, grouped,
+//! asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU runs are
+//! untouched.
 
 pub mod kernel;
 mod op;
@@ -59,8 +60,8 @@ pub fn routes<B: Backend>(
 }
 
 /// The geometry when this convolution takes the shifted-product path:
-/// `Autodiff<Flex>` or Flex, stride 1, no dilation, one group, the same padding on
-/// both sides, a float dtype the kernels read.
+/// `Autodiff<Flex>` or Flex, stride 1, no dilation, one group, the same
+/// padding on both sides, a float dtype the kernels read.
 fn geometry<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
