@@ -1,4 +1,4 @@
-//! Convolution time on the CPU (flex): Burn's gradients against greentrain's.
+//! Convolution time on the CPU (flex): Burn's convolution against greentrain's.
 //!
 //! `cargo run -p greentrain-trainer --example conv [-- BATCH ROUNDS]`
 //! Times Burn's `conv2d` and `greentrain_flexconv::conv2d` (forward and
@@ -6,9 +6,10 @@
 //! LeNet-5's two 5x5 ones (MNIST, batch 512 by default): the forwards, the
 //! input gradient alone and the weight gradient alone (each backward with the
 //! other operand untracked), and the whole forward + backward; greentrain's
-//! output and gradients are checked against Burn's. The strided shape is Burn's own in
-//! both (greentrain routes only stride 1). f32, one line per round;
-//! GFLOP/s counts 2 x N x O x C x Kh x Kw x Ho x Wo per product.
+//! output and gradients are checked against Burn's. The strided shape is
+//! Burn's own in both (greentrain routes only stride 1), and so is the
+//! 1-channel forward (too shallow). f32, one line per round; GFLOP/s counts
+//! 2 x N x O x C x Kh x Kw x Ho x Wo per product.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;

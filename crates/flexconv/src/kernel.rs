@@ -187,16 +187,27 @@ fn weight_index(idx: usize, g: &Geometry) -> (usize, usize, usize, usize) {
     (o, i, t / kw, t % kw)
 }
 
+/// The weight `[C_out, C_in, Kh, Kw]` rearranged as [`correlate`]'s taps:
+/// `at(o, i, y, x)` is where element `(o, i, y, x)` goes.
+fn taps(
+    weight: &[f32],
+    g: &Geometry,
+    at: impl Fn(usize, usize, usize, usize) -> usize,
+) -> Vec<f32> {
+    let mut taps = vec![0f32; weight.len()];
+    for (idx, v) in weight.iter().enumerate() {
+        let (o, i, y, x) = weight_index(idx, g);
+        taps[at(o, i, y, x)] = *v;
+    }
+    taps
+}
+
 /// The output `[N, C_out, Ho, Wo]` (no bias) of the input `[N, C_in, H, W]`
 /// and the weight `[C_out, C_in, Kh, Kw]`: a correlation of the padded input.
 pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
-    let [kh, kw] = g.kernel;
+    let kw = g.kernel[1];
     let (ci, co) = (g.c_in, g.c_out);
-    let mut taps = vec![0f32; kh * kw * ci * co];
-    for (idx, v) in weight.iter().enumerate() {
-        let (o, i, y, x) = weight_index(idx, g);
-        taps[((y * kw + x) * ci + i) * co + o] = *v;
-    }
+    let taps = taps(weight, g, |o, i, y, x| ((y * kw + x) * ci + i) * co + o);
     let xg = grid(x, g, ci, [g.height, g.width], g.padding, 0, g.reach());
     let y = correlate(&xg, &taps, g, ci, co);
     ungrid(&y, g, co, g.out(), [0, 0])
@@ -208,11 +219,8 @@ pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
 pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co) = (g.c_in, g.c_out);
-    let mut taps = vec![0f32; kh * kw * co * ci];
-    for (idx, v) in weight.iter().enumerate() {
-        let (o, i, y, x) = weight_index(idx, g);
-        taps[(((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i] = *v;
-    }
+    let flipped = |o, i, y, x| (((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i;
+    let taps = taps(weight, g, flipped);
     let dx = correlate(&dy.0, &taps, g, co, ci);
     ungrid(&dx, g, ci, [g.height, g.width], g.padding)
 }
