@@ -9,6 +9,7 @@
 #                      [--cases "wide4096 wide1024 lenet resnet20 transformer"] [--batch N]
 #                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
 #                      [--profile] [--prove] [--quick] [--no-matmul] [--tune] [--kernels]
+#                      [--window SECONDS] [--kernel-dtypes f16,f32]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
 # out; the later epochs (--epochs, default 3) are the measured windows, sized
@@ -33,7 +34,15 @@
 # in the cache, is the one reported (tune.md and tune.csv in $OUT).
 # --kernels: each of CubeCL's matmul kernels timed on its own in f16 and f32
 # (`greentrain matmul --kernels all`, 1 s each, checked against Burn's
-# product), tabulated in kernels.md: which kernel Burn's default leaves unused.
+# product), tabulated in kernels.md: which kernel Burn's default leaves unused;
+# --kernel-dtypes narrows it (default f16,f32), KERNELS_TIMEOUT (seconds,
+# default 400) bounds it. --window S sizes each
+# measured epoch to about S seconds instead of the fixed steps per epoch: a
+# greentrain run is preceded by a 10-step probe (which also fills the kernel
+# cache) whose second epoch's samples/s sets the steps, and PyTorch times 20
+# steps after its warm-up epoch (torch_ref.py --window); for models whose
+# speed is not known yet, so that a short lease neither measures 1 s windows
+# nor spends minutes on one row.
 #
 # On the lent GPU machine: build here with benches/gpu/build.sh, which
 # leaves the compressed binary in .gpu/, and carry .gpu.
@@ -54,6 +63,8 @@ bf16_cases=
 epochs=3
 tune=0
 kernels=0
+kernel_dtypes=f16,f32
+window=
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
@@ -70,6 +81,8 @@ while [ $# -gt 0 ]; do
         --no-matmul) matmul=0; shift ;;
         --tune) tune=1; shift ;;
         --kernels) kernels=1; shift ;;
+        --kernel-dtypes) kernel_dtypes=$2; shift 2 ;;
+        --window) window=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -100,6 +113,23 @@ case_args() {
     esac
 }
 
+# Steps per epoch for a window of $window seconds, from a 10-step probe run's
+# second epoch (its first compiles the kernels, which the cache then keeps).
+probe_steps() {
+    local dir="$WORK/probe/$4-$3"
+    rm -rf "$dir"
+    say "== probe greentrain $4 $3 (10 steps)" >&2
+    timeout "$st" "$bin" --config "configs/gpu/$1.toml" --device "$device" --precision "$3" \
+        --set "data.batch_size=$2" --set train.steps_per_epoch=10 --set train.epochs=2 \
+        --set train.log_every=100000 --set run.name=probe --out "$dir" --quiet >> "$log" 2>&1 || return 1
+    python3 - "$dir" "$2" "$window" <<'PY'
+import glob, json, sys
+r = json.load(open(glob.glob(sys.argv[1] + "/*/run.json")[0]))
+e = r["epochs"][-1]
+print(max(20, min(20000, int(float(sys.argv[3]) * e["samples"] / e["wall_s"] / int(sys.argv[2])))))
+PY
+}
+
 say "== machine ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee -a "$log"
@@ -117,7 +147,7 @@ cat "$OUT/matmul.jsonl" | tee -a "$log"
 [ $kernels = 1 ] && {
 say "== matmul kernels ${size}^3, f16 and f32, one by one"
 ksecs=1; [ $quick = 1 ] && ksecs=0.2
-timeout 400 "$bin" matmul --device "$device" --size $size --seconds $ksecs --dtypes f16,f32 --kernels all \
+timeout "${KERNELS_TIMEOUT:-400}" "$bin" matmul --device "$device" --size $size --seconds $ksecs --dtypes "$kernel_dtypes" --kernels all \
     > "$OUT/kernels.jsonl" 2>> "$log" || say "greentrain matmul --kernels failed (exit $?)"
 python3 benches/gpu/kernels.py "$OUT/kernels.jsonl" | tee "$OUT/kernels.md" | tee -a "$log"
 }
@@ -193,7 +223,10 @@ for r in $(seq 1 "$repeats"); do
         modes="fp32 amp"; [ "$only" = greentrain ] && modes=
         for p in $gp; do
             late "greentrain $cs $p" && continue
-            say "== greentrain $cs $p repeat $r"
+            if [ -n "$window" ]; then
+                gsteps=$(probe_steps "$model" "$batch" "$p" "$cs") || { say "probe $cs $p failed"; continue; }
+            fi
+            say "== greentrain $cs $p repeat $r ($gsteps steps per epoch)"
             timeout "$st" "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
                 --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
                 --set "train.epochs=$epochs" --set train.log_every=100000 --set "run.seed=$((41 + r))" \
@@ -203,8 +236,9 @@ for r in $(seq 1 "$repeats"); do
         for mode in $modes; do
             late "pytorch $cs $mode" && continue
             say "== pytorch $cs $mode repeat $r"
+            tsized=(--steps "$tsteps"); [ -n "$window" ] && tsized=(--steps 100 --window "$window")
             timeout "$st" python3 benches/gpu/torch_ref.py --model "$model" --mode "$mode" --device "$device" \
-                --batch "$batch" --steps "$tsteps" --epochs "$epochs" --seed "$((41 + r))" \
+                --batch "$batch" "${tsized[@]}" --epochs "$epochs" --seed "$((41 + r))" \
                 --out "$WORK/torch-$cs-$mode-$r.json" >> "$log" 2>&1 \
                 || say "pytorch $cs $mode skipped or failed (see log)"
         done

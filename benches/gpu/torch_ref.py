@@ -132,6 +132,18 @@ class Nvml:
             self.stop = True
             self.t.join()
 
+def sized_steps(window, step, order, sync):
+    """Steps that last about `window` seconds, from the timed steps given, after the warm-up epoch (so that a
+    fast model's window is not too short to measure, nor a slow one's too long for a short lease)."""
+    sync()
+    t0 = time.time()
+    for ids in order:
+        step(ids)
+    sync()
+    per_step = (time.time() - t0) / len(order)
+    return max(20, int(window / per_step))
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--model", required=True)
@@ -142,6 +154,8 @@ def main():
     a.add_argument("--batch", type=int, default=1024)
     a.add_argument("--steps", type=int, default=0, help="batches per epoch (0: one pass); more passes are reshuffled")
     a.add_argument("--profile", default="", help="write the top CUDA kernels of 20 profiled steps to this file")
+    a.add_argument("--window", type=float, default=0.0,
+                   help="seconds: after epoch 1, re-size the later epochs to last about this long")
     a.add_argument("--out", required=True)
     args = a.parse_args()
     dev = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
@@ -183,6 +197,10 @@ def main():
         scaler.update()
     total_steps = 0
     for ep in range(args.epochs):
+        if ep == 1 and args.window > 0:
+            timed = batches(args.epochs + 1)[:20]
+            args.steps = sized_steps(args.window, step, timed, sync)
+            total_steps += len(timed)
         order = batches(ep)
         sync()
         t0, e0, i0 = time.time(), meter.counter_j(), getattr(meter, "integrated", None)

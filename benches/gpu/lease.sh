@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One short GPU lease in one call: the transformer and ResNet-20 rows
+# (greentrain fp32 and fp16 against PyTorch fp32 and AMP, windows sized by
+# run.sh --window), then cubek's matmul kernels in f16, then Nanda et al.'s
+# grokking run in fp32 and fp16 with what time is left. Everything comes back
+# as at most 6 files: the tables, the logs and one tarball (the device tool
+# returns 8 files at most). Each stage has its own time limit, so that a slow
+# stage cannot take the whole lease; LEASE_S (default 540) is the second by
+# which the last run must have ended.
+#
+#   benches/gpu/lease.sh [--device cuda|cpu] [--window S] [--quick]
+#
+# Build here with benches/gpu/build.sh and carry .gpu. --quick (with
+# --device cpu) checks the script here in a few minutes.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+device=cuda
+window=5.5
+quick=()
+gsteps_timeout=70
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) device=$2; shift 2 ;;
+        --window) window=$2; shift 2 ;;
+        --quick) quick=(--batch 32); gsteps_timeout=600; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+OUT=${OUT:-$PWD/gpu-out}
+lease=${LEASE_S:-540}
+export WORK=${WORK:-/tmp/greentrain-lease}
+rm -rf "$WORK"
+mkdir -p "$OUT"
+
+# Models: no run starts after 45% of the lease.
+STEP_TIMEOUT=90 BUDGET_S=$((lease * 45 / 100)) OUT="$OUT" benches/gpu/run.sh --device "$device" \
+    --no-matmul --window "$window" --epochs 2 --precisions "fp32 fp16" \
+    --cases "transformer resnet20" "${quick[@]}"
+
+# Kernels: a minute at most; each line is written as it is timed.
+mkdir -p "$OUT/kernels"
+[ "$device" = cuda ] && OUT="$OUT/kernels" WORK="$WORK/kernels" KERNELS_TIMEOUT=70 benches/gpu/run.sh \
+    --device "$device" --no-matmul --kernels --kernel-dtypes f16 --cases ""
+
+# Grokking: seed 0, fp32 then fp16, no run starting within 70 s of the end.
+left=$((lease - SECONDS - 70))
+if [ "$left" -gt 0 ]; then
+    OUT="$OUT" WORK="$WORK/grok" STEP_TIMEOUT=$((lease - SECONDS < 150 ? lease - SECONDS - 10 : 140)) \
+        BUDGET_S=$left benches/gpu/grokking.sh --device "$device" --seeds 0 --precisions "fp32 fp16" \
+        $([ ${#quick[@]} -gt 0 ] && echo --set train.epochs=2 --set train.steps_per_epoch=2)
+fi
+
+# Pack: the tables and logs stay readable, the rest goes into one tarball.
+cd "$OUT" || exit 1
+tar czf lease.tgz --exclude lease.tgz -- * 2>/dev/null
+[ -f kernels/kernels.md ] && cp kernels/kernels.md kernels-kernels.md
+keep=" ./lease.tgz ./table.md ./kernels-kernels.md ./grokking.md ./log.txt ./grokking-log.txt "
+find . -mindepth 1 -depth | while read -r f; do
+    case "$keep" in *" $f "*) ;; *) rm -rf "$f" ;; esac
+done
+ls -la
