@@ -237,10 +237,12 @@ const MNIST_SMALL: [&str; 8] = [
     "fp16",
 ];
 
-/// Starts a run, waits for its first checkpoint, then sends `signal`.
+/// Starts a run, waits for its first checkpoint, then sends `signal` `times`
+/// times back to back.
 fn start_and_signal(
     out: &Path,
     signal: &str,
+    times: usize,
     delay: Duration,
 ) -> (std::process::ExitStatus, PathBuf) {
     let mut child = gt().args(MNIST_SMALL).out(out).spawn_quiet();
@@ -261,11 +263,13 @@ fn start_and_signal(
         std::thread::sleep(Duration::from_millis(5));
     };
     std::thread::sleep(delay);
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for _ in 0..times {
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     (child.wait().unwrap(), ckpt)
 }
 
@@ -279,7 +283,7 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
 
     // SIGKILL: no chance to clean up; resume from the last epoch checkpoint.
     let out = base.path().join("killed");
-    let (status, dir) = start_and_signal(&out, "-KILL", Duration::from_millis(0));
+    let (status, dir) = start_and_signal(&out, "-KILL", 1, Duration::from_millis(0));
     assert!(!status.success());
     assert_eq!(
         record(&dir)["status"],
@@ -336,9 +340,11 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
         "weights differ after resume"
     );
 
-    // SIGINT (Ctrl-C): checkpoint mid-epoch, exit 130, resume.
+    // SIGINT (Ctrl-C): checkpoint mid-epoch, exit 130, resume. Sent twice at
+    // once, as `timeout -s INT` does (to the process, then to its group): the
+    // repeat is the same interrupt, not an abort without checkpoint.
     let out = base.path().join("interrupted");
-    let (status, dir) = start_and_signal(&out, "-INT", Duration::from_millis(300));
+    let (status, dir) = start_and_signal(&out, "-INT", 2, Duration::from_millis(300));
     assert_eq!(status.code(), Some(130));
     let r = record(&dir);
     assert_eq!(r["status"], "interrupted");

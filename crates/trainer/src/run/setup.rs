@@ -11,7 +11,8 @@ use crate::status::RunStatus;
 use greentrain_amp::Precision;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a run did not complete: a usage/config problem (exit 2) or a
 /// failure at run time (exit 1).
@@ -67,6 +68,17 @@ impl std::fmt::Debug for Hooks {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// When the pending interrupt arrived by signal (None: none, or asked for in-process).
+static FIRST_SIGNAL: Mutex<Option<Instant>> = Mutex::new(None);
+/// A repeat this soon is the same interrupt delivered twice, not a second
+/// Ctrl-C: `timeout -s INT` signals the process and then its process group,
+/// and a shell's Ctrl-C reaches every process of the foreground group.
+const SAME_INTERRUPT: Duration = Duration::from_secs(1);
+
+/// Whether a repeated interrupt, `since` the first one, aborts the run.
+fn repeat_aborts(since: Option<Duration>) -> bool {
+    since.is_none_or(|d| d >= SAME_INTERRUPT)
+}
 
 /// Asks a running training loop (in this process) to checkpoint at its next
 /// step boundary and stop, as Ctrl-C does. For programs embedding the
@@ -83,6 +95,7 @@ pub(crate) fn interrupted() -> bool {
 /// Clears a pending interrupt request.
 pub fn clear_interrupt() {
     INTERRUPTED.store(false, Ordering::SeqCst);
+    *FIRST_SIGNAL.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// Installs the Ctrl-C handler: the loop checkpoints at the next step
@@ -91,12 +104,17 @@ pub fn install_interrupt_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
+            let mut first = FIRST_SIGNAL.lock().unwrap_or_else(|e| e.into_inner());
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                if !repeat_aborts(first.map(|t| t.elapsed())) {
+                    return;
+                }
                 eprintln!("second interrupt: exiting without checkpoint");
                 std::process::exit(130);
             }
+            *first = Some(Instant::now());
             eprintln!(
-                "\ninterrupt: checkpointing at the next step boundary (Ctrl-C again to abort)"
+                "\ninterrupt: checkpointing at the next step boundary (Ctrl-C again, a second later, to abort)"
             );
         });
     });
@@ -122,4 +140,19 @@ pub(crate) struct Setup {
     /// The previous process of a resumed run ended without recording an
     /// end (killed while running or paused).
     pub(crate) killed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeat_within_a_second_is_the_same_interrupt() {
+        assert!(!repeat_aborts(Some(Duration::from_millis(5))));
+        assert!(!repeat_aborts(Some(Duration::from_millis(999))));
+        assert!(repeat_aborts(Some(SAME_INTERRUPT)));
+        assert!(repeat_aborts(Some(Duration::from_secs(3))));
+        // Asked for in-process (request_interrupt), then a signal: aborts.
+        assert!(repeat_aborts(None));
+    }
 }
