@@ -436,13 +436,11 @@ fn matmul_kernels(
         Err(e) => return usage(format!("--kernels: {e}")),
     };
     for &dtype in dtypes {
-        match run(spec, size, dtype, seconds, &kernels) {
-            Ok(results) => {
-                for r in results {
-                    println!("{}", serde_json::to_string(&r).expect("result serialises"));
-                }
-            }
-            Err(e) => return usage(e),
+        let mut print = |r: greentrain_trainer::matmul_kernels::KernelResult| {
+            println!("{}", serde_json::to_string(&r).expect("result serialises"));
+        };
+        if let Err(e) = run(spec, size, dtype, seconds, &kernels, &mut print) {
+            return usage(e);
         }
     }
     ExitCode::SUCCESS

@@ -148,32 +148,31 @@ pub struct KernelResult {
     pub max_rel_err: Option<f64>,
 }
 
-/// Times each kernel at `size` in `dtype` for about `seconds` on `spec`.
-/// Only the GPU backends have these kernels.
+/// Times each kernel at `size` in `dtype` for about `seconds` on `spec`,
+/// handing each result to `done` as soon as it is known, so that a sweep cut
+/// short by a time limit keeps what it measured. Only the GPU backends have
+/// these kernels.
 pub fn run(
     spec: DeviceSpec,
     size: usize,
     dtype: FloatDType,
     seconds: f64,
     kernels: &[(&'static str, Strategy)],
-) -> Result<Vec<KernelResult>, String> {
+    done: &mut dyn FnMut(KernelResult),
+) -> Result<(), String> {
     match spec {
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => Ok(run_on::<burn::cubecl::cuda::CudaRuntime>(
-            &burn::cubecl::cuda::CudaDevice::new(n),
-            size,
-            dtype,
-            seconds,
-            kernels,
-        )),
+        DeviceSpec::Cuda(n) => {
+            let device = burn::cubecl::cuda::CudaDevice::new(n);
+            run_on::<burn::cubecl::cuda::CudaRuntime>(&device, size, dtype, seconds, kernels, done);
+            Ok(())
+        }
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu => Ok(run_on::<burn::cubecl::wgpu::WgpuRuntime>(
-            &Default::default(),
-            size,
-            dtype,
-            seconds,
-            kernels,
-        )),
+        DeviceSpec::Wgpu => {
+            let device = Default::default();
+            run_on::<burn::cubecl::wgpu::WgpuRuntime>(&device, size, dtype, seconds, kernels, done);
+            Ok(())
+        }
         other => Err(format!(
             "--kernels needs a GPU backend (cuda or wgpu), not {other}"
         )),
@@ -186,7 +185,8 @@ fn run_on<R: CubeRuntime>(
     dtype: FloatDType,
     seconds: f64,
     kernels: &[(&'static str, Strategy)],
-) -> Vec<KernelResult> {
+    done: &mut dyn FnMut(KernelResult),
+) {
     let random = || {
         Tensor::<Cube<R>, 2>::random([size, size], Distribution::Normal(0.0, 1.0), device)
             .mul_scalar(1.0 / (size as f32).sqrt())
@@ -196,33 +196,30 @@ fn run_on<R: CubeRuntime>(
     let reference = lhs.clone().matmul(rhs.clone()).cast(FloatDType::F32);
     let lhs = lhs.into_primitive().tensor();
     let rhs = rhs.into_primitive().tensor();
-    kernels
-        .iter()
-        .map(|(name, strategy)| {
-            let mut r = KernelResult {
-                kernel: name.to_string(),
-                dtype: dtype_name(dtype),
-                size,
-                status: KernelStatus::Timed,
-                detail: None,
-                products: 0,
-                seconds: 0.0,
-                tflops: 0.0,
-                warmup_s: 0.0,
-                max_rel_err: None,
-            };
-            match measure(strategy, (&lhs, &rhs, &reference), seconds, device, &mut r) {
-                Ok(()) => r.tflops = tflops(size, r.products, r.seconds),
-                Err((status, detail)) => {
-                    r.status = status;
-                    r.detail = Some(detail);
-                    r.products = 0;
-                    r.seconds = 0.0;
-                }
+    for (name, strategy) in kernels {
+        let mut r = KernelResult {
+            kernel: name.to_string(),
+            dtype: dtype_name(dtype),
+            size,
+            status: KernelStatus::Timed,
+            detail: None,
+            products: 0,
+            seconds: 0.0,
+            tflops: 0.0,
+            warmup_s: 0.0,
+            max_rel_err: None,
+        };
+        match measure(strategy, (&lhs, &rhs, &reference), seconds, device, &mut r) {
+            Ok(()) => r.tflops = tflops(size, r.products, r.seconds),
+            Err((status, detail)) => {
+                r.status = status;
+                r.detail = Some(detail);
+                r.products = 0;
+                r.seconds = 0.0;
             }
-            r
-        })
-        .collect()
+        }
+        done(r);
+    }
 }
 
 /// One launch of `strategy` writing `out`; a panic inside cubek is an error.
@@ -345,7 +342,17 @@ mod tests {
 
     #[test]
     fn the_cpu_has_no_kernels_to_pick() {
-        let err = run(DeviceSpec::Cpu, 64, FloatDType::F32, 0.1, &catalog()).unwrap_err();
+        let mut timed = 0;
+        let err = run(
+            DeviceSpec::Cpu,
+            64,
+            FloatDType::F32,
+            0.1,
+            &catalog(),
+            &mut |_| timed += 1,
+        )
+        .unwrap_err();
         assert!(err.contains("GPU backend"), "{err}");
+        assert_eq!(timed, 0);
     }
 }
