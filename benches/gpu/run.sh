@@ -6,10 +6,10 @@
 # integrated-power cross-check. Builds nothing: it runs a prebuilt greentrain.
 #
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
-#                      [--cases "wide4096 wide1024 lenet resnet20 transformer"] [--batch N]
+#                      [--cases "wide4096 wide1024 lenet resnet20 resnet20gemm transformer"] [--batch N]
 #                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
 #                      [--profile] [--prove] [--quick] [--no-matmul] [--tune] [--kernels]
-#                      [--window SECONDS] [--kernel-dtypes f16,f32]
+#                      [--window SECONDS] [--kernel-dtypes f16,f32] [--profile-case CASE]
 #
 # Epoch 1 of every run is warm-up (kernel compilation, autotune) and is left
 # out; the later epochs (--epochs, default 3) are the measured windows, sized
@@ -20,7 +20,8 @@
 # tables and results.tgz (run.json and metrics.csv files, PyTorch JSON).
 # --profile adds a CubeCL kernel profile of fp16 steps (after an unprofiled
 # run that fills the kernel cache, so that compilation is not counted) and
-# PyTorch's profiler table for the same model. A case named `lenet:torch`
+# PyTorch's profiler table for the same model (--profile-case, default
+# wide4096: the wide MLP at batch 4096). A case named `lenet:torch`
 # runs PyTorch's rows only, `lenet:greentrain` greentrain's. --batch N overrides every case's batch
 # size (the steps per epoch stay). --prove: a run killed with SIGKILL in its
 # second epoch and resumed, against the same run uninterrupted (prove.py);
@@ -35,7 +36,8 @@
 # --kernels: each of CubeCL's matmul kernels timed on its own in f16 and f32
 # (`greentrain matmul --kernels all`, 1 s each, checked against Burn's
 # product), tabulated in kernels.md: which kernel Burn's default leaves unused;
-# --kernel-dtypes narrows it (default f16,f32), KERNELS_TIMEOUT (seconds,
+# resnet20gemm is ResNet-20 with `model.conv = "gemm"` (its PyTorch rows are
+# resnet20's: name it `resnet20gemm:greentrain`). --kernel-dtypes narrows it (default f16,f32), KERNELS_TIMEOUT (seconds,
 # default 400) bounds it. --window S sizes each
 # measured epoch to about S seconds instead of the fixed steps per epoch: a
 # greentrain run is preceded by a 10-step probe (which also fills the kernel
@@ -54,6 +56,7 @@ bin=.gpu/greentrain
 repeats=1
 cases="wide4096 wide1024 lenet"
 profile=0
+profile_case=wide4096
 prove=0
 quick=0
 matmul=1
@@ -76,6 +79,7 @@ while [ $# -gt 0 ]; do
         --epochs) epochs=$2; shift 2 ;;
         --bf16-cases) bf16_cases=$2; shift 2 ;;
         --profile) profile=1; shift ;;
+        --profile-case) profile=1; profile_case=$2; shift 2 ;;
         --prove) prove=1; shift ;;
         --quick) quick=1; shift ;;
         --no-matmul) matmul=0; shift ;;
@@ -101,13 +105,15 @@ st=${STEP_TIMEOUT:-240}
 budget=${BUDGET_S:-100000}
 late() { [ "$SECONDS" -ge "$budget" ] && say "skipped $1: past BUDGET_S ($SECONDS s)"; }
 
-# case -> model, batch, greentrain steps per epoch, PyTorch steps per epoch
+# case -> model, batch, greentrain steps per epoch, PyTorch steps per epoch[,
+# one more --set for greentrain's runs]
 case_args() {
     case "$1" in
         wide4096) echo "mnist_wide_mlp 4096 600 600" ;;
         wide1024) echo "mnist_wide_mlp 1024 1200 1200" ;;
         lenet) echo "mnist_lenet5 1024 150 1500" ;;
         resnet20) echo "mnist_resnet20 512 100 300" ;;
+        resnet20gemm) echo "mnist_resnet20 512 100 300 model.conv=\"gemm\"" ;;
         transformer) echo "modular_transformer 4096 200 600" ;;
         *) echo "unknown case $1" >&2; return 1 ;;
     esac
@@ -121,12 +127,13 @@ probe_steps() {
     say "== probe greentrain $4 $3 (10 steps)" >&2
     timeout "$st" "$bin" --config "configs/gpu/$1.toml" --device "$device" --precision "$3" \
         --set "data.batch_size=$2" --set train.steps_per_epoch=10 --set train.epochs=2 \
-        --set train.log_every=100000 --set run.name=probe --out "$dir" --quiet >> "$log" 2>&1 || return 1
+        --set train.log_every=100000 --set run.name=probe "${@:5}" --out "$dir" --quiet >> "$log" 2>&1 || return 1
     python3 - "$dir" "$2" "$window" <<'PY'
 import glob, json, sys
 r = json.load(open(glob.glob(sys.argv[1] + "/*/run.json")[0]))
 e = r["epochs"][-1]
-print(max(20, min(20000, int(float(sys.argv[3]) * e["samples"] / e["wall_s"] / int(sys.argv[2])))))
+# Steps per second, not samples: a last short batch per pass (the modular set) makes samples/batch wrong.
+print(max(20, min(20000, int(float(sys.argv[3]) * 10 / e["wall_s"]))))
 PY
 }
 
@@ -153,19 +160,20 @@ python3 benches/gpu/kernels.py "$OUT/kernels.jsonl" | tee "$OUT/kernels.md" | te
 }
 
 if [ $profile = 1 ]; then
-    say "== profile: greentrain fp16 wide MLP batch 4096 (CubeCL kernel timings, epoch 2)"
+    read -r pmodel pbatch _ _ < <(case_args "$profile_case")
+    say "== profile: greentrain fp16 $profile_case ($pmodel, batch $pbatch; CubeCL kernel timings, epoch 2)"
     plog="$WORK/cubecl-profile.log"
     psteps=30; [ $quick = 1 ] && psteps=2
-    timeout "$st" "$bin" --config configs/gpu/mnist_wide_mlp.toml --device "$device" --precision fp16 \
-        --set data.batch_size=4096 --set "train.steps_per_epoch=$psteps" --set train.epochs=1 \
+    timeout "$st" "$bin" --config "configs/gpu/$pmodel.toml" --device "$device" --precision fp16 \
+        --set "data.batch_size=$pbatch" --set "train.steps_per_epoch=$psteps" --set train.epochs=1 \
         --set run.name=warm-profile --out "$WORK/warm" --quiet >> "$log" 2>&1 || say "kernel-cache warm-up failed"
-    CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout "$st" "$bin" --config configs/gpu/mnist_wide_mlp.toml \
-        --device "$device" --precision fp16 --set data.batch_size=4096 --set "train.steps_per_epoch=$psteps" \
+    CUBECL_DEBUG_LOG="$plog" CUBECL_DEBUG_OPTION=profile timeout "$st" "$bin" --config "configs/gpu/$pmodel.toml" \
+        --device "$device" --precision fp16 --set "data.batch_size=$pbatch" --set "train.steps_per_epoch=$psteps" \
         --set train.epochs=2 --set train.log_every=100000 --set run.name=gpu-profile --out "$WORK/runs" --quiet >> "$log" 2>&1 \
         || say "profiled run failed (exit $?)"
     [ -f "$plog" ] && python3 benches/gpu/profile_summary.py "$plog" 30 0.5 > "$OUT/profile-greentrain.md" 2>&1
     head -c 20000 "$plog" > "$WORK/cubecl-profile-head.txt" 2>/dev/null
-    timeout "$st" python3 benches/gpu/torch_ref.py --model mnist_wide_mlp --mode amp --device "$device" --batch 4096 \
+    timeout "$st" python3 benches/gpu/torch_ref.py --model "$pmodel" --mode amp --device "$device" --batch "$pbatch" \
         --steps 50 --epochs 1 --out "$WORK/torch-profile.json" --profile "$OUT/profile-pytorch.txt" >> "$log" 2>&1 \
         || say "pytorch profile failed"
 fi
@@ -215,7 +223,8 @@ fi
 for r in $(seq 1 "$repeats"); do
     for spec in $cases; do
         cs=${spec%%:*}; only=${spec#*:}; [ "$only" = "$spec" ] && only=both
-        read -r model batch gsteps tsteps < <(case_args "$cs") || continue
+        read -r model batch gsteps tsteps gset < <(case_args "$cs") || continue
+        gsets=(); [ -n "$gset" ] && gsets=(--set "$gset")
         if [ $quick = 1 ]; then gsteps=5; tsteps=5; fi
         if [ -n "$batch_override" ]; then batch=$batch_override; fi
         extra=; case " $bf16_cases " in *" $cs "*) extra=bf16 ;; esac
@@ -224,13 +233,13 @@ for r in $(seq 1 "$repeats"); do
         for p in $gp; do
             late "greentrain $cs $p" && continue
             if [ -n "$window" ]; then
-                gsteps=$(probe_steps "$model" "$batch" "$p" "$cs") || { say "probe $cs $p failed"; continue; }
+                gsteps=$(probe_steps "$model" "$batch" "$p" "$cs" "${gsets[@]}") || { say "probe $cs $p failed"; continue; }
             fi
             say "== greentrain $cs $p repeat $r ($gsteps steps per epoch)"
             timeout "$st" "$bin" --config "configs/gpu/$model.toml" --device "$device" --precision "$p" \
                 --set "data.batch_size=$batch" --set "train.steps_per_epoch=$gsteps" \
                 --set "train.epochs=$epochs" --set train.log_every=100000 --set "run.seed=$((41 + r))" \
-                --set "run.name=gpu-$cs-$p" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
+                --set "run.name=gpu-$cs-$p" "${gsets[@]}" --out "$WORK/runs" --quiet >> "$log" 2>&1 \
                 || say "greentrain $cs $p failed (exit $?)"
         done
         for mode in $modes; do
