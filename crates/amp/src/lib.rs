@@ -43,6 +43,8 @@ pub mod readback;
 mod scaler;
 
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
+/// How [`Autocast::conv2d`] computes a convolution.
+pub use greentrain_flexconv::ConvPath;
 pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
 pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
 pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepReport};

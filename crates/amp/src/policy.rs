@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::{attention, conv1d, conv_transpose1d, conv_transpose2d, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvTransposeOptions, PaddedConvOptions};
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
+use greentrain_flexconv::ConvPath;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -208,6 +209,7 @@ impl std::error::Error for UnsupportedPrecision {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Autocast {
     precision: Precision,
+    conv: ConvPath,
 }
 
 /// The wider of two float dtypes: an op on both runs in it.
@@ -261,7 +263,16 @@ fn assert_same<B: Backend, const D: usize, const E: usize>(
 impl Autocast {
     /// A policy for the given mode.
     pub fn new(precision: Precision) -> Self {
-        Self { precision }
+        Self {
+            precision,
+            conv: ConvPath::Native,
+        }
+    }
+
+    /// The same policy computing convolutions on `conv` (see
+    /// [`greentrain_flexconv::ConvPath`]).
+    pub fn with_conv(self, conv: ConvPath) -> Self {
+        Self { conv, ..self }
     }
 
     /// The mode.
@@ -428,8 +439,8 @@ impl Autocast {
         let wt = self.lower(layer.weight.val());
         let b = layer.bias.as_ref().map(|b| self.lower(b.val()));
         assert_same("conv2d", &x, &wt);
-        // Burn's conv2d, with faster gradients on Autodiff<Flex>.
-        greentrain_flexconv::conv2d(x, wt, b, options)
+        // Burn's conv2d (faster gradients on Autodiff<Flex>), or batched products.
+        greentrain_flexconv::conv2d_with(self.conv, x, wt, b, options)
     }
 
     /// A Burn [`ConvTranspose1d`] layer in the compute dtype.

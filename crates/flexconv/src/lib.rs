@@ -11,6 +11,7 @@
 //! asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU runs are
 //! untouched.
 
+pub mod gemm;
 pub mod kernel;
 mod op;
 
@@ -21,8 +22,51 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 pub use kernel::Geometry;
+
+/// Which computation [`conv2d_with`] runs (`[model] conv` in greentrain's
+/// config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvPath {
+    /// [`conv2d`]: Burn's kernels, this crate's shifted products on Flex.
+    #[default]
+    Native,
+    /// [`gemm::conv2d`]: shifted views and one batched product in Burn's
+    /// tensor ops, on any backend (for the CubeCL backends' slow direct
+    /// kernels); what it does not compute goes to Burn.
+    Gemm,
+}
+
+/// [`conv2d`] or, for [`ConvPath::Gemm`], [`gemm::conv2d`] where it applies.
+pub fn conv2d_with<B: Backend>(
+    path: ConvPath,
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: PaddedConvOptions<2>,
+) -> Tensor<B, 4> {
+    let y = match path {
+        ConvPath::Native => return conv2d(x, weight, bias, options),
+        ConvPath::Gemm => match gemm::conv2d(x.clone(), weight.clone(), &options) {
+            Some(y) => y,
+            None => return module::conv2d(x, weight, bias, options),
+        },
+    };
+    with_bias(y, bias)
+}
+
+fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
 
 /// Burn's [`module::conv2d`], routed to the shifted-product gradients where
 /// they apply (see the crate's documentation).
@@ -40,13 +84,7 @@ pub fn conv2d<B: Backend>(
     } else {
         same(op::conv2d(same(x), same(weight), options.options, geometry))
     };
-    match bias {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
-        }
-        None => y,
-    }
+    with_bias(y, bias)
 }
 
 /// Whether [`conv2d`] computes this convolution's gradients itself rather

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{FloatDType, Tensor, TensorData};
-use greentrain_flexconv::{conv2d, routes};
+use greentrain_flexconv::{conv2d, conv2d_with, routes, ConvPath};
 
 type B = Autodiff<Flex>;
 
@@ -44,14 +44,15 @@ fn data<const D: usize, BK: Backend>(t: Tensor<BK, D>) -> Vec<f32> {
     t.cast(FloatDType::F32).into_data().to_vec().unwrap()
 }
 
-/// Output and gradients of `sum(conv(x, w, b) * r)` with either conv2d.
+/// Output and gradients of `sum(conv(x, w, b) * r)` with ours (on `path`)
+/// or, for `None`, Burn's conv2d.
 fn run(
     x: [usize; 4],
     w: [usize; 4],
     bias: bool,
     opts: PaddedConvOptions<2>,
     half: bool,
-    ours: bool,
+    path: Option<ConvPath>,
 ) -> Grads {
     let xt = tensor(x, 1).require_grad();
     let wt = tensor(w, 2).require_grad();
@@ -61,10 +62,9 @@ fn run(
     let bl = bt
         .clone()
         .map(|b| if half { b.cast(FloatDType::F16) } else { b });
-    let y = if ours {
-        conv2d(xl, wl, bl, opts.clone())
-    } else {
-        module::conv2d(xl, wl, bl, opts.clone())
+    let y = match path {
+        Some(path) => conv2d_with(path, xl, wl, bl, opts.clone()),
+        None => module::conv2d(xl, wl, bl, opts.clone()),
     };
     let r = low(tensor(y.dims(), 4));
     let grads = (y.clone() * r).cast(FloatDType::F32).sum().backward();
@@ -92,9 +92,26 @@ fn check(
     tol: f32,
 ) {
     let opts = options(stride, pad);
-    let ours = run(x, w, bias, opts.clone(), half, true);
-    let burn = run(x, w, bias, opts, half, false);
-    let case = format!("x {x:?} w {w:?} bias {bias} stride {stride} pad {pad} half {half}");
+    compare(ConvPath::Native, x, w, bias, opts, half, tol);
+}
+
+/// `path`'s output and gradients against Burn's, within `tol` of the largest value.
+fn compare(
+    path: ConvPath,
+    x: [usize; 4],
+    w: [usize; 4],
+    bias: bool,
+    opts: PaddedConvOptions<2>,
+    half: bool,
+    tol: f32,
+) {
+    let ours = run(x, w, bias, opts.clone(), half, Some(path));
+    // The gemm path in 16 bits is checked against Burn's f32: Burn's flex
+    // conv2d panicked on f16 with a bias (a dtype mismatch in its storage).
+    let reference_half = half && path == ConvPath::Native;
+    let burn = run(x, w, bias, opts.clone(), reference_half, None);
+    assert_eq!(ours.y.len(), burn.y.len(), "output sizes");
+    let case = format!("{path:?} x {x:?} w {w:?} bias {bias} {opts:?} half {half}");
     for (name, a, b) in [
         ("y", &ours.y, &burn.y),
         ("dx", &ours.dx, &burn.dx),
@@ -180,7 +197,7 @@ fn gradients_are_the_same_bits_every_time() {
             false,
             options(1, 1),
             false,
-            true,
+            Some(ConvPath::Native),
         )
     };
     let a = once();
@@ -189,4 +206,76 @@ fn gradients_are_the_same_bits_every_time() {
         assert_eq!(a.dw, b.dw);
         assert_eq!(a.dx, b.dx);
     }
+}
+
+#[test]
+fn the_gemm_path_matches_burns_at_resnet_strided_and_odd_shapes() {
+    let gemm = |x, w, bias, opts, half, tol| compare(ConvPath::Gemm, x, w, bias, opts, half, tol);
+    let asym = PaddedConvOptions::asymmetric([1, 2], [1, 0], [0, 2], [1, 1], 1);
+    let strided3 = PaddedConvOptions::asymmetric([3, 2], [1, 1], [1, 1], [1, 1], 1);
+    for half in [false, true] {
+        let tol = if half { 2e-2 } else { 1e-5 };
+        gemm([3, 1, 12, 12], [4, 1, 3, 3], true, options(1, 1), half, tol); // ResNet stem
+        gemm([2, 4, 9, 9], [5, 4, 3, 3], false, options(2, 1), half, tol); // stride 2, odd image
+        gemm([2, 4, 8, 8], [6, 4, 1, 1], false, options(2, 0), half, tol); // 1x1 shortcut
+        gemm([2, 3, 7, 5], [4, 3, 3, 2], true, asym.clone(), half, tol); // asymmetric
+        gemm(
+            [2, 3, 10, 7],
+            [2, 3, 2, 3],
+            false,
+            strided3.clone(),
+            half,
+            tol,
+        ); // strides 3 and 2
+        gemm([1, 2, 4, 4], [3, 2, 4, 4], false, options(1, 0), half, tol); // kernel = image
+    }
+}
+
+#[test]
+fn the_gemm_path_leaves_dilated_and_grouped_convolutions_to_burn() {
+    let dilated = PaddedConvOptions::asymmetric([1, 1], [2, 2], [2, 2], [2, 2], 1);
+    compare(
+        ConvPath::Gemm,
+        [2, 4, 8, 8],
+        [4, 4, 3, 3],
+        true,
+        dilated,
+        false,
+        0.0,
+    );
+    let grouped = PaddedConvOptions::asymmetric([1, 1], [1, 1], [1, 1], [1, 1], 2);
+    compare(
+        ConvPath::Gemm,
+        [2, 4, 8, 8],
+        [4, 2, 3, 3],
+        false,
+        grouped,
+        false,
+        0.0,
+    );
+}
+
+#[test]
+fn the_gemm_path_in_batch_slices_gives_the_same_outputs_and_gradients() {
+    // 5 images, views of 2 at a time (3 slices, the last of 1).
+    let (x, w) = ([5, 3, 6, 6], [4, 3, 3, 3]);
+    let per_image = 3 * 9 * 3 * 3 * 4; // channels x taps x output pixels (stride 2) x f32
+    let opts = options(2, 1);
+    let grads = |max_bytes: usize| {
+        let xt = tensor(x, 1).require_grad();
+        let wt = tensor(w, 2).require_grad();
+        let y = greentrain_flexconv::gemm::conv2d_within(xt.clone(), wt.clone(), &opts, max_bytes)
+            .unwrap();
+        let g = (y.clone() * tensor(y.dims(), 4)).sum().backward();
+        (
+            data(y),
+            data(xt.grad(&g).unwrap()),
+            data(wt.grad(&g).unwrap()),
+        )
+    };
+    let (whole, sliced) = (grads(usize::MAX), grads(2 * per_image));
+    assert_eq!(whole.0.len(), 5 * 4 * 3 * 3);
+    assert!(max_rel(&sliced.0, &whole.0) <= 1e-6, "outputs");
+    assert!(max_rel(&sliced.1, &whole.1) <= 1e-6, "input gradients");
+    assert!(max_rel(&sliced.2, &whole.2) <= 1e-6, "weight gradients");
 }

@@ -3,7 +3,7 @@
 //! Every error names the file, the key and, where it can be found, the line:
 //! a user with a typo in a 40-line config should not have to bisect it.
 
-use greentrain_amp::{PrecisionChoice, ScalerConfig};
+use greentrain_amp::{ConvPath, PrecisionChoice, ScalerConfig};
 pub use greentrain_energy::estimate::TrackingMode;
 mod load;
 mod validate;
@@ -267,6 +267,11 @@ pub struct ModelSection {
     /// ResNet base width: channels of the first stage (default 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<usize>,
+    /// How convolutions are computed: `native` (default: Burn's kernels,
+    /// greentrain's own on the CPU) or `gemm` (shifted views and one batched
+    /// product per layer, for the GPU backends' slow direct kernels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvPath>,
 }
 
 /// The transformer's sizes, defaults applied.

@@ -237,7 +237,7 @@ impl<B: AutodiffBackend> Run<B> {
         let batches = Batches::<B>::new(&dataset.train, shape.features, &device, limit);
         let run = Self {
             _lock: lock,
-            ac: Autocast::new(precision),
+            ac: Autocast::new(precision).with_conv(c.model.conv.unwrap_or_default()),
             follower: hooks.schedule.map(Follower::new),
             after_epoch: hooks.after_epoch,
             c,
