@@ -9,7 +9,8 @@
 //! a convolution with very shallow products stays Flex's). Every other
 //! backend, and every other convolution (strided, dilated, grouped,
 //! asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU runs are
-//! untouched.
+//! untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
+//! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
 
 pub mod gemm;
 pub mod kernel;
