@@ -128,12 +128,12 @@ probe_steps() {
     timeout "$st" "$bin" --config "configs/gpu/$1.toml" --device "$device" --precision "$3" \
         --set "data.batch_size=$2" --set train.steps_per_epoch=10 --set train.epochs=2 \
         --set train.log_every=100000 --set run.name=probe "${@:5}" --out "$dir" --quiet >> "$log" 2>&1 || return 1
-    python3 - "$dir" "$2" "$window" <<'PY'
+    python3 - "$dir" "$window" <<'PY'
 import glob, json, sys
 r = json.load(open(glob.glob(sys.argv[1] + "/*/run.json")[0]))
 e = r["epochs"][-1]
 # Steps per second, not samples: a last short batch per pass (the modular set) makes samples/batch wrong.
-print(max(20, min(20000, int(float(sys.argv[3]) * 10 / e["wall_s"]))))
+print(max(20, min(20000, int(float(sys.argv[2]) * 10 / e["wall_s"]))))
 PY
 }
 

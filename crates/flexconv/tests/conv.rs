@@ -234,25 +234,13 @@ fn the_gemm_path_matches_burns_at_resnet_strided_and_odd_shapes() {
 #[test]
 fn the_gemm_path_leaves_dilated_and_grouped_convolutions_to_burn() {
     let dilated = PaddedConvOptions::asymmetric([1, 1], [2, 2], [2, 2], [2, 2], 1);
-    compare(
-        ConvPath::Gemm,
-        [2, 4, 8, 8],
-        [4, 4, 3, 3],
-        true,
-        dilated,
-        false,
-        0.0,
-    );
     let grouped = PaddedConvOptions::asymmetric([1, 1], [1, 1], [1, 1], [1, 1], 2);
-    compare(
-        ConvPath::Gemm,
-        [2, 4, 8, 8],
-        [4, 2, 3, 3],
-        false,
-        grouped,
-        false,
-        0.0,
-    );
+    for (w, bias, opts) in [
+        ([4, 4, 3, 3], true, dilated),
+        ([4, 2, 3, 3], false, grouped),
+    ] {
+        compare(ConvPath::Gemm, [2, 4, 8, 8], w, bias, opts, false, 0.0);
+    }
 }
 
 #[test]
