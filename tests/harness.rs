@@ -45,6 +45,13 @@ impl Gt {
         self
     }
 
+    /// Sets an environment variable for the command.
+    #[allow(dead_code)]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.0.env(key, value);
+        self
+    }
+
     /// `--out DIR`.
     pub fn out(self, dir: impl AsRef<Path>) -> Self {
         self.arg("--out").arg(dir.as_ref())

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One short GPU lease in one call: the transformer and ResNet-20 rows
-# (greentrain fp32 and fp16 against PyTorch fp32 and AMP, windows sized by
-# run.sh --window), then cubek's matmul kernels in f16, then Nanda et al.'s
+# One short GPU lease in one call: the kernels issue's rows (wide MLP at
+# batch 4096 and 1024, transformer, ResNet-20, LeNet-5: greentrain fp32 and
+# fp16 against PyTorch fp32 and AMP, windows sized by run.sh --window; the
+# launch-bound wide MLP 1024 and transformer also without the foreach kernels,
+# `...nofe:greentrain`), then cubek's matmul kernels in f16, then Nanda et al.'s
 # grokking run in fp32 and fp16 with what time is left. Everything comes back
 # as at most 6 files: the tables, the logs and one tarball (the device tool
 # returns 8 files at most). Each stage has its own time limit, so that a slow
@@ -9,7 +11,7 @@
 # which the last run must have ended.
 #
 #   benches/gpu/lease.sh [--device cuda|cpu] [--window S] [--quick]
-#                        [--cases "transformer resnet20"] [--profile-case CASE]
+#                        [--cases "wide4096 transformer ..."] [--profile-case CASE]
 #
 # --cases goes to run.sh (resnet20gemm:greentrain adds ResNet-20 with
 # `model.conv = "gemm"`); --profile-case adds run.sh's kernel profile of
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/../.."
 device=cuda
 window=5.5
 quick=()
-cases="transformer resnet20"
+cases="wide4096 wide1024 wide1024nofe:greentrain transformer transformernofe:greentrain resnet20 lenet"
 profile=()
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -7,6 +7,7 @@
 #
 #   benches/gpu/run.sh [--device cuda|cpu] [--bin PATH] [--repeats N]
 #                      [--cases "wide4096 wide1024 lenet resnet20 resnet20gemm transformer"] [--batch N]
+#                      (each case with the suffix `nofe`, greentrain only: without the foreach kernels)
 #                      [--precisions "fp32 fp16 bf16"] [--bf16-cases "wide4096"] [--epochs N]
 #                      [--profile] [--prove] [--quick] [--no-matmul] [--tune] [--kernels]
 #                      [--window SECONDS] [--kernel-dtypes f16,f32] [--profile-case CASE]
@@ -115,6 +116,14 @@ case_args() {
         resnet20) echo "mnist_resnet20 512 100 300" ;;
         resnet20gemm) echo "mnist_resnet20 512 100 300 model.conv=\"gemm\"" ;;
         transformer) echo "modular_transformer 4096 200 600" ;;
+        # The same models without the foreach kernels (`[kernels] foreach =
+        # false`): greentrain-only rows (`wide1024nofe:greentrain`) that
+        # measure what the kernels gain.
+        wide4096nofe) echo "mnist_wide_mlp 4096 600 600 kernels.foreach=false" ;;
+        wide1024nofe) echo "mnist_wide_mlp 1024 1200 1200 kernels.foreach=false" ;;
+        lenetnofe) echo "mnist_lenet5 1024 150 1500 kernels.foreach=false" ;;
+        resnet20nofe) echo "mnist_resnet20 512 100 300 kernels.foreach=false" ;;
+        transformernofe) echo "modular_transformer 4096 200 600 kernels.foreach=false" ;;
         *) echo "unknown case $1" >&2; return 1 ;;
     esac
 }

@@ -18,6 +18,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, DType, Tensor};
+use greentrain_foreach::{reference, ForeachBackend, ScaleRule, ScaleState};
 
 /// What the host learns at a sync.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,10 +93,12 @@ impl<B: Backend> DeviceScaler<B> {
         loss * Tensor::<AD, D>::from_inner(s)
     }
 
-    /// One optimizer step from scaled gradients, with no read back: unscale,
-    /// flag inf/NaN, clip by global norm when asked (the norm is computed
-    /// only then), step with the flag as the optimizer's skip mask, and
-    /// update the scale. Without scaling and clipping this is a plain step.
+    /// One optimizer step from scaled gradients, with no read back: unscale
+    /// and flag inf/NaN (one foreach call over all gradients, unless the
+    /// optimizer steps per parameter), clip by global norm when asked (the
+    /// norm is computed only then), step with the flag as the optimizer's
+    /// skip mask, and update the scale. Without scaling and clipping this is
+    /// a plain step.
     pub fn step<AD, M>(
         &mut self,
         optim: &mut DeviceOptimizer<AD>,
@@ -106,18 +109,26 @@ impl<B: Backend> DeviceScaler<B> {
     ) -> M
     where
         AD: AutodiffBackend<InnerBackend = B>,
+        B: ForeachBackend,
         M: AutodiffModule<AD>,
     {
         if !self.enabled && clip_grad_norm.is_none() {
             return optim.step(lr, module, grads, None);
         }
         let mut grads = grads;
-        if self.enabled {
-            let inv = self.scale.clone().recip();
-            grads = grads::map::<AD, M, _>(&module, grads, |g| grads::to_f32(g) * inv.clone());
-        }
         let found = if self.enabled {
-            grads::non_finite_sum::<AD, M>(&module, &grads).map(|s| s.is_nan())
+            let inv = self.scale.clone().recip();
+            let all = grads::collect::<AD, M>(&module, &grads);
+            let (unscaled, found) = if optim.is_foreach() {
+                B::foreach_unscale_check(all, inv)
+            } else {
+                reference::unscale_check(all, inv)
+            };
+            let mut unscaled = unscaled.into_iter();
+            grads = grads::map::<AD, M, _>(&module, grads, |_| {
+                unscaled.next().expect("one unscaled gradient per gradient")
+            });
+            Some(found)
         } else {
             None
         };
@@ -132,9 +143,9 @@ impl<B: Backend> DeviceScaler<B> {
             grads = grads::map::<AD, M, _>(&module, grads, |g| grads::to_f32(g) * coef.clone());
             self.norm = Some(norm);
         }
-        let module = optim.step(lr, module, grads, found.clone());
+        let module = optim.step_flagged(lr, module, grads, found.clone());
         if let Some(found) = found {
-            self.update(found);
+            self.update_flagged(found, optim.is_foreach());
         }
         module
     }
@@ -142,23 +153,38 @@ impl<B: Backend> DeviceScaler<B> {
     /// The scale update on the device, with [`crate::GradScaler::update`]'s
     /// rules: back off on overflow; after `growth_interval` clean steps grow,
     /// unless the grown scale is not finite in f32.
-    pub fn update(&mut self, found: Tensor<B, 1, Bool>) {
+    pub fn update(&mut self, found: Tensor<B, 1, Bool>)
+    where
+        B: ForeachBackend,
+    {
+        self.update_flagged(found.float(), true);
+    }
+
+    /// [`DeviceScaler::update`] from an f32 flag (above 0: found), in one
+    /// kernel (`kernel`) or in tensor ops.
+    fn update_flagged(&mut self, found: Tensor<B, 1>, kernel: bool)
+    where
+        B: ForeachBackend,
+    {
         let c = &self.config;
-        let hit = found.clone().float();
-        let tracker = (self.tracker.clone().add_scalar(1.0)) * hit.clone().neg().add_scalar(1.0);
-        let grow = tracker.clone().greater_equal_elem(c.growth_interval as f32);
-        let grown = self.scale.clone().mul_scalar(c.growth_factor as f32);
-        let grown = grown
-            .clone()
-            .mask_where(grown.is_finite().bool_not(), self.scale.clone());
-        let backed = self.scale.clone().mul_scalar(c.backoff_factor as f32);
-        self.scale = self
-            .scale
-            .clone()
-            .mask_where(grow.clone(), grown)
-            .mask_where(found, backed);
-        self.tracker = tracker.mask_fill(grow, 0.0);
-        self.skipped = self.skipped.clone() + hit;
+        let rule = ScaleRule {
+            growth_factor: c.growth_factor,
+            backoff_factor: c.backoff_factor,
+            growth_interval: c.growth_interval,
+        };
+        let state = ScaleState {
+            scale: self.scale.clone(),
+            tracker: self.tracker.clone(),
+            skipped: self.skipped.clone(),
+        };
+        let next = if kernel {
+            B::amp_update_scale(state, found, &rule)
+        } else {
+            reference::update_scale(state, found, &rule)
+        };
+        self.scale = next.scale;
+        self.tracker = next.tracker;
+        self.skipped = next.skipped;
     }
 
     /// Restarts the skip count (no read).

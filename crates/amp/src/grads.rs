@@ -6,8 +6,8 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
 use std::marker::PhantomData;
 
 /// What one look at all gradients found.
@@ -156,13 +156,7 @@ pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 }
 
 /// The gradient in f32 (unchanged when it already is).
-pub fn to_f32<B: Backend>(g: Tensor<B, 1>) -> Tensor<B, 1> {
-    if g.dtype() == burn::tensor::DType::F32 {
-        g
-    } else {
-        g.cast(FloatDType::F32)
-    }
-}
+pub use greentrain_foreach::reference::to_f32;
 
 /// Checks all gradients for inf/NaN ([`non_finite_sum`]) and computes their
 /// global L2 norm ([`squared_norm`]) with a single read back of two numbers.

@@ -48,3 +48,17 @@ pub use greentrain_flexconv::ConvPath;
 pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
 pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
 pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepReport};
+
+/// The foreach operations the device scaler and optimizer run on.
+pub use greentrain_foreach::ForeachBackend;
+
+/// An autodiff backend whose inner backend has the foreach operations
+/// ([`DeviceScaler`] and [`DeviceOptimizer`] step through them): Burn's
+/// `Autodiff` over Flex, cuda or wgpu (with or without fusion), or over any
+/// backend with an `impl ForeachBackend`.
+pub trait AmpBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend> {}
+
+impl<B> AmpBackend for B where
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend>
+{
+}

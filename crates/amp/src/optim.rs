@@ -7,14 +7,19 @@
 //! optimizers solve this the same way: `found_inf` stays on the device and
 //! the kernels keep the old values where it is set.
 //!
-//! The arithmetic follows Burn's `Sgd`, `Adam` and `AdamW` (L2 weight decay
-//! for SGD and Adam, decoupled for AdamW; Burn's epsilon placement).
+//! The arithmetic is greentrain-foreach's (Burn's `Sgd`, `Adam` and `AdamW`:
+//! L2 weight decay for SGD and Adam, decoupled for AdamW; Burn's epsilon
+//! placement). By default a step is one foreach call over every parameter
+//! (one kernel launch per group of tensors on the CubeCL backends, as
+//! PyTorch's `foreach` optimizers); `with_foreach(false)` steps each
+//! parameter on its own, in tensor ops, as greentrain did before.
 
 use crate::policy::float_dtype;
-use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Tensor};
+use greentrain_foreach::{reference, AdamStep, ForeachBackend, Group, SgdStep};
 use std::collections::HashMap;
 
 /// Which optimizer, with its hyperparameters.
@@ -77,81 +82,39 @@ pub struct DeviceOptimizer<B: AutodiffBackend> {
     /// device: exact up to 2^24 steps.
     steps: Tensor<B::InnerBackend, 1>,
     slots: HashMap<ParamId, Slot<B::InnerBackend>>,
+    /// One foreach call for all parameters, or one per parameter.
+    foreach: bool,
 }
 
-/// Per-step scalars on the device, shared by every parameter.
-struct StepScalars<B: Backend> {
-    /// Adam: `sqrt(1 - b2^t) / (1 - b1^t)` and `eps * sqrt(1 - b2^t)`.
-    adam: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+/// One parameter's inputs to a step, flattened.
+struct Entry<B: Backend> {
+    id: ParamId,
+    param: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    slot: Option<Slot<B>>,
 }
 
 impl<B: AutodiffBackend> DeviceOptimizer<B> {
-    /// A fresh optimizer on `device`.
+    /// A fresh optimizer on `device`, stepping all parameters at once.
     pub fn new(spec: OptimizerSpec, device: &burn::tensor::Device<B::InnerBackend>) -> Self {
         Self {
             spec,
             steps: Tensor::zeros([1], device),
             slots: HashMap::new(),
+            foreach: true,
         }
     }
 
-    /// One step at learning rate `lr`. Where `skip` (a one-element device
-    /// bool) is true, parameters, moments and the step count keep their old
-    /// values bit for bit; nothing is read back either way.
-    pub fn step<M: AutodiffModule<B>>(
-        &mut self,
-        lr: f64,
-        module: M,
-        grads: GradientsParams,
-        skip: Option<Tensor<B::InnerBackend, 1, Bool>>,
-    ) -> M {
-        let steps = match &skip {
-            Some(s) => self.steps.clone() + s.clone().bool_not().float(),
-            None => self.steps.clone().add_scalar(1.0),
-        };
-        let scalars = self.scalars(&steps);
-        let mut mapper = StepMapper::<B> {
-            spec: self.spec,
-            lr,
-            grads,
-            skip,
-            scalars,
-            slots: &mut self.slots,
-        };
-        let module = module.map(&mut mapper);
-        self.steps = match &mapper.skip {
-            Some(s) => steps.mask_where(s.clone(), self.steps.clone()),
-            None => steps,
-        };
-        module
+    /// `false`: tensor ops per parameter (the launches greentrain made
+    /// before the foreach kernels; for comparison).
+    pub fn with_foreach(mut self, on: bool) -> Self {
+        self.foreach = on;
+        self
     }
 
-    fn scalars(&self, steps: &Tensor<B::InnerBackend, 1>) -> StepScalars<B::InnerBackend> {
-        let (b1, b2, eps) = match self.spec {
-            OptimizerSpec::Sgd { .. } => return StepScalars { adam: None },
-            OptimizerSpec::Adam {
-                beta1,
-                beta2,
-                epsilon,
-                ..
-            }
-            | OptimizerSpec::AdamW {
-                beta1,
-                beta2,
-                epsilon,
-                ..
-            } => (beta1, beta2, epsilon),
-        };
-        let device = steps.device();
-        let pow =
-            |b: f64| Tensor::<B::InnerBackend, 1>::full([1], b as f32, &device).powf(steps.clone());
-        let bc2_sqrt = pow(b2).neg().add_scalar(1.0).sqrt();
-        let bc1 = pow(b1).neg().add_scalar(1.0);
-        let combined = bc2_sqrt.clone() / bc1;
-        let eps_term = bc2_sqrt.mul_scalar(eps as f32);
-        StepScalars {
-            adam: Some((combined, eps_term)),
-        }
+    /// Whether a step is one foreach call over all parameters.
+    pub fn is_foreach(&self) -> bool {
+        self.foreach
     }
 
     /// The state to save.
@@ -183,152 +146,184 @@ impl<B: AutodiffBackend> DeviceOptimizer<B> {
     }
 }
 
-struct StepMapper<'a, B: AutodiffBackend> {
-    spec: OptimizerSpec,
-    lr: f64,
-    grads: GradientsParams,
-    skip: Option<Tensor<B::InnerBackend, 1, Bool>>,
-    scalars: StepScalars<B::InnerBackend>,
-    slots: &'a mut HashMap<ParamId, Slot<B::InnerBackend>>,
-}
-
-impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let require_grad = tensor.is_require_grad();
-        let shape = tensor.shape();
-        let p = tensor.inner().flatten::<1>(0, D - 1);
-        let mut g = grad.flatten::<1>(0, D - 1);
-        if g.dtype() != p.dtype() {
-            g = g.cast(float_dtype(p.dtype()));
-        }
-        let n = p.dims()[0];
-        let old = self.slots.remove(&id);
-        let (new_p, slot) = self.update(p.clone(), g, old.clone());
-        let (new_p, slot) = match &self.skip {
-            Some(skip) => {
-                let mask = skip.clone().expand([n]);
-                let keep = |new: Tensor<B::InnerBackend, 1>, old: Tensor<B::InnerBackend, 1>| {
-                    new.mask_where(mask.clone(), old)
-                };
-                let zeros = || Tensor::zeros([n], &p.device());
-                let slot = slot.map(|s| {
-                    let (of, os) = match old {
-                        Some(o) => (o.first, o.second),
-                        None => (zeros(), s.second.as_ref().map(|_| zeros())),
-                    };
-                    let second = match (s.second, os) {
-                        (Some(s), Some(o)) => Some(keep(s, o)),
-                        (s, _) => s,
-                    };
-                    Slot {
-                        first: keep(s.first, of),
-                        second,
-                    }
-                });
-                (keep(new_p, p), slot)
-            }
-            None => (new_p, slot),
-        };
-        if let Some(slot) = slot {
-            self.slots.insert(id, slot);
-        }
-        let mut out = Tensor::<B, D>::from_inner(new_p.reshape(shape));
-        if require_grad {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+impl<B: AutodiffBackend> DeviceOptimizer<B>
+where
+    B::InnerBackend: ForeachBackend,
+{
+    /// One step at learning rate `lr`. Where `skip` (a one-element device
+    /// bool) is true, parameters, moments and the step count keep their old
+    /// values bit for bit; nothing is read back either way.
+    pub fn step<M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: GradientsParams,
+        skip: Option<Tensor<B::InnerBackend, 1, Bool>>,
+    ) -> M {
+        self.step_flagged(lr, module, grads, skip.map(|s| s.float()))
     }
-}
 
-impl<B: AutodiffBackend> StepMapper<'_, B> {
-    /// The unmasked update of one flattened parameter.
-    fn update(
+    /// [`DeviceOptimizer::step`] with the skip as a one-element f32 flag
+    /// (skip where above 0), as the scaler's check makes it.
+    pub(crate) fn step_flagged<M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradientsParams,
+        skip: Option<Tensor<B::InnerBackend, 1>>,
+    ) -> M {
+        let steps = match &skip {
+            Some(s) => self.steps.clone() + s.clone().neg().add_scalar(1.0),
+            None => self.steps.clone().add_scalar(1.0),
+        };
+        let mut entries = Collect::<B> {
+            grads: &mut grads,
+            slots: &mut self.slots,
+            out: Vec::new(),
+        };
+        module.visit(&mut entries);
+        let entries = entries.out;
+        let mut new_params = HashMap::with_capacity(entries.len());
+        // Parameters with state and without (a first step) in two calls.
+        let (with, without): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.slot.is_some());
+        for group in [with, without].into_iter().filter(|g| !g.is_empty()) {
+            let (ids, out) = self.run(lr, &steps, group, skip.clone());
+            for (i, id) in ids.into_iter().enumerate() {
+                new_params.insert(id, out.params[i].clone());
+                let first = out.first.as_ref().map(|f| f[i].clone());
+                let second = out.second.as_ref().map(|s| s[i].clone());
+                if let Some(first) = first {
+                    self.slots.insert(id, Slot { first, second });
+                }
+            }
+        }
+        let module = module.map(&mut Apply::<B> { new: new_params });
+        self.steps = match &skip {
+            Some(s) => steps.mask_where(s.clone().greater_elem(0.0), self.steps.clone()),
+            None => steps,
+        };
+        module
+    }
+
+    /// One group's step: a foreach call (kernels where the backend has them)
+    /// or the tensor-op reference, per parameter.
+    fn run(
         &self,
-        p: Tensor<B::InnerBackend, 1>,
-        g: Tensor<B::InnerBackend, 1>,
-        old: Option<Slot<B::InnerBackend>>,
-    ) -> (Tensor<B::InnerBackend, 1>, Option<Slot<B::InnerBackend>>) {
-        let n = p.dims()[0];
-        let zeros = || Tensor::<B::InnerBackend, 1>::zeros([n], &p.device());
-        let lr = self.lr;
-        match self.spec {
+        lr: f64,
+        steps: &Tensor<B::InnerBackend, 1>,
+        entries: Vec<Entry<B::InnerBackend>>,
+        skip: Option<Tensor<B::InnerBackend, 1>>,
+    ) -> (Vec<ParamId>, Group<B::InnerBackend>) {
+        let state = entries.iter().all(|e| e.slot.is_some());
+        let mut ids = Vec::with_capacity(entries.len());
+        let (mut params, mut grads, mut first, mut second) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in entries {
+            ids.push(e.id);
+            params.push(e.param);
+            grads.push(e.grad);
+            if let Some(s) = e.slot {
+                first.push(s.first);
+                second.extend(s.second);
+            }
+        }
+        let group = Group {
+            params,
+            first: state.then_some(first),
+            second: (state && !second.is_empty()).then_some(second),
+        };
+        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+        let out = match self.spec {
             OptimizerSpec::Sgd {
                 momentum,
                 weight_decay,
             } => {
-                let g = l2(g, &p, weight_decay);
-                let Some(mu) = momentum else {
-                    return (p - g.mul_scalar(lr), None);
+                let step = SgdStep {
+                    lr,
+                    momentum,
+                    weight_decay,
                 };
-                // The first buffer is the gradient itself, as in Burn and PyTorch.
-                let buf = match old {
-                    Some(o) => o.first.mul_scalar(mu as f32) + g,
-                    None => g,
-                };
-                let new_p = p - buf.clone().mul_scalar(lr);
-                (
-                    new_p,
-                    Some(Slot {
-                        first: buf,
-                        second: None,
-                    }),
-                )
+                if self.foreach {
+                    Inner::<B>::foreach_sgd(&step, group, grads, skip)
+                } else {
+                    reference::sgd(&step, group, grads, skip)
+                }
             }
             OptimizerSpec::Adam {
                 beta1,
                 beta2,
+                epsilon,
                 weight_decay,
-                ..
             }
             | OptimizerSpec::AdamW {
                 beta1,
                 beta2,
+                epsilon,
                 weight_decay,
-                ..
             } => {
-                let decoupled = matches!(self.spec, OptimizerSpec::AdamW { .. });
-                let g = if decoupled {
-                    g
+                let step = AdamStep {
+                    lr,
+                    beta1,
+                    beta2,
+                    epsilon,
+                    weight_decay,
+                    decoupled: matches!(self.spec, OptimizerSpec::AdamW { .. }),
+                    steps: steps.clone(),
+                };
+                if self.foreach {
+                    Inner::<B>::foreach_adam(&step, group, grads, skip)
                 } else {
-                    l2(g, &p, weight_decay)
-                };
-                let (m, v) = match old {
-                    Some(Slot {
-                        first,
-                        second: Some(second),
-                    }) => (first, second),
-                    _ => (zeros(), zeros()),
-                };
-                let m = m.mul_scalar(beta1 as f32) + g.clone().mul_scalar((1.0 - beta1) as f32);
-                let v = v.mul_scalar(beta2 as f32) + g.square().mul_scalar((1.0 - beta2) as f32);
-                let (combined, eps_term) = self.scalars.adam.clone().expect("Adam scalars");
-                let delta = (m.clone() * combined) / (v.clone().sqrt() + eps_term);
-                let base = if decoupled && weight_decay > 0.0 {
-                    p.mul_scalar((1.0 - lr * weight_decay) as f32)
-                } else {
-                    p
-                };
-                let new_p = base - delta.mul_scalar(lr);
-                (
-                    new_p,
-                    Some(Slot {
-                        first: m,
-                        second: Some(v),
-                    }),
-                )
+                    reference::adam(&step, group, grads, skip)
+                }
             }
-        }
+        };
+        (ids, out)
     }
 }
 
-fn l2<B: Backend>(g: Tensor<B, 1>, p: &Tensor<B, 1>, weight_decay: f64) -> Tensor<B, 1> {
-    if weight_decay > 0.0 {
-        g + p.clone().mul_scalar(weight_decay as f32)
-    } else {
-        g
+/// Takes every parameter that has a gradient, with its gradient (in the
+/// parameter's dtype) and its state, in the module's order.
+struct Collect<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    slots: &'a mut HashMap<ParamId, Slot<B::InnerBackend>>,
+    out: Vec<Entry<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let p = param.val().inner().flatten::<1>(0, D - 1);
+        let mut g = grad.flatten::<1>(0, D - 1);
+        if g.dtype() != p.dtype() {
+            g = g.cast(float_dtype(p.dtype()));
+        }
+        self.out.push(Entry {
+            id: param.id,
+            param: p,
+            grad: g,
+            slot: self.slots.remove(&param.id),
+        });
+    }
+}
+
+/// Puts the stepped values back into the module, in each parameter's shape.
+struct Apply<B: AutodiffBackend> {
+    new: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Apply<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(new) = self.new.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let require_grad = tensor.is_require_grad();
+        let mut out = Tensor::<B, D>::from_inner(new.reshape(tensor.shape()));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
     }
 }

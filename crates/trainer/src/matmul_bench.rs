@@ -7,8 +7,9 @@
 
 use crate::device::DeviceSpec;
 use crate::train::{dispatch, BackendTask};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, FloatDType, Tensor};
+use greentrain_amp::AmpBackend;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -37,7 +38,7 @@ struct Task {
 
 impl BackendTask for Task {
     type Out = MatmulResult;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> MatmulResult {
+    fn run<B: AmpBackend>(self, device: B::Device) -> MatmulResult {
         rate::<B::InnerBackend>(&device, self.size, self.dtype, self.seconds)
     }
 }

@@ -12,7 +12,7 @@ use crate::record::{self, DatasetRecord, DeviceRecord, RunRecord, Versions};
 use crate::run::Setup;
 use crate::status::RunStatus;
 use anyhow::{anyhow, Context};
-use burn::tensor::backend::AutodiffBackend;
+use greentrain_amp::AmpBackend;
 use greentrain_amp::{Precision, PrecisionChoice};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -257,7 +257,7 @@ fn dataset_record(d: &Dataset) -> DatasetRecord {
 /// A piece of work to run with the backend a [`DeviceSpec`] names.
 pub(crate) trait BackendTask {
     type Out;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out;
+    fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out;
 }
 
 struct ResolvePrecision {
@@ -266,7 +266,7 @@ struct ResolvePrecision {
 }
 impl BackendTask for ResolvePrecision {
     type Out = anyhow::Result<Precision>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out {
+    fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out {
         let p = self
             .choice
             .resolve(self.gpu, |d| B::supports_dtype(&device, d));
@@ -317,7 +317,7 @@ pub(crate) fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
 struct RunTask(Setup);
 impl BackendTask for RunTask {
     type Out = Result<Outcome, Failure>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Out {
+    fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out {
         crate::run::run_on::<B>(self.0, device)
     }
 }

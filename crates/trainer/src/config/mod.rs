@@ -5,9 +5,11 @@
 
 use greentrain_amp::{ConvPath, PrecisionChoice, ScalerConfig};
 pub use greentrain_energy::estimate::TrackingMode;
+mod kernels;
 mod load;
 mod validate;
 
+pub use kernels::KernelsSection;
 pub use load::{load, locate, parse, parse_with, Override};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -742,6 +744,9 @@ pub struct Config {
     /// `[budget]`
     #[serde(default)]
     pub budget: BudgetSection,
+    /// `[kernels]`
+    #[serde(default)]
+    pub kernels: KernelsSection,
 }
 
 /// A config and where it came from (for resolving relative paths).

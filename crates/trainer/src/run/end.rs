@@ -10,11 +10,11 @@ use crate::run::setup::Outcome;
 use crate::status::RunStatus;
 use anyhow::Context;
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use greentrain_amp::AmpBackend;
 use greentrain_amp::ScalerSnapshot;
 use std::time::{Instant, SystemTime};
 
-impl<B: AutodiffBackend> Run<B> {
+impl<B: AmpBackend> Run<B> {
     /// Writes run.json as of now with `status`, energy and schedule
     /// included, without ending the run.
     pub(super) fn save_progress(&mut self, status: RunStatus) -> anyhow::Result<()> {

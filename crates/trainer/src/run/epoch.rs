@@ -10,12 +10,12 @@ use crate::run::setup::interrupted;
 use crate::run::state::lr_at;
 use crate::status::RunStatus;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
+use greentrain_amp::AmpBackend;
 use greentrain_amp::{grads, readback, ScalerSnapshot};
 use std::time::Instant;
 
-impl<B: AutodiffBackend> Run<B> {
+impl<B: AmpBackend> Run<B> {
     /// Trains the current epoch's remaining steps. `Err(status)` when the
     /// run stopped inside the epoch (after checkpointing there).
     pub(super) fn train_epoch(&mut self) -> anyhow::Result<Result<Trained, RunStatus>> {
@@ -273,7 +273,7 @@ impl<B: AutodiffBackend> Run<B> {
 }
 
 /// The epoch's loss sum and correct count, in one read back.
-fn read_sums<B: AutodiffBackend>(ep: &EpochRun<B>) -> (f32, f32) {
+fn read_sums<B: AmpBackend>(ep: &EpochRun<B>) -> (f32, f32) {
     let both = Tensor::cat(vec![ep.loss_sum.clone(), ep.correct.clone()], 0);
     let v = readback::read_f32(both);
     (v[0], v[1])

@@ -33,8 +33,8 @@ use crate::status::RunStatus;
 use anyhow::Context;
 use batches::Batches;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use greentrain_amp::AmpBackend;
 use greentrain_amp::{Autocast, DeviceOptimizer, DeviceScaler, ScalerSnapshot};
 use progress::Progress;
 use segment::{Cadence, Segment};
@@ -43,10 +43,7 @@ use std::time::{Instant, SystemTime};
 
 /// Trains the run `setup` describes on `device`; a run-time error is
 /// recorded (`failed`, with the energy used so far) before it is returned.
-pub(crate) fn run_on<B: AutodiffBackend>(
-    setup: Setup,
-    device: B::Device,
-) -> Result<Outcome, Failure> {
+pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<Outcome, Failure> {
     let (run_dir, mut fallback) = (setup.run_dir.clone(), setup.record.clone());
     let mut run = match Run::<B>::new(setup, device) {
         Ok(r) => r,
@@ -98,7 +95,7 @@ impl Shape {
 }
 
 /// An epoch in progress.
-struct EpochRun<B: AutodiffBackend> {
+struct EpochRun<B: AmpBackend> {
     epoch: usize,
     chunks: Vec<Vec<usize>>,
     loss_sum: Tensor<B::InnerBackend, 1>,
@@ -125,7 +122,7 @@ struct Trained {
 }
 
 /// Everything a run holds while it trains.
-pub(crate) struct Run<B: AutodiffBackend> {
+pub(crate) struct Run<B: AmpBackend> {
     /// Held for the whole run: no second process trains it.
     _lock: std::fs::File,
     c: Config,
@@ -152,7 +149,7 @@ pub(crate) struct Run<B: AutodiffBackend> {
     quiet: bool,
 }
 
-impl<B: AutodiffBackend> Run<B> {
+impl<B: AmpBackend> Run<B> {
     /// Builds the model, optimizer and scaler, restores a checkpoint when
     /// resuming, and starts metering.
     fn new(setup: Setup, device: B::Device) -> anyhow::Result<Self> {
@@ -189,7 +186,8 @@ impl<B: AutodiffBackend> Run<B> {
             &device,
         );
         record.parameters = Some(model.trainable_params() as u64);
-        let mut optim = DeviceOptimizer::<B>::new(optimizer_spec(&c), &device);
+        let mut optim =
+            DeviceOptimizer::<B>::new(optimizer_spec(&c), &device).with_foreach(c.kernels.foreach);
         let scaler_state =
             greentrain_amp::GradScaler::for_precision(precision, c.precision.scaler.clone())
                 .state()
