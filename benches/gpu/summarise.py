@@ -56,8 +56,12 @@ if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
     mm = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
     print("| matmul 4096^3 | f32 TFLOP/s | f16 TFLOP/s | bf16 TFLOP/s |")
     print("|---|---|---|---|")
-    for who in ["greentrain (Burn)", "pytorch"]:
-        got = {m["dtype"]: m["tflops"] for m in mm if ("framework" in m) == (who == "pytorch")}
+    # greentrain's lines name their kernel: `burn` (Burn's product) or the
+    # cubek kernel training uses there (greentrain-matmul's table).
+    kernels = sorted({m.get("kernel", "burn") for m in mm if "framework" not in m})
+    for who in [f"greentrain ({k})" for k in kernels] + ["pytorch"]:
+        got = {m["dtype"]: m["tflops"] for m in mm if ("framework" in m) == (who == "pytorch")
+               and (who == "pytorch" or f"greentrain ({m.get('kernel', 'burn')})" == who)}
         print(f"| {who} | {f(got.get('f32'), '.1f')} | {f(got.get('f16'), '.1f')} | {f(got.get('bf16'), '.1f')} |")
     print()
 

@@ -52,13 +52,22 @@ pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepR
 /// The foreach operations the device scaler and optimizer run on.
 pub use greentrain_foreach::ForeachBackend;
 
+/// Matrix products through a chosen kernel ([`Autocast::matmul`] and
+/// [`Autocast::linear`] run through them).
+pub use greentrain_matmul::{MatmulBackend, MatmulKernel};
+
 /// An autodiff backend whose inner backend has the foreach operations
-/// ([`DeviceScaler`] and [`DeviceOptimizer`] step through them): Burn's
-/// `Autodiff` over Flex, cuda or wgpu (with or without fusion), or over any
-/// backend with an `impl ForeachBackend`.
-pub trait AmpBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend> {}
+/// ([`DeviceScaler`] and [`DeviceOptimizer`] step through them) and whose
+/// products can go through greentrain-matmul's kernels: Burn's `Autodiff`
+/// over Flex, cuda or wgpu (with or without fusion), or over any backend
+/// with an `impl ForeachBackend` and an `impl MatmulBackend`.
+pub trait AmpBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend + MatmulBackend> + MatmulBackend
+{
+}
 
 impl<B> AmpBackend for B where
-    B: burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend>
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: ForeachBackend + MatmulBackend>
+        + MatmulBackend
 {
 }

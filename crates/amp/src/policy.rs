@@ -12,8 +12,9 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{attention, conv1d, conv_transpose1d, conv_transpose2d, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvTransposeOptions, PaddedConvOptions};
-use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorPrimitive};
 use greentrain_flexconv::ConvPath;
+use greentrain_matmul::{MatmulBackend, MatmulKernel};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -210,6 +211,7 @@ impl std::error::Error for UnsupportedPrecision {}
 pub struct Autocast {
     precision: Precision,
     conv: ConvPath,
+    matmul: MatmulKernel,
 }
 
 /// The wider of two float dtypes: an op on both runs in it.
@@ -266,6 +268,17 @@ impl Autocast {
         Self {
             precision,
             conv: ConvPath::Native,
+            matmul: MatmulKernel::Auto,
+        }
+    }
+
+    /// The same policy computing matrix products (matmul, linear) with
+    /// `kernel` where the backend has it (see [`greentrain_matmul`]); Burn's
+    /// own ops elsewhere.
+    pub fn with_matmul(self, kernel: MatmulKernel) -> Self {
+        Self {
+            matmul: kernel,
+            ..self
         }
     }
 
@@ -349,14 +362,18 @@ impl Autocast {
     // ---- lower-precision ops -------------------------------------------
 
     /// Matrix product in the compute dtype.
-    pub fn matmul<B: Backend, const D: usize>(
+    pub fn matmul<B: MatmulBackend, const D: usize>(
         &self,
         a: Tensor<B, D>,
         b: Tensor<B, D>,
     ) -> Tensor<B, D> {
         let (a, b) = (self.lower(a), self.lower(b));
         assert_same("matmul", &a, &b);
-        a.matmul(b)
+        if D != 2 || !B::gt_routes(&a.device(), a.dtype(), self.matmul) {
+            return a.matmul(b);
+        }
+        let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(a, b, self.matmul)))
     }
 
     /// `x W + b` in the compute dtype, from f32 master weights.
@@ -366,7 +383,7 @@ impl Autocast {
     /// its weight gradient is then a batched `x^T dy` that materialises one
     /// `d_in x d_out` matrix per batch element before summing them (4 GiB
     /// for a 512-wide layer at batch 4096).
-    pub fn linear_raw<B: Backend, const D: usize>(
+    pub fn linear_raw<B: MatmulBackend, const D: usize>(
         &self,
         x: Tensor<B, D>,
         weight: Tensor<B, 2>,
@@ -376,18 +393,30 @@ impl Autocast {
         let weight = self.lower(weight);
         let bias = bias.map(|b| self.lower(b));
         assert_same("linear", &x, &weight);
-        if D <= 2 {
+        let routed = D >= 2 && B::gt_routes(&x.device(), x.dtype(), self.matmul);
+        if D <= 2 && !routed {
             return linear(x, weight, bias);
         }
+        let lin = |x: Tensor<B, 2>| {
+            if !routed {
+                return linear(x, weight, bias);
+            }
+            // The product through greentrain-matmul, the bias as Burn's linear adds it.
+            let y = self.matmul(x, weight);
+            match bias {
+                Some(b) => y + b.unsqueeze_dim(0),
+                None => y,
+            }
+        };
         let mut dims = x.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
-        let y = linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+        let y = lin(x.reshape([rows, dims[D - 1]]));
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
     }
 
     /// A Burn [`Linear`] layer in the compute dtype.
-    pub fn linear<B: Backend, const D: usize>(
+    pub fn linear<B: MatmulBackend, const D: usize>(
         &self,
         layer: &Linear<B>,
         x: Tensor<B, D>,

@@ -1,5 +1,7 @@
 //! `greentrain matmul`: Burn's matrix product rate per dtype on a device,
-//! the number the GPU benchmark sets beside PyTorch's.
+//! the number the GPU benchmark sets beside PyTorch's, and, where training
+//! multiplies with another kernel (`[kernels] matmul = "auto"`,
+//! greentrain-matmul's table), that kernel's rate on a line of its own.
 //!
 //! Each product is chained to the last (`c = c @ b`, with `b` scaled so the
 //! values stay finite), so no lazy or fused backend can drop one; time is
@@ -7,9 +9,10 @@
 
 use crate::device::DeviceSpec;
 use crate::train::{dispatch, BackendTask};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorPrimitive;
 use burn::tensor::{Distribution, FloatDType, Tensor};
-use greentrain_amp::AmpBackend;
+use greentrain_amp::{AmpBackend, MatmulBackend, MatmulKernel};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -18,6 +21,9 @@ use std::time::Instant;
 pub struct MatmulResult {
     /// `f32`, `f16` or `bf16`.
     pub dtype: String,
+    /// `burn` (Burn's product), or the cubek kernel training uses for this
+    /// dtype on this device.
+    pub kernel: String,
     /// The matrices are `size` x `size`.
     pub size: usize,
     /// Products timed.
@@ -37,19 +43,46 @@ struct Task {
 }
 
 impl BackendTask for Task {
-    type Out = MatmulResult;
-    fn run<B: AmpBackend>(self, device: B::Device) -> MatmulResult {
-        rate::<B::InnerBackend>(&device, self.size, self.dtype, self.seconds)
+    type Out = Vec<MatmulResult>;
+    fn run<B: AmpBackend>(self, device: B::Device) -> Vec<MatmulResult> {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let mut out = vec![rate::<I<B>>(
+            &device,
+            self.size,
+            self.dtype,
+            self.seconds,
+            MatmulKernel::Burn,
+        )];
+        let auto = MatmulKernel::Auto;
+        if I::<B>::gt_routes(&device, self.dtype.into(), auto) {
+            out.push(rate::<I<B>>(
+                &device,
+                self.size,
+                self.dtype,
+                self.seconds,
+                auto,
+            ));
+        }
+        out
     }
 }
 
-/// Measures `c = c @ b` at `size` in `dtype` for about `seconds`.
-pub fn rate<B: Backend>(
+/// Measures `c = c @ b` at `size` in `dtype` for about `seconds`, with
+/// `kernel`'s product.
+pub fn rate<B: MatmulBackend>(
     device: &B::Device,
     size: usize,
     dtype: FloatDType,
     seconds: f64,
+    kernel: MatmulKernel,
 ) -> MatmulResult {
+    let product = |c: Tensor<B, 2>, b: Tensor<B, 2>| -> Tensor<B, 2> {
+        if kernel == MatmulKernel::Burn {
+            return c.matmul(b);
+        }
+        let (c, b) = (c.into_primitive().tensor(), b.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(c, b, kernel)))
+    };
     let n = size;
     let scale = 1.0 / (n as f32).sqrt();
     let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device)
@@ -58,7 +91,7 @@ pub fn rate<B: Backend>(
     let mut c = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
     let t = Instant::now();
     for _ in 0..3 {
-        c = c.matmul(b.clone());
+        c = product(c, b.clone());
     }
     let _ = B::sync(device);
     let warmup_s = t.elapsed().as_secs_f64();
@@ -66,7 +99,7 @@ pub fn rate<B: Backend>(
     let t = Instant::now();
     loop {
         for _ in 0..10 {
-            c = c.matmul(b.clone());
+            c = product(c, b.clone());
         }
         products += 10;
         let _ = B::sync(device);
@@ -77,6 +110,9 @@ pub fn rate<B: Backend>(
     let secs = t.elapsed().as_secs_f64();
     MatmulResult {
         dtype: dtype_name(dtype),
+        kernel: B::gt_choice(device, dtype.into(), kernel)
+            .unwrap_or("burn")
+            .to_string(),
         size: n,
         products,
         seconds: secs,
@@ -104,7 +140,7 @@ pub fn run(
 ) -> Vec<MatmulResult> {
     dtypes
         .iter()
-        .map(|&dtype| {
+        .flat_map(|&dtype| {
             dispatch(
                 spec,
                 Task {

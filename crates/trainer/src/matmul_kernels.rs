@@ -16,12 +16,10 @@ use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::matmul::init_matmul_output;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeRuntime};
-use cubek::matmul::components::tile::TileMatmulKind;
 use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError};
 use cubek::matmul::launch::Strategy;
-use cubek::matmul::routines::simple::SimpleArgs;
-use cubek::matmul::routines::BlueprintStrategy;
 use cubek::std::InputBinding;
+pub use greentrain_matmul::catalog;
 use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -29,73 +27,6 @@ use std::time::Instant;
 /// The backend without fusion or autodiff, whose float primitive is the
 /// `CubeTensor` that cubek launches on.
 type Cube<R> = CubeBackend<R, f32, i32, u32>;
-
-/// The kernels worth timing, by the names the CLI takes: Burn's default,
-/// the plane (tensor-core) families in their WMMA (`cmma`) and PTX `mma`
-/// forms, and one kernel without tensor cores as a floor.
-pub fn catalog() -> Vec<(&'static str, Strategy)> {
-    use Strategy as S;
-    let multi_rows = |tile_matmul| SimpleArgs {
-        tile_matmul,
-        multi_rows: true,
-    };
-    vec![
-        ("auto", S::Auto),
-        (
-            "simple-cyclic-cmma",
-            S::SimpleCyclicCmma(Default::default()),
-        ),
-        ("simple-cyclic-mma", S::SimpleCyclicMma(Default::default())),
-        (
-            "simple-cyclic-cmma-multirow",
-            S::SimpleCyclicCmma(BlueprintStrategy::Inferred(multi_rows(
-                TileMatmulKind::Cmma,
-            ))),
-        ),
-        (
-            "double-cyclic-cmma",
-            S::DoubleCyclicCmma(Default::default()),
-        ),
-        ("double-cyclic-mma", S::DoubleCyclicMma(Default::default())),
-        (
-            "ordered-double-cmma",
-            S::OrderedDoubleCmma(Default::default()),
-        ),
-        (
-            "ordered-double-mma",
-            S::OrderedDoubleMma(Default::default()),
-        ),
-        (
-            "specialized-cyclic-cmma",
-            S::SpecializedCyclicCmma(Default::default()),
-        ),
-        (
-            "specialized-cyclic-mma",
-            S::SpecializedCyclicMma(Default::default()),
-        ),
-        (
-            "double-async-cyclic-cmma",
-            S::DoubleAsyncCyclicCmma(Default::default()),
-        ),
-        ("simple-tma-cmma", S::SimpleTmaCmma(Default::default())),
-        ("simple-tma-mma", S::SimpleTmaMma(Default::default())),
-        (
-            "simple-tma-mma-multirow",
-            S::SimpleTmaMma(BlueprintStrategy::Inferred(multi_rows(TileMatmulKind::Mma))),
-        ),
-        ("double-tma-cmma", S::DoubleTmaCmma(Default::default())),
-        ("double-tma-mma", S::DoubleTmaMma(Default::default())),
-        (
-            "specialized-tma-cmma",
-            S::SpecializedTmaCmma(Default::default()),
-        ),
-        (
-            "specialized-tma-mma",
-            S::SpecializedTmaMma(Default::default()),
-        ),
-        ("simple-unit", S::SimpleUnit(Default::default())),
-    ]
-}
 
 /// Picks kernels from the catalog: `all`, or names separated by commas.
 pub fn select(names: &str) -> Result<Vec<(&'static str, Strategy)>, String> {

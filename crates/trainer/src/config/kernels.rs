@@ -2,6 +2,7 @@
 //! switch so that a GPU benchmark can measure what it gains alone; flex
 //! computes the same arithmetic in tensor ops either way.
 
+use greentrain_amp::MatmulKernel;
 use serde::{Deserialize, Serialize};
 
 /// `[kernels]`.
@@ -14,6 +15,29 @@ pub struct KernelsSection {
     /// parameter, as before.
     #[serde(default = "on")]
     pub foreach: bool,
+    /// Matrix products (matmul, linear, forward and both gradients):
+    /// `"auto"` (greentrain-matmul's table: a measured faster cubek kernel
+    /// where the device and dtype have one, Burn's product elsewhere),
+    /// `"burn"` (Burn's product everywhere), or a kernel of
+    /// `greentrain matmul --kernels` by name.
+    #[serde(default, with = "kernel_name")]
+    pub matmul: MatmulKernel,
+}
+
+/// `MatmulKernel` as its name.
+mod kernel_name {
+    use greentrain_amp::MatmulKernel;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &MatmulKernel, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(k)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MatmulKernel, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 fn on() -> bool {
@@ -22,6 +46,9 @@ fn on() -> bool {
 
 impl Default for KernelsSection {
     fn default() -> Self {
-        Self { foreach: on() }
+        Self {
+            foreach: on(),
+            matmul: MatmulKernel::Auto,
+        }
     }
 }

@@ -17,6 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 use greentrain_amp::Autocast;
+use greentrain_amp::MatmulBackend;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -164,7 +165,7 @@ pub struct Mlp<B: Backend> {
     layers: Vec<Linear<B>>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: MatmulBackend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
         let last = self.layers.len() - 1;
         let mut h = x;
@@ -188,7 +189,7 @@ pub struct LeNet5<B: Backend> {
     out: Linear<B>,
 }
 
-impl<B: Backend> LeNet5<B> {
+impl<B: MatmulBackend> LeNet5<B> {
     fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let x = x.reshape([n, 1, 28, 28]);
@@ -213,7 +214,7 @@ pub struct Mnist1dCnn<B: Backend> {
     linear: Linear<B>,
 }
 
-impl<B: Backend> Mnist1dCnn<B> {
+impl<B: MatmulBackend> Mnist1dCnn<B> {
     fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
         let [n, len] = x.dims();
         let x = x.reshape([n, 1, len]);
@@ -333,7 +334,7 @@ pub fn check_fit(
     }
 }
 
-impl<B: Backend> Model<B> {
+impl<B: MatmulBackend> Model<B> {
     /// Builds the model for samples of `shape` and `classes` outputs;
     /// `vocab` is the dataset's token count, for models of tokens.
     pub fn new(
@@ -421,7 +422,7 @@ impl<B: Backend> ModuleVisitor<B> for Trainable {
     }
 }
 
-impl<B: Backend> Model<B> {
+impl<B: MatmulBackend> Model<B> {
     /// Trainable parameters, PyTorch's `sum(p.numel() for p in
     /// model.parameters())`: Burn's `num_params` also counts batch norm's
     /// running statistics, which PyTorch keeps as buffers.

@@ -13,6 +13,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use greentrain_amp::Autocast;
+use greentrain_amp::MatmulBackend;
 
 /// Two 3x3 convolutions with batch norm, and the shortcut.
 #[derive(Module, Debug)]
@@ -65,7 +66,7 @@ impl<'a, B: Backend> Init<'a, B> {
     }
 }
 
-impl<B: Backend> ResNet<B> {
+impl<B: MatmulBackend> ResNet<B> {
     /// A ResNet-`depth` (6n + 2) at base `width` for `side` x `side` images
     /// of `channels_in` channels.
     pub fn new(

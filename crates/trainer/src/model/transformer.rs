@@ -11,6 +11,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use greentrain_amp::Autocast;
+use greentrain_amp::MatmulBackend;
 
 /// One block: multi-head self-attention and an MLP, each with a residual.
 #[derive(Module, Debug)]
@@ -42,7 +43,7 @@ pub struct Transformer<B: Backend> {
     classes: usize,
 }
 
-impl<B: Backend> Transformer<B> {
+impl<B: MatmulBackend> Transformer<B> {
     /// A transformer for sequences up to `context` tokens from `vocab`,
     /// predicting one of `classes`.
     pub fn new(

@@ -4,7 +4,7 @@ use crate::data::{self, Split};
 use crate::model::Model;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrain_amp::{readback, Autocast};
+use greentrain_amp::{readback, Autocast, MatmulBackend};
 
 /// Where training batches come from. On a GPU the whole training split is
 /// uploaded once and each batch is selected on the device: gathering 4096
@@ -71,7 +71,7 @@ fn batch_tensors<B: Backend>(
 }
 
 /// Mean loss and accuracy of `model` on `split`, read back once.
-pub(crate) fn evaluate<B: Backend>(
+pub(crate) fn evaluate<B: MatmulBackend>(
     model: &Model<B>,
     ac: &Autocast,
     split: &Split,

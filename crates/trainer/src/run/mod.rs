@@ -235,7 +235,9 @@ impl<B: AmpBackend> Run<B> {
         let batches = Batches::<B>::new(&dataset.train, shape.features, &device, limit);
         let run = Self {
             _lock: lock,
-            ac: Autocast::new(precision).with_conv(c.model.conv.unwrap_or_default()),
+            ac: Autocast::new(precision)
+                .with_conv(c.model.conv.unwrap_or_default())
+                .with_matmul(c.kernels.matmul),
             follower: hooks.schedule.map(Follower::new),
             after_epoch: hooks.after_epoch,
             c,
