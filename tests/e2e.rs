@@ -342,22 +342,26 @@ fn killed_or_interrupted_runs_resume_to_the_uninterrupted_result() {
 
     // SIGINT (Ctrl-C): checkpoint mid-epoch, exit 130, resume. Sent twice at
     // once, as `timeout -s INT` does (to the process, then to its group): the
-    // repeat is the same interrupt, not an abort without checkpoint.
-    let out = base.path().join("interrupted");
-    let (status, dir) = start_and_signal(&out, "-INT", 2, Duration::from_millis(300));
-    assert_eq!(status.code(), Some(130));
-    let r = record(&dir);
-    assert_eq!(r["status"], "interrupted");
-    let o = gt().arg("resume").arg(&dir).ok();
-    assert_eq!(run_dir_of(&o), dir);
-    let r = record(&dir);
-    assert_eq!(r["status"], "completed");
-    assert_eq!(metrics(&r), want);
-    assert_eq!(
-        Checkpoint::load(&dir).unwrap().model,
-        want_weights,
-        "weights differ after resume"
-    );
+    // repeat is the same interrupt, not an abort without checkpoint. SIGTERM
+    // (Slurm's time limit, `scancel`, `docker stop`) and SIGHUP (a closed
+    // terminal) are the same interrupt.
+    for (name, signal, times) in [("int", "-INT", 2), ("term", "-TERM", 1), ("hup", "-HUP", 1)] {
+        let out = base.path().join(format!("interrupted-{name}"));
+        let (status, dir) = start_and_signal(&out, signal, times, Duration::from_millis(300));
+        assert_eq!(status.code(), Some(130), "{signal}");
+        let r = record(&dir);
+        assert_eq!(r["status"], "interrupted", "{signal}");
+        let o = gt().arg("resume").arg(&dir).ok();
+        assert_eq!(run_dir_of(&o), dir);
+        let r = record(&dir);
+        assert_eq!(r["status"], "completed", "{signal}");
+        assert_eq!(metrics(&r), want, "{signal}");
+        assert_eq!(
+            Checkpoint::load(&dir).unwrap().model,
+            want_weights,
+            "weights differ after resume ({signal})"
+        );
+    }
 }
 
 #[test]

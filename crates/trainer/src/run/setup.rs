@@ -1,7 +1,7 @@
 //! What a run starts from and how it ends: the [`Setup`] that the entry
 //! points in `train.rs` build, the [`Outcome`] or [`Failure`] a run
 //! returns, the [`Hooks`] that programs embedding the trainer pass in, and
-//! the interrupt flag that Ctrl-C sets.
+//! the interrupt flag that Ctrl-C (and SIGTERM and SIGHUP: ctrlc's `termination` feature) sets.
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
