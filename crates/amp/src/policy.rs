@@ -212,6 +212,17 @@ pub struct Autocast {
     precision: Precision,
     conv: ConvPath,
     matmul: MatmulKernel,
+    split_sums: bool,
+}
+
+/// The largest power of two at most `sqrt(rows)` that divides `rows` (1:
+/// no split).
+fn split_of(rows: usize) -> usize {
+    let mut c = 1;
+    while c * 2 * c * 2 <= rows && rows % (c * 2) == 0 {
+        c *= 2;
+    }
+    c
 }
 
 /// The wider of two float dtypes: an op on both runs in it.
@@ -269,6 +280,16 @@ impl Autocast {
             precision,
             conv: ConvPath::Native,
             matmul: MatmulKernel::Auto,
+            split_sums: true,
+        }
+    }
+
+    /// `false`: bias gradients as Burn sums them, in one reduction, on every
+    /// backend (see [`Autocast::add_bias`]).
+    pub fn with_split_sums(self, on: bool) -> Self {
+        Self {
+            split_sums: on,
+            ..self
         }
     }
 
@@ -394,17 +415,22 @@ impl Autocast {
         let bias = bias.map(|b| self.lower(b));
         assert_same("linear", &x, &weight);
         let routed = D >= 2 && B::gt_routes(&x.device(), x.dtype(), self.matmul);
-        if D <= 2 && !routed {
+        let split = self.split_sums && B::gt_split_sums(&x.device());
+        if D < 2 || (D == 2 && !routed && !split) {
             return linear(x, weight, bias);
         }
         let lin = |x: Tensor<B, 2>| {
-            if !routed {
+            if !routed && !split {
                 return linear(x, weight, bias);
             }
-            // The product through greentrain-matmul, the bias as Burn's linear adds it.
-            let y = self.matmul(x, weight);
+            // The product through greentrain-matmul where it has a kernel.
+            let y = if routed {
+                self.matmul(x, weight)
+            } else {
+                linear(x, weight, None)
+            };
             match bias {
-                Some(b) => y + b.unsqueeze_dim(0),
+                Some(b) => self.add_bias(y, b),
                 None => y,
             }
         };
@@ -413,6 +439,23 @@ impl Autocast {
         let y = lin(x.reshape([rows, dims[D - 1]]));
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
+    }
+
+    /// `y + b` with `b` broadcast over the rows, as Burn's linear adds it.
+    /// Where the backend's sums run one thread per output
+    /// ([`MatmulBackend::gt_split_sums`]: the CubeCL backends), the add is
+    /// shaped `[rows / c, c, n]` with `b` expanded over `c` (about
+    /// `sqrt(rows)`), so that autodiff sums the bias gradient in two stages,
+    /// over `rows / c` on `c * n` threads and then over `c`, instead of
+    /// `rows` values on each of `n` threads. The forward is the same add.
+    pub fn add_bias<B: MatmulBackend>(&self, y: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
+        let [rows, n] = y.dims();
+        let c = split_of(rows);
+        if !self.split_sums || c < 2 || !B::gt_split_sums(&y.device()) {
+            return y + b.unsqueeze_dim(0);
+        }
+        let b = b.reshape([1, 1, n]).expand([1, c, n]);
+        (y.reshape([rows / c, c, n]) + b).reshape([rows, n])
     }
 
     /// A Burn [`Linear`] layer in the compute dtype.

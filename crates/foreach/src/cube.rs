@@ -276,11 +276,7 @@ where
         found: BTensor<Self, 1>,
         rule: &ScaleRule,
     ) -> ScaleState<Self> {
-        let all = [&state.scale, &state.tracker, &state.skipped, &found];
-        if all
-            .iter()
-            .any(|t| t.dims() != [1] || t.dtype() != DType::F32)
-        {
+        if !state.kernel_ready(&found) {
             return reference::update_scale(state, found, rule);
         }
         let ins: Vec<_> = [state.scale, state.tracker, state.skipped, found]
@@ -307,13 +303,7 @@ where
                 rule.growth_interval as f32,
             )
         };
-        let mut outs = outs.into_iter().map(tensor);
-        let mut next = || outs.next().expect("three outputs");
-        ScaleState {
-            scale: next(),
-            tracker: next(),
-            skipped: next(),
-        }
+        ScaleState::from_outputs(outs.into_iter().map(tensor))
     }
 
     fn foreach_adam(

@@ -63,14 +63,8 @@ impl<B: FusionBackend + ForeachBackend> Operation<Runtime<B>> for ForeachOp<B> {
                 grads
             }
             Kind::UpdateScale(rule) => {
-                let mut it = ins.into_iter();
-                let mut next = || it.next().expect("four inputs");
-                let state = ScaleState {
-                    scale: next(),
-                    tracker: next(),
-                    skipped: next(),
-                };
-                let s = B::amp_update_scale(state, next(), rule);
+                let found = ins.pop().expect("found is the last input");
+                let s = B::amp_update_scale(ScaleState::from_outputs(ins), found, rule);
                 vec![s.scale, s.tracker, s.skipped]
             }
             Kind::Adam {
@@ -200,11 +194,7 @@ impl<B: FusionBackend + ForeachBackend> ForeachBackend for Fusion<B> {
         found: Tensor<Self, 1>,
         rule: &ScaleRule,
     ) -> ScaleState<Self> {
-        let all = [&state.scale, &state.tracker, &state.skipped, &found];
-        if all
-            .iter()
-            .any(|t| t.dims() != [1] || t.dtype() != DType::F32)
-        {
+        if !state.kernel_ready(&found) {
             return reference::update_scale(state, found, rule);
         }
         let inputs = vec![state.scale, state.tracker, state.skipped, found];
@@ -214,13 +204,7 @@ impl<B: FusionBackend + ForeachBackend> ForeachBackend for Fusion<B> {
             inputs,
             vec![1; 3],
         );
-        let mut out = out.into_iter();
-        let mut next = || out.next().expect("three outputs");
-        ScaleState {
-            scale: next(),
-            tracker: next(),
-            skipped: next(),
-        }
+        ScaleState::from_outputs(out)
     }
 
     fn foreach_adam(

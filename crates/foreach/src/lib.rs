@@ -76,6 +76,27 @@ pub struct ScaleState<B: Backend> {
     pub skipped: Tensor<B, 1>,
 }
 
+impl<B: Backend> ScaleState<B> {
+    /// Whether a kernel can take this state and `found`: all one-element f32.
+    pub(crate) fn kernel_ready(&self, found: &Tensor<B, 1>) -> bool {
+        [&self.scale, &self.tracker, &self.skipped, found]
+            .iter()
+            .all(|t| t.dims() == [1] && t.dtype() == burn::tensor::DType::F32)
+    }
+
+    /// The state from a kernel's three outputs, in field order.
+    #[cfg_attr(not(feature = "cube"), allow(dead_code))]
+    pub(crate) fn from_outputs(outs: impl IntoIterator<Item = Tensor<B, 1>>) -> Self {
+        let mut outs = outs.into_iter();
+        let mut next = || outs.next().expect("three outputs: scale, tracker, skipped");
+        ScaleState {
+            scale: next(),
+            tracker: next(),
+            skipped: next(),
+        }
+    }
+}
+
 /// The dynamic loss scale's rules (PyTorch's `GradScaler` arguments).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScaleRule {

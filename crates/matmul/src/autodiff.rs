@@ -83,4 +83,8 @@ impl<B: MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodiff<B, C> {
     ) -> Option<&'static str> {
         B::gt_choice(device, dtype, kernel)
     }
+
+    fn gt_split_sums(device: &Self::Device) -> bool {
+        B::gt_split_sums(device)
+    }
 }

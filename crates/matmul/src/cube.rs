@@ -115,6 +115,10 @@ where
     ) -> Option<&'static str> {
         choice(&R::client(device), dtype, kernel)
     }
+
+    fn gt_split_sums(_: &Self::Device) -> bool {
+        true
+    }
 }
 
 /// The kernel's name for `kernel` on this device and dtype; `None`:

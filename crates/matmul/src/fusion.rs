@@ -65,4 +65,8 @@ impl<B: FusionBackend + MatmulBackend> MatmulBackend for Fusion<B> {
     ) -> Option<&'static str> {
         B::gt_choice(device, dtype, kernel)
     }
+
+    fn gt_split_sums(device: &Self::Device) -> bool {
+        B::gt_split_sums(device)
+    }
 }

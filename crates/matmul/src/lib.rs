@@ -131,6 +131,16 @@ pub trait MatmulBackend: Backend {
         None
     }
 
+    /// Whether a long sum is better split in two on this backend: true on
+    /// the CubeCL backends, whose reductions (Burn 0.21 without autotune)
+    /// run one thread per output element looping over the whole reduced
+    /// axis, so that a bias gradient (a sum over the batch) runs on as many
+    /// threads as the layer has outputs. Flex and others: false.
+    fn gt_split_sums(device: &Self::Device) -> bool {
+        let _ = device;
+        false
+    }
+
     /// Whether `gt_matmul` runs something other than Burn's product: when
     /// not, callers keep Burn's own ops (`linear` included), so that nothing
     /// changes, fusion included, where no kernel is chosen.

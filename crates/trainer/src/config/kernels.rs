@@ -22,6 +22,20 @@ pub struct KernelsSection {
     /// `greentrain matmul --kernels` by name.
     #[serde(default, with = "kernel_name")]
     pub matmul: MatmulKernel,
+    /// Bias gradients (sums over the batch) on cuda and wgpu: `"two-stage"`
+    /// sums about `sqrt(batch)` values per thread twice; `"burn"`, Burn's
+    /// one reduction with one thread per output looping over the batch.
+    #[serde(default)]
+    pub sums: Sums,
+}
+
+/// How a bias gradient is summed on the CubeCL backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sums {
+    #[default]
+    TwoStage,
+    Burn,
 }
 
 /// `MatmulKernel` as its name.
@@ -49,6 +63,7 @@ impl Default for KernelsSection {
         Self {
             foreach: on(),
             matmul: MatmulKernel::Auto,
+            sums: Sums::TwoStage,
         }
     }
 }

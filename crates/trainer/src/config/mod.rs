@@ -9,7 +9,7 @@ mod kernels;
 mod load;
 mod validate;
 
-pub use kernels::KernelsSection;
+pub use kernels::{KernelsSection, Sums};
 pub use load::{load, locate, parse, parse_with, Override};
 use serde::{Deserialize, Serialize};
 use std::fmt;

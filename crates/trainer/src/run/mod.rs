@@ -237,7 +237,8 @@ impl<B: AmpBackend> Run<B> {
             _lock: lock,
             ac: Autocast::new(precision)
                 .with_conv(c.model.conv.unwrap_or_default())
-                .with_matmul(c.kernels.matmul),
+                .with_matmul(c.kernels.matmul)
+                .with_split_sums(c.kernels.sums == crate::config::Sums::TwoStage),
             follower: hooks.schedule.map(Follower::new),
             after_epoch: hooks.after_epoch,
             c,
