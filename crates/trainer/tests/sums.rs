@@ -65,7 +65,7 @@ fn two_stage_bias_sums_match_burns_one_reduction() {
     }
     let dev = Default::default();
     assert!(<A as MatmulBackend>::gt_split_sums(&dev));
-    // 64 rows split 8 x 8; 96 rows 8 x 12; 7 rows (odd) are not split.
+    // 64 rows split 8 x 8; 96 rows 24 x 4; 7 rows (odd) are not split.
     for rows in [64, 96, 7] {
         let (two, burn) = (run::<A>(&fp32, rows, &dev), run::<A>(&one, rows, &dev));
         assert_eq!(two[0], burn[0], "{rows} rows: the forward changed");
