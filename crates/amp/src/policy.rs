@@ -219,7 +219,7 @@ pub struct Autocast {
 /// no split).
 fn split_of(rows: usize) -> usize {
     let mut c = 1;
-    while c * 2 * c * 2 <= rows && rows % (c * 2) == 0 {
+    while c * 2 * c * 2 <= rows && rows.is_multiple_of(c * 2) {
         c *= 2;
     }
     c

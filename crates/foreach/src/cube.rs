@@ -125,7 +125,6 @@ fn adam_kernel(
     let b2 = beta2;
     let one_b2 = one_minus_beta2;
     let wd = weight_decay;
-    let decay_factor = decay_factor;
     // The bias corrections, as the reference computes them in tensor ops.
     let t = steps[0];
     let bc2_sqrt = f32::sqrt(1.0 - f32::powf(beta2, t));
