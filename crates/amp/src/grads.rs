@@ -133,7 +133,7 @@ pub fn non_finite_sum<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> Option<Tensor<B::InnerBackend, 1>> {
-    total::<B, M, _>(module, grads, |g| g.mul_scalar(0.0).sum())
+    greentrain_foreach::reference::non_finite_sum(&collect::<B, M>(module, grads))
 }
 
 /// The sum of all squared gradient elements. Stays on the device.

@@ -54,7 +54,7 @@ pub use greentrain_foreach::ForeachBackend;
 
 /// Matrix products through a chosen kernel ([`Autocast::matmul`] and
 /// [`Autocast::linear`] run through them).
-pub use greentrain_matmul::{MatmulBackend, MatmulKernel};
+pub use greentrain_matmul::{matmul, MatmulBackend, MatmulKernel};
 
 /// An autodiff backend whose inner backend has the foreach operations
 /// ([`DeviceScaler`] and [`DeviceOptimizer`] step through them) and whose

@@ -12,7 +12,7 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{attention, conv1d, conv_transpose1d, conv_transpose2d, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvTransposeOptions, PaddedConvOptions};
-use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 use greentrain_flexconv::ConvPath;
 use greentrain_matmul::{MatmulBackend, MatmulKernel};
 use serde::{Deserialize, Serialize};
@@ -390,11 +390,7 @@ impl Autocast {
     ) -> Tensor<B, D> {
         let (a, b) = (self.lower(a), self.lower(b));
         assert_same("matmul", &a, &b);
-        if D != 2 || !B::gt_routes(&a.device(), a.dtype(), self.matmul) {
-            return a.matmul(b);
-        }
-        let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
-        Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(a, b, self.matmul)))
+        greentrain_matmul::matmul(a, b, self.matmul)
     }
 
     /// `x W + b` in the compute dtype, from f32 master weights.
@@ -415,12 +411,13 @@ impl Autocast {
         let bias = bias.map(|b| self.lower(b));
         assert_same("linear", &x, &weight);
         let routed = D >= 2 && B::gt_routes(&x.device(), x.dtype(), self.matmul);
-        let split = self.split_sums && B::gt_split_sums(&x.device());
-        if D < 2 || (D == 2 && !routed && !split) {
+        // Burn's own linear where neither the product nor the bias sum changes.
+        let burns = !(routed || (self.split_sums && B::gt_split_sums(&x.device())));
+        if D < 2 || (D == 2 && burns) {
             return linear(x, weight, bias);
         }
         let lin = |x: Tensor<B, 2>| {
-            if !routed && !split {
+            if burns {
                 return linear(x, weight, bias);
             }
             // The product through greentrain-matmul where it has a kernel.

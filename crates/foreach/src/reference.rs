@@ -21,16 +21,22 @@ pub fn unscale_check<B: Backend>(
         .into_iter()
         .map(|g| to_f32(g) * inv_scale.clone())
         .collect();
-    let parts: Vec<_> = grads
-        .iter()
-        .map(|g| g.clone().mul_scalar(0.0).sum())
-        .collect();
-    let found = if parts.is_empty() {
-        inv_scale.zeros_like()
-    } else {
-        Tensor::cat(parts, 0).sum().is_nan().float()
+    let found = match non_finite_sum(&grads) {
+        Some(sum) => sum.is_nan().float(),
+        None => inv_scale.zeros_like(),
     };
     (grads, found)
+}
+
+/// `sum(g * 0)` over every tensor (each in f32): NaN exactly when some value
+/// is inf or NaN, without a false positive from large finite values (which
+/// a sum of `g` or `g^2` could overflow into). `None` for no tensors.
+pub fn non_finite_sum<B: Backend>(tensors: &[Tensor<B, 1>]) -> Option<Tensor<B, 1>> {
+    let parts: Vec<_> = tensors
+        .iter()
+        .map(|g| to_f32(g.clone()).mul_scalar(0.0).sum())
+        .collect();
+    (!parts.is_empty()).then(|| Tensor::cat(parts, 0).sum())
 }
 
 /// See [`crate::ForeachBackend::amp_update_scale`].

@@ -14,7 +14,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use std::fmt;
 
 mod autodiff;
@@ -103,6 +103,22 @@ fn named(s: &str) -> Result<MatmulKernel, String> {
     Err(format!(
         "unknown matmul kernel '{s}': expected auto or burn (this build has no GPU kernels)"
     ))
+}
+
+/// `a · b` through `kernel` where the backend routes it
+/// ([`MatmulBackend::gt_routes`]: a rank-2 product and a kernel chosen for
+/// the device and dtype); Burn's `matmul` otherwise, so nothing changes where
+/// no kernel is chosen.
+pub fn matmul<B: MatmulBackend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    kernel: MatmulKernel,
+) -> Tensor<B, D> {
+    if D != 2 || !B::gt_routes(&a.device(), a.dtype(), kernel) {
+        return a.matmul(b);
+    }
+    let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(a, b, kernel)))
 }
 
 /// Backends whose matrix products can go through a chosen kernel. Every

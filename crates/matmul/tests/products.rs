@@ -7,8 +7,8 @@
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-use greentrain_matmul::{kernel_products, MatmulBackend, MatmulKernel};
+use burn::tensor::{DType, Tensor, TensorData};
+use greentrain_matmul::{kernel_products, matmul, MatmulBackend, MatmulKernel};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Fused = burn::backend::Wgpu;
@@ -47,11 +47,6 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 fn matrix<B: Backend>(r: usize, c: usize, seed: u64, dev: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values(r * c, seed), [r, c]), dev)
-}
-
-fn gt<B: MatmulBackend>(a: Tensor<B, 2>, b: Tensor<B, 2>, k: MatmulKernel) -> Tensor<B, 2> {
-    let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
-    Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(a, b, k)))
 }
 
 /// Runs `f` (which reads its results back) and checks that greentrain's
@@ -94,7 +89,7 @@ fn products_match_burns_on_wgpu_with_and_without_fusion() {
         kernel_ran("fused", 1, || {
             close(
                 &format!("fused {m}x{k}x{n}"),
-                gt(a(), b(), UNIT),
+                matmul(a(), b(), UNIT),
                 a().matmul(b()),
             )
         });
@@ -102,7 +97,7 @@ fn products_match_burns_on_wgpu_with_and_without_fusion() {
         kernel_ran("transposed", 1, || {
             close(
                 &format!("fused transposed {m}x{k}x{n}"),
-                gt(a(), bt(), UNIT),
+                matmul(a(), bt(), UNIT),
                 a().matmul(bt()),
             )
         });
@@ -113,7 +108,7 @@ fn products_match_burns_on_wgpu_with_and_without_fusion() {
         kernel_ran("plain", 1, || {
             close(
                 &format!("plain {m}x{k}x{n}"),
-                gt(pa.clone(), pb.clone(), UNIT),
+                matmul(pa.clone(), pb.clone(), UNIT),
                 pa.matmul(pb),
             )
         });
@@ -133,7 +128,7 @@ fn gradients_match_burns_autodiff() {
             let b = matrix::<A>(k, n, 5, &dev).require_grad();
             let w = matrix::<A>(m, n, 6, &dev);
             let y = match kernel {
-                Some(kern) => gt(a.clone(), b.clone(), kern),
+                Some(kern) => matmul(a.clone(), b.clone(), kern),
                 None => a.clone().matmul(b.clone()),
             };
             let grads = (y.clone() * w).sum().backward();

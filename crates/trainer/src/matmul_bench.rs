@@ -10,7 +10,6 @@
 use crate::device::DeviceSpec;
 use crate::train::{dispatch, BackendTask};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::{Distribution, FloatDType, Tensor};
 use greentrain_amp::{AmpBackend, MatmulBackend, MatmulKernel};
 use serde::Serialize;
@@ -76,13 +75,7 @@ pub fn rate<B: MatmulBackend>(
     seconds: f64,
     kernel: MatmulKernel,
 ) -> MatmulResult {
-    let product = |c: Tensor<B, 2>, b: Tensor<B, 2>| -> Tensor<B, 2> {
-        if kernel == MatmulKernel::Burn {
-            return c.matmul(b);
-        }
-        let (c, b) = (c.into_primitive().tensor(), b.into_primitive().tensor());
-        Tensor::from_primitive(TensorPrimitive::Float(B::gt_matmul(c, b, kernel)))
-    };
+    let product = |c, b| greentrain_amp::matmul(c, b, kernel);
     let n = size;
     let scale = 1.0 / (n as f32).sqrt();
     let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device)
