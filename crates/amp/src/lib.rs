@@ -41,6 +41,7 @@ mod optim;
 mod policy;
 pub mod readback;
 mod scaler;
+mod sums;
 
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
 /// How [`Autocast::conv2d`] computes a convolution.

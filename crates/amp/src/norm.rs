@@ -9,20 +9,28 @@
 //! come from contiguous row sums. The same form has fewer full-size passes on
 //! a GPU (no transposed copies for the statistics).
 //!
+//! Where sums split (the CubeCL backends, `sums.rs`), the rows are viewed as
+//! `[N * C, P / k, k]` and the batch as `[N / m, m]`, so that each sum over
+//! positions or over the batch, forward and backward, runs in two stages
+//! instead of `N * C` threads each looping over `H * W` values.
+//!
 //! Semantics are PyTorch's `BatchNorm2d`: batch statistics with the biased
 //! variance normalise in training, the running variance is updated with the
 //! unbiased one; inference (no autodiff) normalises with the running
 //! statistics.
 
+use crate::sums::split_of;
 use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 /// `layer` applied to `x` `[batch, channels, ...]` in `x`'s dtype (f32 under
-/// autocast), updating the running statistics when autodiff is on.
+/// autocast), updating the running statistics when autodiff is on; `split`:
+/// sums in two stages.
 pub(crate) fn batch_norm<B: Backend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
+    split: bool,
 ) -> Tensor<B, D> {
     assert!(
         D >= 2,
@@ -30,32 +38,72 @@ pub(crate) fn batch_norm<B: Backend, const D: usize>(
     );
     let dims = x.dims();
     let (n, c) = (dims[0], dims[1]);
-    let positions: usize = dims[2..].iter().product();
-    let rows = x.reshape([n * c, positions]);
+    let p: usize = dims[2..].iter().product();
+    let (k, m) = (split_of(p), split_of(n));
+    if !split || (k < 2 && m < 2) {
+        let rows = x.reshape([n * c, p]);
+        let col = |v: Tensor<B, 1>| per_row(v, n, 1);
+        let sum = |r: Tensor<B, 2>| channel_sum(r.sum_dim(1), n, c, 1);
+        return normalise(layer, rows, (n * p) as f64, col, sum).reshape(dims);
+    }
+    let rows = x.reshape([n * c, p / k, k]);
+    let col = |v: Tensor<B, 1>| per_row(v, n, m).reshape([n * c, 1, 1]);
+    let sum = |r: Tensor<B, 3>| channel_sum(r.sum_dim(1).sum_dim(2), n, c, m);
+    normalise(layer, rows, (n * p) as f64, col, sum).reshape(dims)
+}
+
+/// The normalisation on rows of any layout: `col` broadcasts a per-channel
+/// vector against the rows, `sum` sums the rows per channel; `count` values
+/// per channel.
+fn normalise<B: Backend, const R: usize>(
+    layer: &BatchNorm<B>,
+    rows: Tensor<B, R>,
+    count: f64,
+    col: impl Fn(Tensor<B, 1>) -> Tensor<B, R>,
+    sum: impl Fn(Tensor<B, R>) -> Tensor<B, 1>,
+) -> Tensor<B, R> {
     let (centred, var) = if B::ad_enabled(&rows.device()) {
-        let count = (n * positions) as f64;
-        let mean = channel_sum(rows.clone(), n, c).div_scalar(count);
-        let centred = rows - per_row(mean.clone(), n);
-        let var = channel_sum(centred.clone().square(), n, c).div_scalar(count);
+        let mean = sum(rows.clone()).div_scalar(count);
+        let centred = rows - col(mean.clone());
+        let var = sum(centred.clone().square()).div_scalar(count);
         update_running(layer, mean, var.clone(), count);
         (centred, var)
     } else {
         let mean = layer.running_mean.value();
-        (rows - per_row(mean, n), layer.running_var.value())
+        (rows - col(mean), layer.running_var.value())
     };
     let scale = layer.gamma.val() / var.add_scalar(layer.epsilon).sqrt();
-    (centred * per_row(scale, n) + per_row(layer.beta.val(), n)).reshape(dims)
+    centred * col(scale) + col(layer.beta.val())
 }
 
-/// Per-channel sums of rows `[n * c, positions]`: `[c]`.
-fn channel_sum<B: Backend>(rows: Tensor<B, 2>, n: usize, c: usize) -> Tensor<B, 1> {
-    rows.sum_dim(1).reshape([n, c]).sum_dim(0).reshape([c])
+/// Per-channel sums `[c]` of per-row sums (any shape of `n * c` values),
+/// over the batch viewed as `[n / m, m]`.
+fn channel_sum<B: Backend, const R: usize>(
+    row_sums: Tensor<B, R>,
+    n: usize,
+    c: usize,
+    m: usize,
+) -> Tensor<B, 1> {
+    if m < 2 {
+        return row_sums.reshape([n, c]).sum_dim(0).reshape([c]);
+    }
+    row_sums
+        .reshape([n / m, m, c])
+        .sum_dim(0)
+        .sum_dim(1)
+        .reshape([c])
 }
 
-/// A per-channel vector `[c]` as a column `[n * c, 1]`, one value per row.
-fn per_row<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 2> {
+/// A per-channel vector `[c]` as a column `[n * c, 1]`, one value per row,
+/// expanded over the batch viewed as `[n / m, m]` (`[n]` for m = 1).
+fn per_row<B: Backend>(v: Tensor<B, 1>, n: usize, m: usize) -> Tensor<B, 2> {
     let c = v.dims()[0];
-    v.reshape([1, c]).expand([n, c]).reshape([n * c, 1])
+    if m < 2 {
+        return v.reshape([1, c]).expand([n, c]).reshape([n * c, 1]);
+    }
+    v.reshape([1, 1, c])
+        .expand([n / m, m, c])
+        .reshape([n * c, 1])
 }
 
 /// PyTorch's update: momentum-weighted, the variance unbiased (n / (n - 1)).

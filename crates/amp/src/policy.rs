@@ -215,16 +215,6 @@ pub struct Autocast {
     split_sums: bool,
 }
 
-/// The largest power of two at most `sqrt(rows)` that divides `rows` (1:
-/// no split).
-fn split_of(rows: usize) -> usize {
-    let mut c = 1;
-    while c * 2 * c * 2 <= rows && rows.is_multiple_of(c * 2) {
-        c *= 2;
-    }
-    c
-}
-
 /// The wider of two float dtypes: an op on both runs in it.
 pub fn wider(a: DType, b: DType) -> DType {
     fn rank(d: DType) -> u8 {
@@ -284,8 +274,10 @@ impl Autocast {
         }
     }
 
-    /// `false`: bias gradients as Burn sums them, in one reduction, on every
-    /// backend (see [`Autocast::add_bias`]).
+    /// `false`: every sum as Burn runs it, in one reduction, on every backend;
+    /// `true` (the default): bias gradients, layer and batch norm statistics
+    /// and parameter gradients, and the loss's mean in two stages where the
+    /// backend's sums are serial per output (see `sums.rs`).
     pub fn with_split_sums(self, on: bool) -> Self {
         Self {
             split_sums: on,
@@ -412,7 +404,7 @@ impl Autocast {
         assert_same("linear", &x, &weight);
         let routed = D >= 2 && B::gt_routes(&x.device(), x.dtype(), self.matmul);
         // Burn's own linear where neither the product nor the bias sum changes.
-        let burns = !(routed || (self.split_sums && B::gt_split_sums(&x.device())));
+        let burns = !(routed || self.splits::<B>(&x.device()));
         if D < 2 || (D == 2 && burns) {
             return linear(x, weight, bias);
         }
@@ -446,13 +438,13 @@ impl Autocast {
     /// over `rows / c` on `c * n` threads and then over `c`, instead of
     /// `rows` values on each of `n` threads. The forward is the same add.
     pub fn add_bias<B: MatmulBackend>(&self, y: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
-        let [rows, n] = y.dims();
-        let c = split_of(rows);
-        if !self.split_sums || c < 2 || !B::gt_split_sums(&y.device()) {
-            return y + b.unsqueeze_dim(0);
-        }
-        let b = b.reshape([1, 1, n]).expand([1, c, n]);
-        (y.reshape([rows / c, c, n]) + b).reshape([rows, n])
+        let split = self.splits::<B>(&y.device());
+        crate::sums::add_bias(y, b, split)
+    }
+
+    /// Whether sums on `device` run in two stages (`[kernels] sums`).
+    fn splits<B: MatmulBackend>(&self, device: &B::Device) -> bool {
+        self.split_sums && B::gt_split_sums(device)
     }
 
     /// A Burn [`Linear`] layer in the compute dtype.
@@ -629,34 +621,38 @@ impl Autocast {
         self.full(x).mean()
     }
 
-    /// Layer norm in f32 (its f32 parameters apply to an f32 input).
-    pub fn layer_norm<B: Backend, const D: usize>(
+    /// Layer norm in f32 (its f32 parameters apply to an f32 input); the
+    /// rows are viewed in two stages where sums split (`sums.rs`).
+    pub fn layer_norm<B: MatmulBackend, const D: usize>(
         &self,
         layer: &LayerNorm<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
-        layer.forward(self.full(x))
+        let split = self.splits::<B>(&x.device());
+        crate::sums::layer_norm(layer, self.full(x), split)
     }
 
     /// Batch norm in f32, running statistics included (PyTorch's semantics,
     /// in a layout every backend broadcasts fast: see `norm.rs`).
-    pub fn batch_norm<B: Backend, const D: usize>(
+    pub fn batch_norm<B: MatmulBackend, const D: usize>(
         &self,
         layer: &BatchNorm<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
-        crate::norm::batch_norm(layer, self.full(x))
+        let split = self.splits::<B>(&x.device());
+        crate::norm::batch_norm(layer, self.full(x), split)
     }
 
     /// Mean cross-entropy of `logits` `[batch, classes]` against class
     /// indices, computed in f32 whatever the logits' dtype: the exp inside
     /// would overflow f16 from logits of about 11.1 (e^11.1 > 65504).
-    pub fn cross_entropy<B: Backend>(
+    pub fn cross_entropy<B: MatmulBackend>(
         &self,
         logits: Tensor<B, 2>,
         targets: Tensor<B, 1, Int>,
     ) -> Tensor<B, 1> {
-        self.nll(self.log_softmax(logits, 1), targets).mean()
+        let split = self.splits::<B>(&logits.device());
+        crate::sums::mean(self.nll(self.log_softmax(logits, 1), targets), split)
     }
 
     /// Per-sample cross-entropy `[batch]`, in f32.

@@ -22,14 +22,16 @@ pub struct KernelsSection {
     /// `greentrain matmul --kernels` by name.
     #[serde(default, with = "kernel_name")]
     pub matmul: MatmulKernel,
-    /// Bias gradients (sums over the batch) on cuda and wgpu: `"two-stage"`
-    /// sums about `sqrt(batch)` values per thread twice; `"burn"`, Burn's
-    /// one reduction with one thread per output looping over the batch.
+    /// Long sums on cuda and wgpu (bias gradients over the batch, layer and
+    /// batch norm statistics and parameter gradients, the loss's mean, each
+    /// of 512 values or more): `"two-stage"` sums about `sqrt(len)` values
+    /// per thread twice; `"burn"`, Burn's one reduction with one thread per
+    /// output looping over all of them.
     #[serde(default)]
     pub sums: Sums,
 }
 
-/// How a bias gradient is summed on the CubeCL backends.
+/// How long sums run on the CubeCL backends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sums {
