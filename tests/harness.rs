@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The workspace root, where the commands run (configs/ and datasets/ are
 /// relative to it).
@@ -81,11 +82,35 @@ impl Gt {
     }
 
     /// Starts it in the background, its output discarded.
+    #[allow(dead_code)]
     pub fn spawn_quiet(mut self) -> Child {
         self.0
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the greentrain binary starts")
+    }
+}
+
+/// The run folder in `out` once it holds `file` (polled every 2 ms, for up
+/// to two minutes): how the kill tests time their signals.
+#[allow(dead_code)]
+pub fn wait_for_run_file(out: &Path, file: &str) -> PathBuf {
+    let t0 = Instant::now();
+    loop {
+        let found = std::fs::read_dir(out)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join(file).exists());
+        if let Some(dir) = found {
+            return dir;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no {file} appeared in {}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }

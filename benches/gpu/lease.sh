@@ -3,7 +3,8 @@
 # batch 4096 and 1024, transformer, ResNet-20, LeNet-5: greentrain fp32 and
 # fp16 against PyTorch fp32 and AMP, windows sized by run.sh --window; the
 # launch-bound wide MLP 1024 and transformer also without the foreach kernels,
-# `...nofe:greentrain`; the whole table may need a second call, --cases),
+# `...nofe:greentrain`, then without the two-stage sums (`...nosums`) and
+# greentrain's matmul kernels (`...burnmm`); the whole table may need a second call, --cases),
 # then cubek's matmul kernels in f16, then Nanda et al.'s
 # grokking run in fp32 and fp16 with what time is left. Everything comes back
 # as at most 6 files: the tables, the logs and one tarball (the device tool
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/../.."
 device=cuda
 window=5.5
 quick=()
-cases="wide1024 wide1024nofe:greentrain transformer transformernofe:greentrain wide4096 resnet20 lenet"
+cases="wide1024 wide1024nofe:greentrain transformer transformernofe:greentrain wide4096 resnet20 lenet wide4096nosums:greentrain resnet20nosums:greentrain wide4096burnmm:greentrain"
 profile=()
 while [ $# -gt 0 ]; do
     case "$1" in

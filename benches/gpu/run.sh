@@ -124,6 +124,15 @@ case_args() {
         lenetnofe) echo "mnist_lenet5 1024 150 1500 kernels.foreach=false" ;;
         resnet20nofe) echo "mnist_resnet20 512 100 300 kernels.foreach=false" ;;
         transformernofe) echo "modular_transformer 4096 200 600 kernels.foreach=false" ;;
+        # Without the two-stage sums (`[kernels] sums = "burn"`: Burn's one
+        # reduction per output) and without greentrain's matmul kernels
+        # (`matmul = "burn"`): each path's gain measured alone.
+        wide4096nosums) echo "mnist_wide_mlp 4096 600 600 kernels.sums=\"burn\"" ;;
+        wide1024nosums) echo "mnist_wide_mlp 1024 1200 1200 kernels.sums=\"burn\"" ;;
+        resnet20nosums) echo "mnist_resnet20 512 100 300 kernels.sums=\"burn\"" ;;
+        transformernosums) echo "modular_transformer 4096 200 600 kernels.sums=\"burn\"" ;;
+        wide4096burnmm) echo "mnist_wide_mlp 4096 600 600 kernels.matmul=\"burn\"" ;;
+        transformerburnmm) echo "modular_transformer 4096 200 600 kernels.matmul=\"burn\"" ;;
         *) echo "unknown case $1" >&2; return 1 ;;
     esac
 }

@@ -129,6 +129,10 @@ impl<B: AutodiffBackend> DeviceOptimizer<B> {
     }
 
     /// Restores saved state; refuses a record of another optimizer.
+    /// A record from a file is untrusted: the step count must be one value,
+    /// every id a parameter id, and each slot hold the state this optimizer
+    /// keeps (Adam two equal-length vectors, momentum one, plain SGD none).
+    /// [`DeviceOptimizer::check_for`] then matches it to the model.
     pub fn load_record(mut self, record: OptimizerRecord<B::InnerBackend>) -> Result<Self, String> {
         let (name, steps, slots) = record;
         if name != self.spec.name() {
@@ -137,12 +141,78 @@ impl<B: AutodiffBackend> DeviceOptimizer<B> {
                 self.spec.name()
             ));
         }
+        if steps.dims() != [1] {
+            return Err(format!(
+                "its step count has shape {:?}, not [1]",
+                steps.dims()
+            ));
+        }
+        let (keeps_first, keeps_second) = match self.spec {
+            OptimizerSpec::Sgd { momentum, .. } => (momentum.is_some(), false),
+            _ => (true, true),
+        };
+        let mut restored = HashMap::with_capacity(slots.len());
+        for (id, first, second) in slots {
+            let pid = ParamId::try_deserialize(&id)
+                .ok_or_else(|| format!("its state names an invalid parameter id {id:?}"))?;
+            let shape_ok = second
+                .as_ref()
+                .is_none_or(|s| s.dims() == first.dims() && s.dtype() == first.dtype());
+            if !keeps_first || second.is_some() != keeps_second || !shape_ok {
+                return Err(format!(
+                    "its state for parameter {id} is not {} state",
+                    self.spec.name()
+                ));
+            }
+            if restored.insert(pid, Slot { first, second }).is_some() {
+                return Err(format!("it holds two states for parameter {id}"));
+            }
+        }
         self.steps = steps;
-        self.slots = slots
-            .into_iter()
-            .map(|(id, first, second)| (ParamId::deserialize(&id), Slot { first, second }))
-            .collect();
+        self.slots = restored;
         Ok(self)
+    }
+
+    /// Whether the restored state fits `module`: every slot belongs to one
+    /// of its parameters and has that parameter's length and dtype.
+    pub fn check_for<M: AutodiffModule<B>>(&self, module: &M) -> Result<(), String> {
+        let mut sizes = Sizes::<B> {
+            of: HashMap::new(),
+            _b: std::marker::PhantomData,
+        };
+        module.visit(&mut sizes);
+        for (id, slot) in &self.slots {
+            let found = (slot.first.dims()[0], slot.first.dtype());
+            match sizes.of.get(id) {
+                None => {
+                    return Err(format!(
+                        "its state names parameter {id}, which the model does not have"
+                    ))
+                }
+                Some(&want) if want != found => {
+                    return Err(format!(
+                        "its state for parameter {id} has {} {:?} values, the parameter {} {:?}",
+                        found.0, found.1, want.0, want.1
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each float parameter's length and dtype.
+struct Sizes<B: AutodiffBackend> {
+    of: HashMap<ParamId, (usize, burn::tensor::DType)>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Sizes<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        self.of
+            .insert(param.id, (t.shape().num_elements(), t.dtype()));
     }
 }
 

@@ -41,6 +41,10 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Change the run's config as it resumes, recorded in run.json
+        /// (train.epochs up, budget.max_kwh, budget.max_co2_g); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Compare precisions on one config: interleaved repeats, warm-up
     /// excluded, ratios against fp32 with 95% intervals.
@@ -214,8 +218,9 @@ struct BenchArgs {
     /// Epochs at the start of each run excluded from time and energy.
     #[arg(long, default_value_t = 1)]
     warmup_epochs: usize,
-    /// Shortest measured window (e.g. 5s, 2m): shorter timed epochs
-    /// get more steps (`train.steps_per_epoch`) and the runs start again.
+    /// Shortest measurement (e.g. 5s, 2m): a metered run whose timed
+    /// epochs together are shorter is flagged as unreliable in energy; the
+    /// config is measured as written.
     #[arg(long, default_value = "5s")]
     min_window: String,
     /// Override one config value: section.key=value (repeatable).
@@ -240,6 +245,11 @@ fn schedule(a: ScheduleArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let mut duration = None;
+    if let Some(k) = a.energy_kwh.filter(|k| !(k.is_finite() && *k >= 0.0)) {
+        return usage(format!(
+            "--energy-kwh {k}: the job's energy is a finite number of kWh, 0 or more"
+        ));
+    }
     let mut energy_kwh = a.energy_kwh;
     if let Some(dir) = &a.from_run {
         match greentrain_trainer::record::RunRecord::load(dir) {
@@ -723,12 +733,13 @@ fn main() -> ExitCode {
             run_dir,
             device,
             quiet,
+            set,
         }) => {
             let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            finish(greentrain_trainer::resume(&run_dir, spec, quiet))
+            finish(greentrain_trainer::resume_with(&run_dir, spec, quiet, &set))
         }
         Some(Command::Meters { idle }) => meters(idle),
         Some(Command::Matmul {

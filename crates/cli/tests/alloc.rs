@@ -9,7 +9,20 @@ mod alloc;
 fn main() {
     a_user_setting_of_any_variable_wins();
     if !alloc::wanted(|name| std::env::var(name).ok()) {
-        println!("glibc's MALLOC_ variables are set: the user's choice is kept; nothing to check");
+        // The user's choice is kept (a_user_setting_of_any_variable_wins);
+        // the settings themselves are checked in a copy of this process
+        // without the variables, so that this test never passes unchecked.
+        assert!(!alloc::keep_freed_memory(), "a user setting was overridden");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        for name in [
+            "MALLOC_MMAP_MAX_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_ARENA_MAX",
+        ] {
+            child.env_remove(name);
+        }
+        let status = child.status().expect("the test re-runs itself");
+        assert!(status.success(), "without the MALLOC_ variables: {status}");
         return;
     }
     assert!(alloc::keep_freed_memory(), "mallopt refused a setting");

@@ -369,14 +369,35 @@ impl Series {
         }
     }
 
-    /// Seconds of `[a, b]` not covered by the series (before its first
-    /// point, or after its last point's interval).
+    /// Seconds of `[a, b]` not covered by the series: before its first
+    /// point, after its last point's interval, or inside a [`Series::gaps`]
+    /// hole (held at the value before it, so not a forecast).
     pub fn uncovered_s(&self, a: f64, b: f64) -> f64 {
         let first = self.points[0].0;
         let last = self.points.last().unwrap().0 + self.step_s;
-        (first - a).clamp(0.0, b - a) + (b - last).clamp(0.0, b - a)
+        let holes: f64 = self
+            .gaps()
+            .map(|(g0, g1)| (g1.min(b) - g0.max(a)).max(0.0))
+            .sum();
+        (first - a).clamp(0.0, b - a) + (b - last).clamp(0.0, b - a) + holes
+    }
+
+    /// Holes in the file: where two rows are more than [`GAP_STEPS`] usual
+    /// steps apart, the time from the earlier row's usual interval to the
+    /// next row. A 10 g/kWh row followed by 12 missing hours is not 12
+    /// hours at 10 g/kWh.
+    pub fn gaps(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        let step = self.step_s;
+        self.points
+            .windows(2)
+            .filter(move |w| w[1].0 - w[0].0 > GAP_STEPS * step)
+            .map(move |w| (w[0].0 + step, w[1].0))
     }
 }
+
+/// Rows further apart than this many of the file's usual (median) steps
+/// leave a hole ([`Series::gaps`]).
+pub const GAP_STEPS: f64 = 3.0;
 
 /// The intensity a run uses.
 #[derive(Clone, Debug, PartialEq)]

@@ -159,11 +159,9 @@ impl EmissionsRow {
         String::from_utf8(w.into_inner().expect("in-memory csv")).expect("utf-8")
     }
 
-    /// Writes `emissions.csv` into `dir` (atomically: temporary file, rename).
+    /// Writes `emissions.csv` into `dir` atomically and fsync'd
+    /// ([`crate::files::write_atomic`]: never through a symlink).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let path = dir.join("emissions.csv");
-        let tmp = dir.join(".emissions.csv.tmp");
-        std::fs::write(&tmp, self.to_csv())?;
-        std::fs::rename(tmp, path)
+        crate::files::write_atomic(&dir.join("emissions.csv"), self.to_csv().as_bytes())
     }
 }

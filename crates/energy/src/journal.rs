@@ -19,9 +19,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating) `path` for appending one entry every `every`.
+    /// Opens (creating) `path` for appending one entry every `every`; a
+    /// symlink at `path` is refused, not followed.
     pub fn open(path: &Path, every: Duration) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file =
+            crate::files::open_no_follow(OpenOptions::new().create(true).append(true), path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

@@ -13,7 +13,8 @@
 //!   provenance, resumed runs, waiting kept apart, emissions.csv;
 //! - [`budget`]: whole-run predictions and budgets;
 //! - [`schedule`]: carbon-aware Flexible Start and Pause-and-Resume plans;
-//! - [`codecarbon`]: `emissions.csv` in CodeCarbon's format.
+//! - [`codecarbon`]: `emissions.csv` in CodeCarbon's format;
+//! - [`files`]: writes that never follow a symlink, synced to disk.
 //!
 //! ```
 //! use greentrain_energy::{tracker, Provenance};
@@ -29,6 +30,7 @@ pub mod budget;
 pub mod carbon;
 pub mod codecarbon;
 pub mod estimate;
+pub mod files;
 pub mod journal;
 pub mod meter;
 pub mod nvml;

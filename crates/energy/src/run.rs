@@ -76,6 +76,30 @@ struct JournalEntry {
     unmetered_s: f64,
 }
 
+impl JournalEntry {
+    /// Why this entry cannot be a running total a meter wrote (a crafted or
+    /// damaged file): `None` when every figure is finite and not negative.
+    fn implausible(&self) -> Option<String> {
+        let bad = |x: f64| !x.is_finite() || x < 0.0;
+        if !self.unix.is_finite() || self.unix <= 0.0 {
+            return Some(format!("time {}", self.unix));
+        }
+        if let Some(c) = self.components.iter().find(|c| bad(c.joules)) {
+            return Some(format!("{} J for {}", c.joules, c.name));
+        }
+        for (what, x) in [
+            ("duration_s", self.duration_s),
+            ("co2_g", self.co2_g),
+            ("unmetered_s", self.unmetered_s),
+        ] {
+            if bad(x) {
+                return Some(format!("{what} {x}"));
+            }
+        }
+        None
+    }
+}
+
 /// Idle power measured before training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdleRecord {
@@ -604,7 +628,16 @@ fn recover(
     let as_of = p.energy.as_ref().map_or(0.0, |e| e.as_of_unix);
     let newer = journal
         .and_then(Journal::last::<JournalEntry>)
-        .filter(|j| j.unix > as_of);
+        .filter(|j| j.unix > as_of)
+        .filter(|j| match j.implausible() {
+            None => true,
+            Some(why) => {
+                warnings.push(format!(
+                    "{JOURNAL}: its last entry is not a running total ({why}); ignored, the energy since the last saved record is unmetered"
+                ));
+                false
+            }
+        });
     let (mut e, g) = match (p.energy, newer) {
         (e, Some(j)) => {
             warnings.push(format!(
@@ -789,5 +822,30 @@ mod tests {
             format!("2 x {h}, 1 x gpu:GPU-3")
         );
         assert_eq!(gpu_model(&meters, std::iter::empty()), "");
+    }
+
+    /// A journal whose last line claims negative joules (or a NaN) is not
+    /// taken as the run's energy: a warning, and no record from it.
+    #[test]
+    fn an_implausible_journal_entry_is_ignored_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(JOURNAL);
+        let line = |j: f64| {
+            format!(
+                "{{\"unix\":1.8e9,\"components\":[{{\"name\":\"cpu\",\"kind\":\"cpu\",\"joules\":{j},\"provenance\":\"estimated\",\"method\":\"tdp\"}}],\"duration_s\":10.0,\"co2_g\":0.1}}\n"
+            )
+        };
+        let prior = || Prior {
+            energy: None,
+            co2_g: 0.0,
+            killed: true,
+        };
+        std::fs::write(&path, line(-2.0e6)).unwrap();
+        let mut warnings = vec![];
+        assert!(recover(prior(), Some(&path), &mut warnings).is_none());
+        assert!(warnings[0].contains("-2000000 J for cpu"), "{warnings:?}");
+        std::fs::write(&path, line(500.0)).unwrap();
+        let (e, _) = recover(prior(), Some(&path), &mut vec![]).unwrap();
+        assert_eq!(e.total_j, 500.0);
     }
 }

@@ -29,6 +29,18 @@ pub enum ScheduleError {
         /// Needed span.
         need_to: String,
     },
+    /// The forecast has a hole inside the span the plan needs.
+    #[error("the forecast {path} has no rows from {from} to {to} (its rows are usually {step} apart): a plan there would count the hole at the value before it. Fill the gap, or choose a window outside it")]
+    Gap {
+        /// Forecast file.
+        path: String,
+        /// Start of the hole (the end of the last row's usual interval).
+        from: String,
+        /// End of the hole (the next row).
+        to: String,
+        /// The file's usual step.
+        step: String,
+    },
     /// The job does not fit.
     #[error("{what} ({limit}) is shorter than the job ({job}): the job cannot finish in time")]
     TooShort {
@@ -198,13 +210,22 @@ pub fn mean_over(series: &Series, spans: &[(f64, f64)]) -> f64 {
 }
 
 fn covered(series: &Series, a: f64, b: f64) -> Result<(), ScheduleError> {
-    if series.uncovered_s(a, b) > 0.0 {
+    let last = series.points.last().unwrap().0 + series.step_s;
+    if series.points[0].0 > a || last < b {
         return Err(ScheduleError::NotCovered {
             path: series.path.display().to_string(),
             have_from: format_time(series.points[0].0),
             have_to: format_time(series.points.last().unwrap().0 + series.step_s),
             need_from: format_time(a),
             need_to: format_time(b),
+        });
+    }
+    if let Some((g0, g1)) = series.gaps().find(|&(g0, g1)| g0 < b && g1 > a) {
+        return Err(ScheduleError::Gap {
+            path: series.path.display().to_string(),
+            from: format_time(g0),
+            to: format_time(g1),
+            step: human(series.step_s),
         });
     }
     Ok(())

@@ -165,3 +165,34 @@ fn the_simulated_clock_ticks_and_jumps() {
     c.sleep_until(10.0);
     assert_eq!(c.now(), 510.0);
 }
+
+/// The case: a 10 g/kWh row, then 12 hours with no rows. A plan in
+/// the hole is refused (it would be 12 hours "at 10 g/kWh"), a window
+/// outside it is planned, and a run inside it counts the hole as uncovered.
+#[test]
+fn a_hole_in_the_forecast_is_not_filled_with_the_row_before_it() {
+    let mut s = hourly(&[300.0, 300.0, 300.0, 10.0]);
+    let after = t0() + 16.0 * H;
+    s.points
+        .extend([(after, 300.0), (after + H, 300.0), (after + 2.0 * H, 300.0)]);
+    assert_eq!(s.gaps().collect::<Vec<_>>(), vec![(t0() + 4.0 * H, after)]);
+    let e = flexible_start(&s, t0(), 2.0 * H, 18.0 * H).unwrap_err();
+    assert!(matches!(e, ScheduleError::Gap { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("2026-12-01T04:00:00Z") && msg.contains("2026-12-01T16:00:00Z"),
+        "{msg}"
+    );
+    let e = pause_resume(&s, t0(), 2.0 * H, 18.0 * H).unwrap_err();
+    assert!(matches!(e, ScheduleError::Gap { .. }), "{e}");
+    // Before the hole: planned as usual.
+    let p = flexible_start(&s, t0(), 1.0 * H, 4.0 * H).unwrap();
+    assert_eq!(p.expected_g_per_kwh, 10.0);
+    // Two hours of training, one in the hole: one hour uncovered.
+    assert_eq!(s.uncovered_s(t0() + 3.0 * H, t0() + 5.0 * H), H);
+    // Rows two steps apart are not a hole.
+    let mut t = hourly(&[1.0, 2.0]);
+    t.points.push((t0() + 3.0 * H, 3.0));
+    t.points.push((t0() + 4.0 * H, 4.0));
+    assert_eq!(t.gaps().count(), 0);
+}

@@ -135,7 +135,8 @@ fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
     check([3, 6, 14, 14], [16, 6, 5, 5], true, 1, 0, false, 1e-5); // LeNet c3
     check([2, 3, 7, 5], [4, 3, 3, 2], false, 1, 1, false, 1e-5); // non-square
     check([1, 2, 4, 4], [3, 2, 4, 4], false, 1, 0, false, 1e-5); // kernel = image
-    check([2, 4, 9, 9], [5, 4, 3, 3], true, 2, 1, false, 0.0); // strided: Burn's own
+                                                                 // Strided convolutions are not routed (only_stride_1_...): Burn runs
+                                                                 // them, and comparing Burn with itself here would test nothing.
 }
 
 #[test]

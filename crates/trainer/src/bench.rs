@@ -30,10 +30,10 @@ pub struct BenchRequest {
     /// Epochs at the start of each run excluded from time and energy
     /// (kernel compilation, autotune, caches).
     pub warmup_epochs: usize,
-    /// Shortest measured window, s: when the first repeat's timed epochs
-    /// are shorter, the benchmark sets `train.steps_per_epoch` so that they
-    /// are not, and starts again (an energy counter that updates every
-    /// 100 ms cannot measure a 0.1 s epoch).
+    /// Shortest measurement, s: a run whose timed epochs together are
+    /// shorter is flagged (an energy counter that updates every 100 ms
+    /// cannot measure 0.1 s), unless every meter is an estimate. The config
+    /// is measured as written: nothing is resized to reach it.
     pub min_window_s: f64,
     /// No progress output from the runs.
     pub quiet: bool,
@@ -64,9 +64,13 @@ pub struct BenchRun {
     pub skipped_steps: u64,
     /// Provenance of the energy figure.
     pub provenance: Option<Provenance>,
-    /// The shortest timed epoch, s (each is one measurement window).
+    /// The shortest timed epoch, s.
     #[serde(default)]
     pub shortest_window_s: f64,
+    /// Every energy figure of the run is an estimate (no counter whose
+    /// resolution a short window would defeat).
+    #[serde(default)]
+    pub estimated_only: bool,
     /// Training samples in the dataset (to size epochs in steps).
     #[serde(default)]
     pub train_samples: usize,
@@ -131,11 +135,12 @@ pub struct BenchReport {
     /// The shortest window asked for, s.
     #[serde(default)]
     pub min_window_s: f64,
-    /// `train.steps_per_epoch` the benchmark set to reach it (absent when
-    /// the config's epochs were long enough).
+    /// `train.steps_per_epoch` an earlier greentrain's bench set to reach
+    /// `min_window_s` (it no longer changes the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps_per_epoch: Option<usize>,
-    /// Runs with a timed window still shorter than `min_window_s`.
+    /// Metered runs whose timed epochs together lasted under
+    /// `min_window_s`: their energy figures are unreliable.
     #[serde(default)]
     pub short_windows: usize,
     /// Every run, in the order they ran.
@@ -278,16 +283,15 @@ impl BenchReport {
                 to_target.join(", ")
             ));
         }
-        let shortest = shortest(&self.runs);
-        if shortest.is_finite() {
+        if let Some(least) = self.runs.iter().map(|r| r.wall_s).reduce(f64::min) {
             s.push_str(&format!(
-                "Each timed epoch is one measurement window: the shortest lasted {shortest:.2} s (--min-window {} s{}){}.\n",
+                "The config as written, measured over each run's timed epochs together: the shortest run's lasted {least:.2} s (--min-window {} s){}.\n",
                 self.min_window_s,
-                self.steps_per_epoch
-                    .map(|n| format!("; train.steps_per_epoch set to {n} to reach it"))
-                    .unwrap_or_default(),
                 if self.short_windows > 0 {
-                    format!("; {} run(s) still had shorter windows, whose energy is less certain", self.short_windows)
+                    format!(
+                        "; {} metered run(s) were shorter, and their energy figures are unreliable (a counter's resolution is a large part of them): train longer (more epochs) for a reliable figure",
+                        self.short_windows
+                    )
                 } else {
                     String::new()
                 }
@@ -365,32 +369,11 @@ impl BenchReport {
     }
 }
 
-fn shortest(runs: &[BenchRun]) -> f64 {
-    runs.iter()
-        .map(|r| r.shortest_window_s)
-        .fold(f64::INFINITY, f64::min)
-}
-
-/// Steps per epoch that make every timed epoch of `runs` (the first
-/// repeat) last `min_window_s` with `spare` to spare; `None` when they
-/// already do.
-fn steps_for_window(
-    req: &BenchRequest,
-    config: &LoadedConfig,
-    runs: &[BenchRun],
-    spare: f64,
-) -> Option<usize> {
-    let short = shortest(runs);
-    if short >= req.min_window_s || short <= 0.0 || short.is_nan() {
-        return None;
-    }
-    let c = &config.config;
-    let train = runs.first().map(|r| r.train_samples).unwrap_or(0);
-    let steps = c
-        .train
-        .steps_per_epoch
-        .unwrap_or_else(|| train.div_ceil(c.data.batch_size).max(1));
-    Some((steps as f64 * spare * req.min_window_s / short).ceil() as usize)
+/// Whether a run's energy figure rests on a window shorter than the
+/// counters can resolve: its timed epochs together under `min_window_s`,
+/// with at least one meter that is not an estimate.
+fn short(run: &BenchRun, min_window_s: f64) -> bool {
+    !run.estimated_only && run.wall_s < min_window_s
 }
 
 /// Runs repeats `repeats` of every precision, interleaved.
@@ -478,6 +461,11 @@ fn one_run(
         co2_g,
         skipped_steps: f.skipped_steps,
         provenance: r.energy.as_ref().map(|e| e.provenance),
+        estimated_only: r.energy.as_ref().is_none_or(|e| {
+            e.components
+                .iter()
+                .all(|c| c.provenance == Provenance::Estimated)
+        }),
         shortest_window_s: timed.iter().map(|e| e.wall_s).fold(f64::INFINITY, f64::min),
         train_samples: r.dataset.train_samples,
         target_energy_j: r
@@ -506,31 +494,14 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
         )));
     }
     let runs_dir = req.out_dir.join("runs");
-    let mut config = req.config.clone();
-    let mut runs = run_repeats(&req, &config, &runs_dir, 0..1)?;
-    let mut planned = None;
-    // Sized from the first repeat's rate. A rate measured on a few steps
-    // can be 20% or more off the rate of a longer epoch (seen on a loaded
-    // CI machine: after three sizings at 20% spare one window still lasted
-    // 0.392 s of 0.4), so each new sizing keeps more spare: 20%, 50%, 88%,
-    // 134%.
-    for attempt in 0..4 {
-        let spare = 1.2 * 1.25f64.powi(attempt);
-        let Some(steps) = steps_for_window(&req, &config, &runs, spare) else {
-            break;
-        };
-        if !req.quiet {
-            println!(
-                "bench: timed epochs as short as {:.2} s are under --min-window {} s: {steps} steps per epoch, starting again",
-                shortest(&runs),
-                req.min_window_s
-            );
-        }
-        config.config.train.steps_per_epoch = Some(steps);
-        planned = Some(steps);
-        runs = run_repeats(&req, &config, &runs_dir, 0..1)?;
+    let runs = run_repeats(&req, &req.config, &runs_dir, 0..req.repeats)?;
+    let short_windows = runs.iter().filter(|r| short(r, req.min_window_s)).count();
+    if short_windows > 0 && !req.quiet {
+        println!(
+            "bench: {short_windows} run(s) measured their timed epochs in under --min-window {} s: their energy figures are unreliable (the config was measured as written; train more epochs for a reliable figure)",
+            req.min_window_s
+        );
     }
-    runs.extend(run_repeats(&req, &config, &runs_dir, 1..req.repeats)?);
     let report = BenchReport {
         schema: "greentrain.bench/1".into(),
         config: req.config.path.clone(),
@@ -538,11 +509,8 @@ pub fn bench(req: BenchRequest) -> Result<BenchReport, Failure> {
         repeats: req.repeats,
         warmup_epochs: req.warmup_epochs,
         min_window_s: req.min_window_s,
-        steps_per_epoch: planned,
-        short_windows: runs
-            .iter()
-            .filter(|r| r.shortest_window_s < req.min_window_s)
-            .count(),
+        steps_per_epoch: None,
+        short_windows,
         results: aggregate(&runs, &req.precisions),
         runs,
     };

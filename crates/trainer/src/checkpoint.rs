@@ -37,6 +37,82 @@ pub struct TrainState {
     pub config_dir: PathBuf,
 }
 
+/// The sizes a run's config gives it, against which a restored state is
+/// checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Extent {
+    /// Epochs the config trains.
+    pub epochs: usize,
+    /// Micro-batches per epoch.
+    pub steps: usize,
+    /// Optimizer steps over all epochs.
+    pub optimizer_steps: u64,
+    /// Samples per micro-batch.
+    pub batch: usize,
+}
+
+impl TrainState {
+    /// Whether this state (from a file: untrusted, though sealed) can be
+    /// where a run of `extent` stands: an epoch of 10^6 would otherwise end
+    /// the run `completed` at once.
+    pub fn check_fits(&self, extent: Extent) -> Result<(), String> {
+        let Extent {
+            epochs,
+            steps,
+            optimizer_steps,
+            batch,
+        } = extent;
+        let p = &self.partial;
+        let fail = |what: String| Err(format!("its state is not a point of this run: {what}"));
+        if self.epoch > epochs || (self.epoch == epochs && self.step > 0) {
+            return fail(format!("epoch {} of {epochs}", self.epoch + 1));
+        }
+        if self.step > steps {
+            return fail(format!("step {} of an epoch of {steps}", self.step));
+        }
+        if self.optimizer_steps > optimizer_steps {
+            return fail(format!(
+                "{} optimizer steps of {optimizer_steps}",
+                self.optimizer_steps
+            ));
+        }
+        if self.epochs.len() != self.epoch
+            || self
+                .epochs
+                .iter()
+                .enumerate()
+                .any(|(i, e)| e.epoch != i + 1)
+        {
+            return fail(format!(
+                "{} finished epochs recorded at epoch {}",
+                self.epochs.len(),
+                self.epoch + 1
+            ));
+        }
+        if p.samples > (self.step * batch) as u64
+            || p.correct > p.samples
+            || p.skipped > self.step as u64
+        {
+            return fail(format!(
+                "{} samples ({} correct, {} steps skipped) after {} steps of {batch}",
+                p.samples, p.correct, p.skipped, self.step
+            ));
+        }
+        let bad = |x: f64| !x.is_finite() || x < 0.0;
+        if bad(p.wall_s) || bad(p.data_s) || bad(p.energy_j) {
+            return fail(format!(
+                "times {} s and {} s, {} J",
+                p.wall_s, p.data_s, p.energy_j
+            ));
+        }
+        let sc = &self.scaler;
+        if !sc.scale.is_finite() || sc.scale <= 0.0 {
+            return fail(format!("loss scale {}", sc.scale));
+        }
+        Ok(())
+    }
+}
+
 /// Sums over the part of an epoch already trained.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartialEpoch {
@@ -115,18 +191,30 @@ impl Checkpoint {
             return Err("checkpoint is damaged (sha256 mismatch)".into());
         }
         let mut pos = 8;
+        // Every length is bounded by the bytes that remain.
         let mut take = || -> Result<&[u8], String> {
             let len_bytes = body.get(pos..pos + 8).ok_or("checkpoint truncated")?;
-            let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
-            let part = body
-                .get(pos + 8..pos + 8 + len)
-                .ok_or("checkpoint truncated")?;
-            pos += 8 + len;
+            let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| (pos + 8).checked_add(l))
+                .filter(|&e| e <= body.len())
+                .ok_or_else(|| {
+                    format!(
+                        "checkpoint damaged: a part claims {len} bytes, the file has {}",
+                        bytes.len()
+                    )
+                })?;
+            let part = &body[pos + 8..end];
+            pos = end;
             Ok(part)
         };
         let json = take()?;
         let model = take()?.to_vec();
         let optim = take()?.to_vec();
+        if pos != body.len() {
+            return Err("checkpoint damaged: bytes after its last part".into());
+        }
         let state = serde_json::from_slice(json)
             .map_err(|e| format!("checkpoint state unreadable: {e}"))?;
         Ok(Self {

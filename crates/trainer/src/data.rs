@@ -1,5 +1,10 @@
 //! Datasets: IDX (u8 and f32, gzipped or not) and the UCI digits CSV, with
-//! sha256 verification of the shipped files. Every failure names the file.
+//! sha256 verification of the shipped files, and a user's own NumPy and CSV
+//! files (`npz.rs`, `table.rs`, `user.rs`). Every failure names the file.
+
+mod npz;
+mod table;
+mod user;
 
 use crate::config::{Config, DatasetKind, ModOp};
 use flate2::read::MultiGzDecoder;
@@ -78,6 +83,8 @@ pub struct Dataset {
     pub val: Option<Split>,
     /// Test split.
     pub test: Split,
+    /// Class names in index order, where the labels were names (CSV).
+    pub class_names: Option<Vec<String>>,
     /// Tokens, for datasets of token sequences (`modular`: p + 1).
     pub vocab: Option<usize>,
 }
@@ -452,7 +459,13 @@ const MNIST_NORM: (f32, f32) = (0.1307, 0.3081);
 /// Loads the dataset a config names, splitting off validation data.
 pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
     let d = &config.data;
+    let mut class_names = None;
     let (name, train, test, shape, classes) = match d.dataset {
+        DatasetKind::Npz | DatasetKind::Csv => {
+            let u = user::load(d, config_dir)?;
+            class_names = u.class_names;
+            (u.name, u.train, u.test, u.shape, u.classes)
+        }
         DatasetKind::Mnist => {
             let root = find_root(config_dir, d.root.as_deref())?;
             let f = |n: &str| root.join("mnist").join(n);
@@ -527,14 +540,7 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
             ("modular".to_string(), train, test, vec![3], p)
         }
         DatasetKind::Idx => {
-            let p = |o: &Option<PathBuf>| {
-                let p = o.as_ref().expect("validated");
-                if p.is_absolute() {
-                    p.clone()
-                } else {
-                    config_dir.join(p)
-                }
-            };
+            let p = |o: &Option<PathBuf>| relative_to(config_dir, o.as_ref().expect("validated"));
             let (train, shape) =
                 split_from_idx(&p(&d.train_images), &p(&d.train_labels), None, None, None)?;
             let classes = train.y.iter().copied().max().unwrap_or(0) as usize + 1;
@@ -552,7 +558,12 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
     };
     let vocab = (d.dataset == DatasetKind::Modular).then(|| d.modulus() + 1);
     let features: usize = shape.iter().product();
-    let (train, val) = split_validation(train, features, d.val_fraction, config.run.seed);
+    let (mut train, mut val) = split_validation(train, features, d.val_fraction, config.run.seed);
+    let mut test = test;
+    if d.normalize {
+        let mut others: Vec<&mut Split> = std::iter::once(&mut test).chain(val.as_mut()).collect();
+        user::standardize(&mut train, &mut others, features);
+    }
     Ok(Dataset {
         name,
         sample_shape: shape,
@@ -561,7 +572,40 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
         val,
         test,
         vocab,
+        class_names,
     })
+}
+
+impl Dataset {
+    /// A warning when the training labels use under half of the classes
+    /// the output layer gets (classes are the largest label + 1).
+    pub fn label_warning(&self) -> Option<String> {
+        let mut used = vec![false; self.num_classes];
+        for &y in &self.train.y {
+            if let Some(u) = used.get_mut(y as usize) {
+                *u = true;
+            }
+        }
+        let n = used.iter().filter(|&&u| u).count();
+        (self.num_classes > 2 && 2 * n < self.num_classes).then(|| {
+            format!(
+                "the training labels use {n} of the {} classes 0..{} the output layer gets: \
+                 a stray large label in the label file?",
+                self.num_classes,
+                self.num_classes - 1
+            )
+        })
+    }
+}
+
+/// A path from the config: as it is when absolute, else relative to the
+/// config file's folder.
+fn relative_to(config_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_dir.join(p)
+    }
 }
 
 /// `b^e mod p`.

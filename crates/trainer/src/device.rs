@@ -125,6 +125,8 @@ pub struct CudaGpu {
     pub name: Option<String>,
     /// `cuDeviceGetPCIBusId` (`0000:65:00.0`): how NVML finds the same GPU.
     pub pci_bus_id: Option<String>,
+    /// `cuDeviceTotalMem_v2`, bytes: what a model must fit in.
+    pub total_memory: Option<u64>,
 }
 
 /// [`probe_cuda`] with its files and libraries named (tests point it at
@@ -171,6 +173,7 @@ fn driver_devices(libcuda: &str) -> Result<Vec<CudaGpu>, String> {
     type Count = unsafe extern "C" fn(*mut i32) -> i32;
     type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
     type Text = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
+    type Mem = unsafe extern "C" fn(*mut usize, i32) -> i32;
     // SAFETY: the driver library's entry points have these C signatures
     // (CUDA driver API: CUresult cuInit(unsigned), cuDeviceGetCount(int*)).
     unsafe {
@@ -197,6 +200,8 @@ fn driver_devices(libcuda: &str) -> Result<Vec<CudaGpu>, String> {
         let get = lib.get::<Get>(b"cuDeviceGet\0").ok();
         let name = lib.get::<Text>(b"cuDeviceGetName\0").ok();
         let bus = lib.get::<Text>(b"cuDeviceGetPCIBusId\0").ok();
+        // CUresult cuDeviceTotalMem_v2(size_t*, CUdevice).
+        let mem = lib.get::<Mem>(b"cuDeviceTotalMem_v2\0").ok();
         // CUresult cuDeviceGetName(char*, int, CUdevice) and
         // cuDeviceGetPCIBusId(char*, int, CUdevice): a text into a buffer.
         let text = |f: &Option<libloading::Symbol<Text>>, dev: i32| -> Option<String> {
@@ -219,6 +224,10 @@ fn driver_devices(libcuda: &str) -> Result<Vec<CudaGpu>, String> {
                 CudaGpu {
                     name: text(&name, dev).filter(|s| !s.is_empty()),
                     pci_bus_id: text(&bus, dev).filter(|s| !s.is_empty()),
+                    total_memory: mem.as_ref().and_then(|f| {
+                        let mut bytes = 0usize;
+                        (f(&mut bytes, dev) == 0 && bytes > 0).then_some(bytes as u64)
+                    }),
                 }
             })
             .collect())
@@ -272,8 +281,13 @@ fn wgpu_adapters() -> &'static [(wgpu::AdapterInfo, wgpu::Limits)] {
     static ADAPTERS: std::sync::OnceLock<Vec<(wgpu::AdapterInfo, wgpu::Limits)>> =
         std::sync::OnceLock::new();
     ADAPTERS.get_or_init(|| {
-        let instance = wgpu::Instance::default();
-        block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        // Vulkan, Metal and DX12, the APIs Burn's wgpu backend runs on: not
+        // GL, whose EGL probe prints "XDG_RUNTIME_DIR is invalid" on a
+        // headless machine, for adapters training never uses.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends &= wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc);
+        block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
             .iter()
             .map(|a| (a.get_info(), a.limits()))
             .collect()
@@ -319,6 +333,15 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Whether `/dev/dri` has a render node (`renderD128`, ...).
+#[cfg(target_os = "linux")]
+fn has_render_node() -> bool {
+    std::fs::read_dir("/dev/dri").is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    })
+}
+
 /// `--device auto`: CUDA when a usable NVIDIA GPU is there, else a hardware
 /// GPU through wgpu (not a software adapter such as lavapipe or llvmpipe),
 /// else the CPU. The run's first line names what was chosen.
@@ -344,6 +367,13 @@ pub fn is_hardware_gpu(spec: DeviceSpec) -> bool {
 
 /// The name of the first discrete or integrated GPU wgpu finds.
 fn hardware_wgpu_adapter() -> Option<String> {
+    // On Linux a GPU that Vulkan can drive has a DRM render node; without
+    // one there is nothing to find, and not asking keeps Mesa's WSI from
+    // printing "XDG_RUNTIME_DIR is invalid" on a headless machine.
+    #[cfg(target_os = "linux")]
+    if !has_render_node() {
+        return None;
+    }
     #[cfg(feature = "wgpu")]
     {
         wgpu_adapters().iter().find_map(|(i, _)| {

@@ -2,7 +2,6 @@
 //! lock, JSON reads that name the file, and UTC time stamps. In a module of
 //! their own so that whatever writes a file needs nothing else.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,11 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// two processes never train the same run.
 pub fn lock_run(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("run.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    let f = greentrain_energy::files::open_no_follow(&mut options, &path)
         .map_err(|e| anyhow::anyhow!("{}: cannot open the run lock: {e}", path.display()))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
@@ -30,27 +27,34 @@ pub fn lock_run(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// folder, fsync'd, then renamed over `path`, so a reader sees either the old
-/// or the new file and a crash leaves no half-written record.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".greentrain-").suffix(".tmp");
-    // Records are meant to be shared: tempfile's default is owner-only.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+/// Atomic, fsync'd writes that replace a symlink rather than follow it
+/// (one implementation, in the energy crate, for every record).
+pub use greentrain_energy::files::write_atomic;
+
+/// Space set aside in a run folder (`.greentrain-reserve`, 1 MiB) while a
+/// run trains, so that a run that fills the disk can still record that it
+/// failed: the failure path frees it just before writing its records.
+pub struct Reserve(std::path::PathBuf);
+
+impl Reserve {
+    /// Name of the reserve file.
+    pub const FILE: &'static str = ".greentrain-reserve";
+
+    /// Sets the space aside (written, not sparse, and synced); `None` when
+    /// the disk has no room for it either.
+    pub fn make(dir: &Path) -> Option<Self> {
+        let path = dir.join(Self::FILE);
+        // Not zeros: a compressing file system would store them in nothing.
+        let bytes: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        write_atomic(&path, &bytes).ok().map(|()| Self(path))
     }
-    Ok(())
+
+    /// Gives the space back (before the records of a failure; at the end).
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -91,6 +95,16 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn a_reserve_holds_a_mebibyte_until_released() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Reserve::make(d.path()).unwrap();
+        let p = d.path().join(Reserve::FILE);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+        r.release();
+        assert!(!p.exists());
     }
 
     #[test]

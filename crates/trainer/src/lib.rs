@@ -3,6 +3,7 @@
 //! this crate; mixed precision lives in `greentrain-amp`.
 
 pub mod bench;
+mod board;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -14,12 +15,14 @@ pub mod kernel_cache;
 pub mod matmul_bench;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod matmul_kernels;
+pub mod memory;
 pub mod model;
 pub mod num;
 pub mod plots;
 pub mod record;
 pub mod report;
 pub mod reproduce;
+pub mod resume;
 pub(crate) mod run;
 pub mod stats;
 pub mod status;
@@ -31,4 +34,4 @@ pub use burn::tensor::FloatDType;
 pub use config::{Config, ConfigError, LoadedConfig};
 pub use device::DeviceSpec;
 pub use matmul_bench::burn_dtype;
-pub use train::{resume, train, Failure, Outcome, TrainRequest};
+pub use train::{resume, resume_with, train, Failure, Outcome, TrainRequest};

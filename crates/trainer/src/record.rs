@@ -52,6 +52,19 @@ pub struct DeviceRecord {
     pub spec: String,
 }
 
+/// A change to a run's config made by `resume --set`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// The settings as given (`train.epochs=12`).
+    pub set: Vec<String>,
+    /// The finished epochs when it was made.
+    pub after_epochs: usize,
+    /// The config's sha256 before the change.
+    pub config_sha256_before: String,
+}
+
 /// One epoch's metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -196,6 +209,9 @@ pub struct RunRecord {
     /// How many times the run was resumed.
     #[serde(default)]
     pub resumed: u32,
+    /// Changes made to the config by `resume --set`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_changes: Vec<ConfigChange>,
     /// Energy, with provenance per component (absent when metering is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy: Option<crate::energy::EnergyRecord>,
@@ -256,6 +272,17 @@ pub struct DatasetRecord {
     pub test_samples: usize,
     /// Shape of one sample.
     pub sample_shape: Vec<usize>,
+    /// Classes the output layer has (the largest training label + 1 for
+    /// label files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+    /// Labels that leave most of those classes unused (a stray label of 255
+    /// makes 256 outputs): said here and when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_warning: Option<String>,
+    /// Class names in index order, where a CSV's labels were names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 impl RunRecord {

@@ -2,8 +2,7 @@
 //! share, and the one place a backend is picked from a [`DeviceSpec`]; the
 //! run itself is in [`crate::run`].
 
-use crate::checkpoint::Checkpoint;
-use crate::config::{self, Config, LoadedConfig};
+use crate::config::{Config, LoadedConfig};
 use crate::data::{self, Dataset, Split};
 use crate::device::{self, DeviceSpec};
 use crate::files;
@@ -62,16 +61,29 @@ fn check_device(spec: DeviceSpec, config: &Config) -> Result<(DeviceRecord, Prec
 /// What a run needs that both a new run and a resumed one check before
 /// any work: the device, the precision it resolves to, the data and the
 /// carbon intensity.
-struct Prepared {
-    device: DeviceRecord,
-    precision: Precision,
-    dataset: Dataset,
-    intensity: greentrain_energy::carbon::Intensity,
+pub(crate) struct Prepared {
+    pub(crate) device: DeviceRecord,
+    pub(crate) precision: Precision,
+    pub(crate) dataset: Dataset,
+    pub(crate) intensity: greentrain_energy::carbon::Intensity,
 }
 
-fn prepare(spec: DeviceSpec, config: &Config, config_dir: &Path) -> Result<Prepared, Failure> {
+pub(crate) fn prepare(
+    spec: DeviceSpec,
+    config: &Config,
+    config_dir: &Path,
+) -> Result<Prepared, Failure> {
     let (device, precision) = check_device(spec, config)?;
     let dataset = prepare_data(config, config_dir)?;
+    crate::memory::check(
+        &config.model,
+        &dataset.sample_shape,
+        dataset.num_classes,
+        dataset.vocab,
+        config.data.batch_size,
+        spec,
+    )
+    .map_err(|e| Failure::Usage(anyhow!(e)))?;
     let intensity =
         crate::energy::intensity(config, config_dir).map_err(|e| Failure::Usage(e.into()))?;
     Ok(Prepared {
@@ -137,6 +149,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         final_: None,
         error: None,
         resumed: 0,
+        config_changes: vec![],
         energy: None,
         carbon: None,
         schedule: None,
@@ -147,6 +160,9 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         .save(&run_dir)
         .context("writing run.json")
         .map_err(Failure::Runtime)?;
+    if let Some(w) = &record.dataset.label_warning {
+        eprintln!("warning: {w}");
+    }
     let setup = Setup {
         lock,
         spec: req.device,
@@ -158,6 +174,8 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         run_dir,
         record,
         resume: None,
+        resumed: false,
+        config_text: None,
         quiet: req.quiet,
         hooks,
         killed: false,
@@ -168,55 +186,57 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
 /// Continues a run from its checkpoint. `device` defaults to the one the
 /// run used.
 pub fn resume(run_dir: &Path, device: Option<DeviceSpec>, quiet: bool) -> Result<Outcome, Failure> {
+    resume_with(run_dir, device, quiet, &[])
+}
+
+/// [`resume`] with `--set` changes (the keys of [`crate::resume::SETTABLE`]).
+pub fn resume_with(
+    run_dir: &Path,
+    device: Option<DeviceSpec>,
+    quiet: bool,
+    sets: &[String],
+) -> Result<Outcome, Failure> {
     let usage = |e: anyhow::Error| Failure::Usage(e);
-    let mut record = RunRecord::load(run_dir).map_err(usage)?;
-    if !record.status.resumable() {
-        return Err(Failure::Usage(anyhow!(
-            "{} is {}: there is nothing to resume{}",
-            run_dir.display(),
-            record.status,
-            if record.status == RunStatus::Diverged {
-                " (its weights are not finite; start again with a lower learning rate or another precision)"
-            } else {
-                ""
-            }
-        )));
-    }
-    let config_path = run_dir.join("config.toml");
-    let loaded = config::load(&config_path, &[]).map_err(|e| Failure::Usage(e.into()))?;
-    let lock = files::lock_run(run_dir).map_err(usage)?;
-    let ckpt = Checkpoint::load(run_dir).map_err(usage)?;
+    let r = crate::resume::open(run_dir, quiet, sets).map_err(usage)?;
+    let mut record = r.record;
     let spec = match device {
         Some(d) => d,
         None => record
             .device
             .spec
             .parse()
-            .map_err(|e: String| Failure::Usage(anyhow!(e)))?,
+            .map_err(|e: String| usage(anyhow!(e)))?,
     };
-    let config = loaded.config;
-    let p = prepare(spec, &config, &ckpt.state.config_dir)?;
+    let config_dir = r
+        .checkpoint
+        .as_ref()
+        .map_or_else(|| record.config_dir.clone(), |c| c.state.config_dir.clone());
+    let p = prepare(spec, &r.config, &config_dir)?;
+    let config_text = r.change.map(|ch| {
+        let text = r.config.to_toml();
+        record.config_sha256 = data::sha256_hex(text.as_bytes());
+        record.config = r.config.clone();
+        record.config_changes.push(ch);
+        text
+    });
     record.device = p.device;
-    let (precision, dataset, intensity) = (p.precision, p.dataset, p.intensity);
     let killed = matches!(record.status, RunStatus::Running | RunStatus::Paused);
     record.status = RunStatus::Running;
     record.resumed += 1;
     record.error = None;
-    record
-        .save(run_dir)
-        .context("writing run.json")
-        .map_err(Failure::Runtime)?;
     let setup = Setup {
-        lock,
+        lock: r.lock,
         spec,
-        intensity,
-        precision,
-        config,
-        config_dir: ckpt.state.config_dir.clone(),
-        dataset,
+        intensity: p.intensity,
+        precision: p.precision,
+        config: r.config,
+        config_dir,
+        dataset: p.dataset,
         run_dir: run_dir.to_path_buf(),
         record,
-        resume: Some(ckpt),
+        resume: r.checkpoint,
+        resumed: true,
+        config_text,
         quiet,
         hooks: Hooks::default(),
         killed,
@@ -251,6 +271,9 @@ fn dataset_record(d: &Dataset) -> DatasetRecord {
         val_samples: d.val.as_ref().map_or(0, Split::len),
         test_samples: d.test.len(),
         sample_shape: d.sample_shape.clone(),
+        num_classes: Some(d.num_classes),
+        label_warning: d.label_warning(),
+        class_names: d.class_names.clone(),
     }
 }
 
@@ -322,7 +345,7 @@ impl BackendTask for RunTask {
     }
 }
 
-fn run(spec: DeviceSpec, setup: Setup) -> Result<Outcome, Failure> {
+pub(crate) fn run(spec: DeviceSpec, setup: Setup) -> Result<Outcome, Failure> {
     install_interrupt_handler();
     dispatch(spec, RunTask(setup))
 }

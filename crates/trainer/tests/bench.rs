@@ -22,6 +22,7 @@ fn run(p: Precision, repeat: usize, wall: f64, joules: f64, acc: f64) -> BenchRu
             Provenance::Estimated
         }),
         shortest_window_s: wall,
+        estimated_only: false,
         train_samples: 1000,
         target_energy_j: None,
     }

@@ -252,3 +252,34 @@ fn epoch_order_is_a_seeded_permutation() {
     s.sort();
     assert_eq!(s, (0..100).collect::<Vec<_>>());
 }
+
+/// One stray label of 255 among labels 0..9 builds 256 outputs: the
+/// dataset says so (run.json's `dataset.label_warning`); labels using all
+/// their classes do not.
+#[test]
+fn a_stray_large_label_is_warned_about() {
+    let split = |y: Vec<u8>| data::Split {
+        x: vec![0.0; y.len()],
+        y,
+    };
+    let mut y: Vec<u8> = (0..100).map(|i| (i % 10) as u8).collect();
+    let ok = data::Dataset {
+        name: "idx".into(),
+        sample_shape: vec![1],
+        num_classes: 10,
+        train: split(y.clone()),
+        val: None,
+        test: split(vec![0]),
+        vocab: None,
+        class_names: None,
+    };
+    assert_eq!(ok.label_warning(), None);
+    y.push(255);
+    let stray = data::Dataset {
+        num_classes: 256,
+        train: split(y),
+        ..ok
+    };
+    let w = stray.label_warning().expect("a warning");
+    assert!(w.contains("11 of the 256 classes"), "{w}");
+}

@@ -353,6 +353,8 @@ fn bad_sweep_files_are_refused_before_any_trial() {
             e.contains(needle) && e.contains(&format!("{name}.toml")),
             "{name}: {e}"
         );
+        // A sweep file's key is the sweep file's error, not a `--set`'s.
+        assert!(!e.contains("--set"), "{name}: {e}");
     }
 }
 

@@ -196,13 +196,14 @@ fn accumulation_and_clipping_and_schedules_run() {
 
 #[test]
 fn missing_driver_is_a_usage_error_not_a_panic() {
-    if Path::new("/proc/driver/nvidia/version").exists() {
-        return; // a real GPU machine: nothing to test here
-    }
+    // Without a driver, CUDA device 0; with one (a GPU machine), a device
+    // index no machine has: either way a usage error before any folder.
+    let driver = Path::new("/proc/driver/nvidia/version").exists();
+    let device = DeviceSpec::Cuda(if driver { 1_000_000 } else { 0 });
     let out = tempfile::tempdir().unwrap();
     let e = train(TrainRequest {
         config: digits_config(&[]),
-        device: DeviceSpec::Cuda(0),
+        device,
         out_dir: out.path().to_path_buf(),
         quiet: true,
     })
@@ -210,7 +211,8 @@ fn missing_driver_is_a_usage_error_not_a_panic() {
     assert!(matches!(e, greentrain_trainer::Failure::Usage(_)));
     assert!(
         e.to_string().contains("NVIDIA driver")
-            || e.to_string().contains("without the `cuda` feature"),
+            || e.to_string().contains("without the `cuda` feature")
+            || (driver && e.to_string().contains("CUDA device(s) visible")),
         "{e}"
     );
     assert_eq!(

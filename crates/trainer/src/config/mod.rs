@@ -7,10 +7,12 @@ use greentrain_amp::{ConvPath, PrecisionChoice, ScalerConfig};
 pub use greentrain_energy::estimate::TrackingMode;
 mod kernels;
 mod load;
+mod log;
 mod validate;
 
 pub use kernels::{KernelsSection, Sums};
 pub use load::{load, locate, parse, parse_with, Override};
+pub use log::LogSection;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,11 @@ pub enum DatasetKind {
     Digits,
     /// Any four IDX files given by path.
     Idx,
+    /// NumPy `.npz` files, one per split (`train`, `test`), holding `x` and `y`.
+    Npz,
+    /// CSV tables with a header, one per split (`train`, `test`), with a
+    /// `label` column.
+    Csv,
     /// The algorithmic data of the grokking papers: every pair (a, b) for a
     /// prime p, labelled (a op b) mod p, as tokens `[a, b, =]`; generated
     /// from the run's seed (`p`, `op`, `train_fraction`).
@@ -122,6 +129,19 @@ pub struct DataSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[allow(missing_docs)]
     pub test_labels: Option<PathBuf>,
+    /// `npz` and `csv`: the training file (relative to the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    /// `npz` and `csv`: the test file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    /// `csv`: the label column's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// `npz` and `csv`: standardise each feature with the training split's
+    /// mean and standard deviation (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub normalize: bool,
     /// `modular`: the prime modulus (default 113).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<usize>,
@@ -224,6 +244,11 @@ pub struct ModelSection {
     /// Hidden layer widths of the MLP (default `[800]`).
     #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
+    /// MLP: each hidden layer after the first whose width equals its
+    /// input's adds its input, `h = h + relu(linear(h))` (the MNIST-1D
+    /// reference MLP's second layer). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual: Option<bool>,
     /// Channels of the MNIST-1D CNN (default 25).
     #[serde(default = "default_channels")]
     pub channels: usize,
@@ -747,6 +772,9 @@ pub struct Config {
     /// `[kernels]`
     #[serde(default)]
     pub kernels: KernelsSection,
+    /// `[log]`
+    #[serde(default, skip_serializing_if = "LogSection::is_default")]
+    pub log: LogSection,
 }
 
 /// A config and where it came from (for resolving relative paths).

@@ -107,8 +107,11 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             (_, Some(_)) => return bad(k, "only used with data.dataset = \"idx\""),
         }
     }
-    if c.model.hidden.contains(&0) {
-        return bad("model.hidden", "every layer needs at least 1 unit");
+    if let Some(b) = validate_files(c) {
+        return b;
+    }
+    if let Some(b) = validate_mlp(c) {
+        return b;
     }
     if c.model.channels == 0 {
         return bad("model.channels", "must be at least 1");
@@ -215,4 +218,54 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         return bad(&format!("precision.{}", e.key), e.message);
     }
     Ok(())
+}
+
+/// `npz` and `csv` name their files; the keys belong to them alone.
+fn validate_files(c: &Config) -> Check {
+    let files = matches!(c.data.dataset, DatasetKind::Npz | DatasetKind::Csv);
+    for (k, v) in [
+        ("data.train", c.data.train.is_some()),
+        ("data.test", c.data.test.is_some()),
+    ] {
+        if files && !v {
+            return bad_key(k, "required when data.dataset is \"npz\" or \"csv\"");
+        }
+        if !files && v {
+            return bad_key(k, "only used with data.dataset = \"npz\" or \"csv\"");
+        }
+    }
+    if c.data.normalize && !files {
+        return bad_key(
+            "data.normalize",
+            "only used with data.dataset = \"npz\" or \"csv\"",
+        );
+    }
+    match (c.data.dataset == DatasetKind::Csv, &c.data.label) {
+        (true, None) => bad_key(
+            "data.label",
+            "required when data.dataset = \"csv\": the label column's name",
+        ),
+        (false, Some(_)) => bad_key("data.label", "only used with data.dataset = \"csv\""),
+        _ => None,
+    }
+}
+
+/// The MLP's widths, and `residual` where some layer can add its input.
+fn validate_mlp(c: &Config) -> Check {
+    if c.model.hidden.contains(&0) {
+        return bad_key("model.hidden", "every layer needs at least 1 unit");
+    }
+    if c.model.residual != Some(true) {
+        return None;
+    }
+    if c.model.kind != ModelKind::Mlp {
+        return bad_key("model.residual", "only used with model.kind = \"mlp\"");
+    }
+    if !c.model.hidden.windows(2).any(|w| w[0] == w[1]) {
+        return bad_key(
+            "model.residual",
+            "no hidden layer after the first has its input's width, so none can add its input",
+        );
+    }
+    None
 }

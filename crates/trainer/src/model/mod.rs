@@ -160,9 +160,14 @@ impl<'a, B: Backend> Init<'a, B> {
 }
 
 /// Fully connected ReLU network; no hidden layer is logistic regression.
+/// With `residual`, a hidden layer after the first whose width equals its
+/// input's adds its input: `h = h + relu(linear(h))`.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     layers: Vec<Linear<B>>,
+    /// Not a parameter: the record (and a checkpoint) is the same either way.
+    #[module(skip)]
+    residual: bool,
 }
 
 impl<B: MatmulBackend> Mlp<B> {
@@ -170,10 +175,13 @@ impl<B: MatmulBackend> Mlp<B> {
         let last = self.layers.len() - 1;
         let mut h = x;
         for (i, l) in self.layers.iter().enumerate() {
-            h = ac.linear(l, h);
-            if i < last {
-                h = ac.relu(h);
+            if i == last {
+                return ac.linear(l, h);
             }
+            let [d_in, d_out] = l.weight.val().dims();
+            let adds = self.residual && i > 0 && d_in == d_out;
+            let y = ac.relu(ac.linear(l, h.clone()));
+            h = if adds { h + y } else { y };
         }
         h
     }
@@ -353,7 +361,8 @@ impl<B: MatmulBackend> Model<B> {
                 dims.extend(&spec.hidden);
                 dims.push(classes);
                 let layers = dims.windows(2).map(|w| init.linear(w[0], w[1])).collect();
-                Model::Mlp(Mlp { layers })
+                let residual = spec.residual.unwrap_or(false);
+                Model::Mlp(Mlp { layers, residual })
             }
             ModelKind::Lenet5 => Model::LeNet5(LeNet5 {
                 c1: init.conv2d(1, 6, 5, 2),
@@ -430,5 +439,63 @@ impl<B: MatmulBackend> Model<B> {
         let mut t = Trainable::default();
         self.visit(&mut t);
         t.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use greentrain_amp::Precision;
+
+    fn mlp(residual: Option<bool>) -> (Model<Flex>, ModelSection) {
+        let mut spec: ModelSection = toml::from_str("kind = \"mlp\"\nhidden = [16, 16]").unwrap();
+        spec.residual = residual;
+        (
+            Model::new(&spec, &[8], 3, None, 7, &Default::default()),
+            spec,
+        )
+    }
+
+    /// `residual` unset is the plain MLP, op for op (so every earlier run
+    /// and checkpoint is unchanged); set, the second layer adds its input,
+    /// as the MNIST-1D reference's `h = h + relu(linear2(h))`; the records
+    /// are the same either way.
+    #[test]
+    fn a_residual_mlp_adds_its_equal_width_layers_inputs() {
+        let ac = Autocast::new(Precision::Fp32);
+        let x = Tensor::<Flex, 2>::from_data(
+            burn::tensor::TensorData::new(
+                (0..32)
+                    .map(|i| (i as f32 * 0.37).sin())
+                    .collect::<Vec<f32>>(),
+                [4, 8],
+            ),
+            &Default::default(),
+        );
+        let (plain, _) = mlp(None);
+        let (res, _) = mlp(Some(true));
+        let Model::Mlp(m) = &plain else {
+            unreachable!()
+        };
+        let l = &m.layers;
+        let lin = |i: usize, h: Tensor<Flex, 2>| {
+            burn::tensor::module::linear(h, l[i].weight.val(), l[i].bias.as_ref().map(|b| b.val()))
+        };
+        let relu = |t: Tensor<Flex, 2>| burn::tensor::activation::relu(t);
+        let h1 = relu(lin(0, x.clone()));
+        let want_plain = lin(2, relu(lin(1, h1.clone())));
+        let want_res = lin(2, h1.clone() + relu(lin(1, h1)));
+        let read = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(
+            read(plain.forward(x.clone(), &ac)),
+            read(want_plain.clone())
+        );
+        assert_eq!(read(res.forward(x, &ac)), read(want_res.clone()));
+        assert_ne!(read(want_plain), read(want_res));
+        assert_eq!(
+            crate::run::model_bytes(&plain),
+            crate::run::model_bytes(&res)
+        );
     }
 }

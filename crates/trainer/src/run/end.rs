@@ -164,6 +164,10 @@ impl<B: AmpBackend> Run<B> {
         let verdict = self.account_epoch();
         let reached = self.check_target();
         self.record.save(&self.run_dir)?;
+        if let Some(b) = self.board.as_mut() {
+            let provenance = self.account.as_ref().map(|a| a.provenance().to_string());
+            b.epoch(&self.state.epochs[epoch - 1], provenance.as_deref());
+        }
         let stop = if diverged {
             self.progress.line(&format!(
                 "stopped after epoch {epoch}: the training loss is not finite ({}); the run diverged",
@@ -333,6 +337,9 @@ impl<B: AmpBackend> Run<B> {
                 &crate::device::cpu_name(),
             );
             row.write(&self.run_dir).context("writing emissions.csv")?;
+        }
+        if status.is_final() {
+            self.reserve.release();
         }
         self.summary(status);
         Ok(Outcome {

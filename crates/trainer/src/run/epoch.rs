@@ -154,11 +154,16 @@ impl<B: AmpBackend> Run<B> {
             readback::read_f32(ep.loss_sum.clone())[0] as f64 / ep.partial.samples.max(1) as f64;
         let rate = ep.samples_since_log as f64 / ep.since_log.elapsed().as_secs_f64().max(1e-9);
         let mut msg = format!("loss {loss:.4} {rate:.0} samples/s");
-        if let Some(snap) = ep.seg.scaler_counts(&mut ep.partial, &self.scaler) {
+        let snap = ep.seg.scaler_counts(&mut ep.partial, &self.scaler);
+        if let Some(snap) = &snap {
             msg.push_str(&format!(
                 " scale {} skipped {}",
                 snap.scale, ep.partial.skipped
             ));
+        }
+        if let Some(b) = self.board.as_mut() {
+            let scale = snap.map(|s| f64::from(s.scale));
+            b.step(self.state.optimizer_steps, loss, rate, scale);
         }
         self.progress.step(ep.epoch, epochs, bi, steps, Some(msg));
         ep.since_log = Instant::now();

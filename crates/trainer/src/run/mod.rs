@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::device::DeviceSpec;
 use crate::energy::RunTracker as Account;
+use crate::files::Reserve;
 use crate::follow::Follower;
 use crate::model::Model;
 use crate::record::RunRecord;
@@ -47,7 +48,9 @@ pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<O
     let (run_dir, mut fallback) = (setup.run_dir.clone(), setup.record.clone());
     let mut run = match Run::<B>::new(setup, device) {
         Ok(r) => r,
-        Err(e) => {
+        // A checkpoint that cannot be this run's: run.json untouched.
+        Err(Failure::Usage(e)) => return Err(Failure::Usage(e)),
+        Err(Failure::Runtime(e)) => {
             fallback.status = RunStatus::Failed;
             fallback.finished_at = Some(crate::files::rfc3339(SystemTime::now()));
             fallback.error = Some(format!("{e:#}"));
@@ -58,6 +61,8 @@ pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<O
     match run.run() {
         Ok(o) => Ok(o),
         Err(e) => {
+            // A full disk is a likely cause: the reserve's space first.
+            run.reserve.release();
             let _ = run.finish(RunStatus::Failed, Some(format!("{e:#}")));
             Err(Failure::Runtime(e))
         }
@@ -76,6 +81,16 @@ struct Shape {
 }
 
 impl Shape {
+    /// What a restored state is checked against.
+    fn extent(&self, c: &Config) -> crate::checkpoint::Extent {
+        crate::checkpoint::Extent {
+            epochs: c.train.epochs,
+            steps: self.steps,
+            optimizer_steps: self.total_opt_steps,
+            batch: self.batch,
+        }
+    }
+
     fn new(c: &Config, dataset: &Dataset) -> Self {
         let n_train = dataset.train.len();
         let batch = c.data.batch_size;
@@ -125,6 +140,10 @@ struct Trained {
 pub(crate) struct Run<B: AmpBackend> {
     /// Held for the whole run: no second process trains it.
     _lock: std::fs::File,
+    /// Disk space the failure path can use ([`crate::files::Reserve`]).
+    reserve: Reserve,
+    /// TensorBoard event file (`[log] tensorboard`).
+    board: Option<crate::board::Board>,
     c: Config,
     dataset: Dataset,
     run_dir: PathBuf,
@@ -151,8 +170,10 @@ pub(crate) struct Run<B: AmpBackend> {
 
 impl<B: AmpBackend> Run<B> {
     /// Builds the model, optimizer and scaler, restores a checkpoint when
-    /// resuming, and starts metering.
-    fn new(setup: Setup, device: B::Device) -> anyhow::Result<Self> {
+    /// resuming (a checkpoint that does not fit the config is a usage
+    /// error, found before run.json or config.toml is touched), and starts
+    /// metering.
+    fn new(setup: Setup, device: B::Device) -> Result<Self, Failure> {
         let Setup {
             lock,
             spec,
@@ -164,11 +185,13 @@ impl<B: AmpBackend> Run<B> {
             run_dir,
             mut record,
             resume,
+            resumed,
+            config_text,
             quiet,
             hooks,
             killed,
         } = setup;
-        let prior = resume.is_some().then(|| crate::energy::Prior {
+        let prior = resumed.then(|| crate::energy::Prior {
             energy: record.energy.clone(),
             co2_g: record
                 .carbon
@@ -203,10 +226,17 @@ impl<B: AmpBackend> Run<B> {
             config_dir,
         };
         if let Some(ck) = resume {
-            model =
-                load_model(model, ck.model, &device).context("loading model from checkpoint")?;
-            optim = load_optim(optim, ck.optim, &device)
-                .context("loading optimizer from checkpoint")?;
+            let bad = |e: anyhow::Error| {
+                Failure::Usage(anyhow::anyhow!(
+                    "{}: {e:#}",
+                    run_dir.join(crate::checkpoint::FILE).display()
+                ))
+            };
+            ck.state
+                .check_fits(shape.extent(&c))
+                .map_err(|e| bad(anyhow::anyhow!(e)))?;
+            model = load_model(model, &ck.model, &device).map_err(bad)?;
+            optim = load_optim(optim, &ck.optim, &model, &device).map_err(bad)?;
             scaler = DeviceScaler::from_state(&ck.state.scaler, &device);
             state = ck.state;
             // A checkpoint's own seconds and joules are known only after it
@@ -219,6 +249,22 @@ impl<B: AmpBackend> Run<B> {
             }
             record.epochs = state.epochs.clone();
         }
+        if resumed {
+            // Only now that the checkpoint has loaded: the config change
+            // (resume --set), then the record of this process.
+            if let Some(text) = config_text {
+                crate::files::write_atomic(&run_dir.join("config.toml"), text.as_bytes())
+                    .context("writing config.toml")
+                    .map_err(Failure::Runtime)?;
+            }
+            record
+                .save(&run_dir)
+                .context("writing run.json")
+                .map_err(Failure::Runtime)?;
+        }
+        let reserve = Reserve::make(&run_dir)
+            .ok_or_else(|| anyhow::anyhow!("{}: no room for 1 MiB on its disk", run_dir.display()))
+            .map_err(Failure::Runtime)?;
         let progress = Progress::new(quiet);
         let account = c.energy.enabled.then(|| {
             let gpus = crate::device::gpu_select(spec);
@@ -235,6 +281,11 @@ impl<B: AmpBackend> Run<B> {
         let batches = Batches::<B>::new(&dataset.train, shape.features, &device, limit);
         let run = Self {
             _lock: lock,
+            reserve,
+            board: c
+                .log
+                .tensorboard
+                .then(|| crate::board::Board::open(&run_dir)),
             ac: Autocast::new(precision)
                 .with_conv(c.model.conv.unwrap_or_default())
                 .with_matmul(c.kernels.matmul)

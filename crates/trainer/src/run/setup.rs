@@ -134,7 +134,13 @@ pub(crate) struct Setup {
     pub(crate) dataset: Dataset,
     pub(crate) run_dir: PathBuf,
     pub(crate) record: RunRecord,
+    /// The checkpoint to continue from (none: from step 0).
     pub(crate) resume: Option<Checkpoint>,
+    /// A later process of an existing run: its energy so far is kept, and
+    /// run.json is rewritten once the checkpoint has loaded.
+    pub(crate) resumed: bool,
+    /// A changed config.toml to write with it (`resume --set`).
+    pub(crate) config_text: Option<String>,
     pub(crate) quiet: bool,
     pub(crate) hooks: Hooks,
     /// The previous process of a resumed run ended without recording an

@@ -5,10 +5,13 @@
 use crate::config::{Config, OptimizerKind, Schedule};
 use crate::model::Model;
 use anyhow::anyhow;
-use burn::module::Module;
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::record::{BinBytesRecorder, BurnRecord, FullPrecisionSettings, Record, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor};
 use greentrain_amp::{DeviceOptimizer, OptimizerSpec};
+use serde::de::DeserializeOwned;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Rec = BinBytesRecorder<FullPrecisionSettings>;
 
@@ -46,13 +49,18 @@ pub(crate) fn optim_bytes<B: AutodiffBackend>(o: &DeviceOptimizer<B>) -> Vec<u8>
         .expect("in-memory record")
 }
 
+/// Restores the optimizer from checkpoint bytes, refusing state that does
+/// not fit `model` (already restored).
 pub(crate) fn load_optim<B: AutodiffBackend>(
     o: DeviceOptimizer<B>,
-    bytes: Vec<u8>,
+    bytes: &[u8],
+    model: &Model<B>,
     device: &B::Device,
 ) -> anyhow::Result<DeviceOptimizer<B>> {
-    let rec = Recorder::<B::InnerBackend>::load(&Rec::default(), bytes, device)?;
-    o.load_record(rec).map_err(|e| anyhow!(e))
+    let rec = decode_record::<B::InnerBackend, _>(bytes, device)?;
+    let o = o.load_record(rec).map_err(|e| anyhow!(e))?;
+    o.check_for(model).map_err(|e| anyhow!(e))?;
+    Ok(o)
 }
 
 /// Model weights as bytes (the checkpoint's model part).
@@ -60,13 +68,102 @@ pub fn model_bytes<B: Backend>(m: &Model<B>) -> Vec<u8> {
     Recorder::<B>::record(&Rec::default(), m.clone().into_record(), ()).expect("in-memory record")
 }
 
+/// Restores `m` (built from the config) from checkpoint bytes: every tensor
+/// must come back with the shape and dtype the config's model has.
 pub(crate) fn load_model<B: Backend>(
     m: Model<B>,
-    bytes: Vec<u8>,
+    bytes: &[u8],
     device: &B::Device,
 ) -> anyhow::Result<Model<B>> {
-    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)?;
-    Ok(m.load_record(rec))
+    let rec = decode_record::<B, _>(bytes, device)?;
+    let want = shapes(&m);
+    let loaded = quietly(|| m.load_record(rec))
+        .ok_or_else(|| anyhow!("its tensors do not fit the model the config builds"))?;
+    let got = shapes(&loaded);
+    if got.len() != want.len() {
+        return Err(anyhow!(
+            "it holds {} tensors, the model the config builds has {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    if let Some((i, (g, w))) = got.iter().zip(&want).enumerate().find(|(_, (g, w))| g != w) {
+        return Err(anyhow!(
+            "its tensor {i} is {:?} {:?}, the model the config builds has {:?} {:?}",
+            g.0,
+            g.1,
+            w.0,
+            w.1
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Every float tensor's shape and dtype, in the module's order.
+fn shapes<B: Backend, M: Module<B>>(m: &M) -> Vec<(Vec<usize>, DType)> {
+    struct Shapes(Vec<(Vec<usize>, DType)>);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let t = p.val();
+            self.0.push((t.dims().to_vec(), t.dtype()));
+        }
+    }
+    let mut v = Shapes(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
+/// Decodes a record written by `BinBytesRecorder` (full precision) as Burn
+/// would, but as untrusted input: bincode's allocation limit scaled to the
+/// bytes at hand (a length field claiming a terabyte is an error, not an
+/// abort), every byte consumed, and a malformed tensor an error, not a panic.
+fn decode_record<B: Backend, R: Record<B>>(bytes: &[u8], device: &B::Device) -> anyhow::Result<R> {
+    type Item<B, R> = BurnRecord<<R as Record<B>>::Item<FullPrecisionSettings>, B>;
+    // Burn's tensor deserialisation panics on bytes that do not fit their
+    // dtype: caught, as a decoding error.
+    let (rec, used) = quietly(|| decode_limited::<Item<B, R>>(bytes))
+        .ok_or_else(|| {
+            anyhow!("its record cannot be decoded: a tensor's bytes do not fit its type")
+        })?
+        .map_err(|e| anyhow!("its record cannot be decoded: {e}"))?;
+    if used != bytes.len() {
+        return Err(anyhow!(
+            "its record has {} bytes after its end",
+            bytes.len() - used
+        ));
+    }
+    quietly(|| R::from_item(rec.item, device))
+        .ok_or_else(|| anyhow!("its record holds a malformed tensor"))
+}
+
+/// `f`, with a panic inside it (Burn's record code panics on malformed
+/// input) turned into `None` and kept off the terminal: the caller reports
+/// it as the file's error.
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = catch_unwind(AssertUnwindSafe(f)).ok();
+    std::panic::set_hook(hook);
+    out
+}
+
+/// bincode's standard decoding (Burn's `bin_config`) with a limit on what
+/// length fields may make it allocate: at least 64 times the input, so no
+/// valid record is refused and no crafted one allocates more than that.
+fn decode_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    const MIB: usize = 1 << 20;
+    match bytes.len() {
+        n if n <= MIB => decode_from_slice(bytes, standard().with_limit::<{ 64 * MIB }>()),
+        n if n <= 64 * MIB => decode_from_slice(bytes, standard().with_limit::<{ 4096 * MIB }>()),
+        n if n <= 1024 * MIB => {
+            decode_from_slice(bytes, standard().with_limit::<{ 65536 * MIB }>())
+        }
+        _ => decode_from_slice(bytes, standard().with_limit::<{ 1 << 40 }>()),
+    }
 }
 
 /// Learning rate at optimizer step `step` (0-based) in epoch `epoch`.

@@ -358,10 +358,24 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
                 key: k.clone(),
                 value: p.to_toml(),
             };
+            // The error is the sweep file's, not a command line's `--set`.
             config::parse_with(&base_src, &base.display().to_string(), &[o]).map_err(|e| {
+                let whose = if e.file == "--set" {
+                    String::new()
+                } else {
+                    format!(
+                        " (in {}{})",
+                        e.file,
+                        e.line.map_or(String::new(), |l| format!(" line {l}"))
+                    )
+                };
                 err(
                     path,
-                    format!("key 'space.\"{k}\"' with value {}: {e}", p.toml()),
+                    format!(
+                        "key 'space.\"{k}\"' with value {}: {}{whose}",
+                        p.toml(),
+                        e.msg
+                    ),
                 )
             })?;
         }

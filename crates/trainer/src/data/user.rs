@@ -1,0 +1,134 @@
+//! A user's own files (`dataset = "npz"` or `"csv"`): both splits read,
+//! checked against each other, and optionally standardised per feature.
+
+use super::{corrupt, DataError, Split};
+use crate::config::{DataSection, DatasetKind};
+use std::path::{Path, PathBuf};
+
+/// What the user's files hold.
+pub(crate) struct UserData {
+    pub(crate) name: String,
+    pub(crate) train: Split,
+    pub(crate) test: Split,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) classes: usize,
+    /// CSV class names, in index order.
+    pub(crate) class_names: Option<Vec<String>>,
+}
+
+/// Reads the files `d` names (relative to `config_dir`).
+pub(crate) fn load(d: &DataSection, config_dir: &Path) -> Result<UserData, DataError> {
+    let at = |p: &Option<PathBuf>| {
+        super::relative_to(
+            config_dir,
+            p.as_ref().expect("validated: npz and csv name both files"),
+        )
+    };
+    let (train_path, test_path) = (at(&d.train), at(&d.test));
+    let (train, test, shape, names, name) = if d.dataset == DatasetKind::Npz {
+        let (train, shape) = super::npz::load(&train_path)?;
+        let (test, tshape) = super::npz::load(&test_path)?;
+        if tshape != shape {
+            return Err(corrupt(
+                &test_path,
+                format!("sample shape {tshape:?} differs from the training file's {shape:?}"),
+            ));
+        }
+        (train, test, shape, None, "npz")
+    } else {
+        let label = d.label.as_deref().expect("validated: csv names its label");
+        let (train, test, features, names) = super::table::load(&train_path, &test_path, label)?;
+        (train, test, vec![features], names, "csv")
+    };
+    let classes = match &names {
+        Some(n) => n.len(),
+        None => train.y.iter().copied().max().unwrap_or(0) as usize + 1,
+    };
+    if let Some((i, &y)) = test
+        .y
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y as usize >= classes)
+    {
+        return Err(corrupt(
+            &test_path,
+            format!(
+                "label {y} of sample {i} is past the training labels' classes 0..{}",
+                classes - 1
+            ),
+        ));
+    }
+    let stem = train_path
+        .file_stem()
+        .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+    Ok(UserData {
+        name: format!("{name}:{stem}"),
+        train,
+        test,
+        shape,
+        classes,
+        class_names: names,
+    })
+}
+
+/// Each feature standardised with the mean and standard deviation of
+/// `train` (a constant feature is only centred), applied to every split.
+pub(crate) fn standardize(train: &mut Split, others: &mut [&mut Split], features: usize) {
+    let n = train.len().max(1) as f64;
+    let mut mean = vec![0f64; features];
+    for row in train.x.chunks_exact(features) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n);
+    let mut var = vec![0f64; features];
+    for row in train.x.chunks_exact(features) {
+        for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (f64::from(v) - m).powi(2);
+        }
+    }
+    let scale: Vec<f64> = var
+        .iter()
+        .map(|s| {
+            let sd = (s / n).sqrt();
+            if sd > 1e-12 {
+                1.0 / sd
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    for split in std::iter::once(train).chain(others.iter_mut().map(|s| &mut **s)) {
+        for row in split.x.chunks_exact_mut(features) {
+            for ((v, m), k) in row.iter_mut().zip(&mean).zip(&scale) {
+                *v = ((f64::from(*v) - m) * k) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standardised_features_have_zero_mean_and_unit_variance_on_train() {
+        let mut train = Split {
+            x: vec![1.0, 5.0, 3.0, 5.0, 5.0, 5.0],
+            y: vec![0, 1, 0],
+        };
+        let mut test = Split {
+            x: vec![3.0, 7.0],
+            y: vec![1],
+        };
+        standardize(&mut train, &mut [&mut test], 2);
+        // Feature 0: mean 3, sd sqrt(8/3); feature 1 constant: centred only.
+        let sd = (8.0f64 / 3.0).sqrt();
+        let want = [-2.0 / sd, 0.0, 0.0, 0.0, 2.0 / sd, 0.0];
+        for (g, w) in train.x.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{:?}", train.x);
+        }
+        assert_eq!(test.x, vec![0.0, 2.0]);
+    }
+}
