@@ -235,3 +235,57 @@ fn a_model_too_large_for_the_machine_is_refused_before_its_folder_exists() {
         "a run folder was left"
     );
 }
+
+/// A run whose disk fills while it trains ends `failed`, with the error, in
+/// a run.json it can still write (the 1 MiB reserve it frees first), not
+/// `running`. The disk is a small tmpfs, filled by the test once the run
+/// has set its reserve aside; where this process may not mount one (not
+/// root, or a container without the capability) the test says so and passes.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_whose_disk_fills_ends_failed() {
+    use std::io::Write;
+    let out = tempfile::tempdir().unwrap();
+    let mnt = out.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here: the full-disk path was not tested");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let mut child = gt()
+        .args([
+            "--config",
+            "configs/digits_mlp.toml",
+            "--set",
+            "train.epochs=200",
+        ])
+        .out(&mnt)
+        .spawn_quiet();
+    let dir = harness::wait_for_run_file(&mnt, ".greentrain-reserve");
+    // Fill every byte left, as another process on a shared disk would.
+    let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+    let block = vec![7u8; 64 << 10];
+    while filler.write_all(&block).is_ok() {}
+    let mut byte = [7u8; 1];
+    while filler.write_all(&byte).is_ok() {
+        byte[0] ^= 1;
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a run that cannot write fails");
+    let r = record(&dir);
+    assert_eq!(r["status"], "failed");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("space"), "{error}");
+}
