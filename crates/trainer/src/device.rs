@@ -83,15 +83,24 @@ pub fn cpu_name() -> String {
 /// (`cuInit`, at least one device) and NVRTC, which Burn's CUDA backend
 /// needs to compile kernels: each of them missing would otherwise panic in
 /// one of Burn's threads.
+///
+/// Probed once per process (the driver, its devices and NVRTC do not change
+/// while it runs): `--device auto`, the device check, the memory check and
+/// the meters' GPU selection all ask.
 pub fn probe_cuda() -> Result<CudaProbe, String> {
-    if !cfg!(feature = "cuda") {
-        return Err("this greentrain was built without the `cuda` feature".into());
-    }
-    probe_cuda_with(
-        Path::new("/proc/driver/nvidia/version"),
-        "libcuda.so.1",
-        NVRTC_NAMES,
-    )
+    static PROBE: std::sync::OnceLock<Result<CudaProbe, String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            if !cfg!(feature = "cuda") {
+                return Err("this greentrain was built without the `cuda` feature".into());
+            }
+            probe_cuda_with(
+                Path::new("/proc/driver/nvidia/version"),
+                "libcuda.so.1",
+                NVRTC_NAMES,
+            )
+        })
+        .clone()
 }
 
 /// The names cudarc (under Burn's CUDA backend) tries for NVRTC on Linux.

@@ -54,20 +54,20 @@ fn member(
     zip: &mut zip::ZipArchive<std::fs::File>,
     name: &str,
 ) -> Result<Vec<u8>, DataError> {
-    let arrays = || {
+    let file = format!("{name}.npy");
+    if !zip.file_names().any(|n| n == file) {
         let names: Vec<&str> = zip
             .file_names()
             .map(|n| n.trim_end_matches(".npy"))
             .collect();
-        names.join(", ")
-    };
-    let listed = arrays();
-    let mut f = zip.by_name(&format!("{name}.npy")).map_err(|_| {
-        corrupt(
+        return Err(corrupt(
             path,
-            format!("has no array `{name}` (its arrays: {listed})"),
-        )
-    })?;
+            format!("has no array `{name}` (its arrays: {})", names.join(", ")),
+        ));
+    }
+    let mut f = zip
+        .by_name(&file)
+        .map_err(|e| corrupt(path, format!("array `{name}` cannot be opened: {e}")))?;
     let (size, packed) = (f.size(), f.compressed_size());
     if size > packed.saturating_mul(MAX_RATIO).max(1 << 20)
         || size > crate::memory::available_bytes()
