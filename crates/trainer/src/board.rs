@@ -66,6 +66,8 @@ impl Board {
             ("epoch/train_accuracy", e.train_accuracy),
             ("epoch/val_loss", e.val_loss),
             ("epoch/val_accuracy", e.val_accuracy),
+            ("epoch/test_perplexity", e.test_perplexity),
+            ("epoch/val_perplexity", e.val_perplexity),
         ] {
             if let Some(v) = v {
                 self.put(tag, s, v, None);

@@ -49,6 +49,8 @@ pub struct Extent {
     pub optimizer_steps: u64,
     /// Samples per micro-batch.
     pub batch: usize,
+    /// Labels per sample (each counted in `correct`).
+    pub targets: usize,
 }
 
 impl TrainState {
@@ -61,6 +63,7 @@ impl TrainState {
             steps,
             optimizer_steps,
             batch,
+            targets,
         } = extent;
         let p = &self.partial;
         let fail = |what: String| Err(format!("its state is not a point of this run: {what}"));
@@ -90,7 +93,7 @@ impl TrainState {
             ));
         }
         if p.samples > (self.step * batch) as u64
-            || p.correct > p.samples
+            || p.correct > p.samples.saturating_mul(targets as u64)
             || p.skipped > self.step as u64
         {
             return fail(format!(

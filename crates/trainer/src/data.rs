@@ -1,10 +1,22 @@
 //! Datasets: IDX (u8 and f32, gzipped or not) and the UCI digits CSV, with
-//! sha256 verification of the shipped files, and a user's own NumPy and CSV
-//! files (`npz.rs`, `table.rs`, `user.rs`). Every failure names the file.
+//! sha256 verification of the shipped files; a user's own NumPy and CSV
+//! files (`npz.rs`, `table.rs`, `user.rs`), CIFAR-10 (`cifar.rs`), image
+//! folders (`images.rs`) and text (`text.rs`). Every failure names the
+//! file.
 
+mod augment;
+mod cifar;
+mod idx;
+mod images;
+mod media;
 mod npz;
 mod table;
+mod text;
 mod user;
+
+pub use augment::Augment;
+use idx::split_from_idx;
+pub use idx::{parse_idx, Idx, IdxData};
 
 use crate::config::{Config, DatasetKind, ModOp};
 use flate2::read::MultiGzDecoder;
@@ -53,14 +65,21 @@ fn corrupt(path: &Path, msg: impl Into<String>) -> DataError {
 pub struct Split {
     /// `n * features` values.
     pub x: Vec<f32>,
-    /// `n` labels.
+    /// `n * targets` labels.
     pub y: Vec<u8>,
+    /// Labels per sample: 1 for classification, the context length for
+    /// next-token prediction (one target per position).
+    pub targets: usize,
 }
 
 impl Split {
+    /// A split of one label per sample.
+    pub fn new(x: Vec<f32>, y: Vec<u8>) -> Self {
+        Split { x, y, targets: 1 }
+    }
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.y.len()
+        self.y.len() / self.targets.max(1)
     }
     /// Whether the split is empty.
     pub fn is_empty(&self) -> bool {
@@ -87,6 +106,10 @@ pub struct Dataset {
     pub class_names: Option<Vec<String>>,
     /// Tokens, for datasets of token sequences (`modular`: p + 1).
     pub vocab: Option<usize>,
+    /// Crops and flips for training batches (`cifar10`, `image_folder`).
+    pub augment: Option<Augment>,
+    /// Images skipped as unreadable (`image_folder` with `skip_bad`).
+    pub skipped: usize,
 }
 
 impl Dataset {
@@ -175,195 +198,6 @@ fn verify(path: &Path, bytes: &[u8], expected: &str) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Values of an IDX file.
-#[derive(Clone, Debug, PartialEq)]
-pub enum IdxData {
-    /// Type 0x08.
-    U8(Vec<u8>),
-    /// Type 0x0D (big-endian f32).
-    F32(Vec<f32>),
-}
-
-/// A parsed IDX file.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Idx {
-    /// Dimensions, first is the sample count.
-    pub dims: Vec<usize>,
-    /// Values.
-    pub data: IdxData,
-}
-
-/// Parses IDX bytes (already decompressed). `path` is for messages.
-pub fn parse_idx(path: &Path, b: &[u8]) -> Result<Idx, DataError> {
-    if b.len() < 4 {
-        return Err(corrupt(
-            path,
-            format!("too short for an IDX header ({} bytes)", b.len()),
-        ));
-    }
-    if b[0] != 0 || b[1] != 0 {
-        return Err(corrupt(
-            path,
-            format!(
-                "wrong magic number 0x{:02x}{:02x}{:02x}{:02x}: not an IDX file",
-                b[0], b[1], b[2], b[3]
-            ),
-        ));
-    }
-    let ty = b[2];
-    let elem = match ty {
-        0x08 => 1,
-        0x0D => 4,
-        0x09 | 0x0B | 0x0C | 0x0E => {
-            return Err(corrupt(
-                path,
-                format!("IDX element type 0x{ty:02x} is not supported (use u8 0x08 or f32 0x0D)"),
-            ))
-        }
-        _ => {
-            return Err(corrupt(
-                path,
-                format!("wrong magic number: unknown IDX type byte 0x{ty:02x}"),
-            ))
-        }
-    };
-    let nd = b[3] as usize;
-    if nd == 0 {
-        return Err(corrupt(path, "IDX header declares 0 dimensions"));
-    }
-    let header = 4 + 4 * nd;
-    if b.len() < header {
-        return Err(corrupt(path, "truncated IDX header"));
-    }
-    let dims: Vec<usize> = (0..nd)
-        .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    if let Some(i) = dims.iter().position(|&d| d == 0) {
-        return Err(corrupt(
-            path,
-            format!("IDX dimension {i} of {dims:?} is 0: the file holds no data"),
-        ));
-    }
-    let count = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| corrupt(path, "IDX dimensions overflow"))?;
-    let need = count
-        .checked_mul(elem)
-        .and_then(|n| n.checked_add(header))
-        .ok_or_else(|| corrupt(path, "IDX dimensions overflow"))?;
-    if b.len() < need {
-        return Err(corrupt(
-            path,
-            format!(
-                "truncated: dimensions {dims:?} need {need} bytes, file has {}",
-                b.len()
-            ),
-        ));
-    }
-    if b.len() > need {
-        return Err(corrupt(
-            path,
-            format!(
-                "{} trailing bytes after the data for dimensions {dims:?}",
-                b.len() - need
-            ),
-        ));
-    }
-    let body = &b[header..];
-    let data = if elem == 1 {
-        IdxData::U8(body.to_vec())
-    } else {
-        let v: Vec<f32> = body
-            .chunks_exact(4)
-            .map(|c| f32::from_be_bytes(c.try_into().unwrap()))
-            .collect();
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(corrupt(path, format!("value {i} is not finite")));
-        }
-        IdxData::F32(v)
-    };
-    Ok(Idx { dims, data })
-}
-
-fn load_idx(path: &Path, expected: Option<&str>) -> Result<Idx, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    if let Some(sha) = expected {
-        verify(path, &bytes, sha)?;
-    }
-    parse_idx(path, &bytes)
-}
-
-/// Images to features: u8 scaled to [0, 1] (then standardised by `norm`),
-/// f32 kept as they are.
-fn idx_images(
-    path: &Path,
-    idx: Idx,
-    norm: Option<(f32, f32)>,
-) -> Result<(Vec<f32>, Vec<usize>, usize), DataError> {
-    if idx.dims.len() < 2 {
-        return Err(corrupt(
-            path,
-            format!("images need at least 2 dimensions, got {:?}", idx.dims),
-        ));
-    }
-    let n = idx.dims[0];
-    let shape = idx.dims[1..].to_vec();
-    let x = match idx.data {
-        IdxData::U8(v) => {
-            let (mean, std) = norm.unwrap_or((0.0, 1.0));
-            v.into_iter()
-                .map(|p| (p as f32 / 255.0 - mean) / std)
-                .collect()
-        }
-        IdxData::F32(v) => v,
-    };
-    Ok((x, shape, n))
-}
-
-fn idx_labels(path: &Path, idx: Idx, num_classes: Option<usize>) -> Result<Vec<u8>, DataError> {
-    if idx.dims.len() != 1 {
-        return Err(corrupt(
-            path,
-            format!("labels must be 1-dimensional, got {:?}", idx.dims),
-        ));
-    }
-    let IdxData::U8(y) = idx.data else {
-        return Err(corrupt(path, "labels must be u8 (type 0x08)"));
-    };
-    if let Some(k) = num_classes {
-        if let Some(i) = y.iter().position(|&l| l as usize >= k) {
-            return Err(corrupt(
-                path,
-                format!("label {} at index {i} is out of range 0..{k}", y[i]),
-            ));
-        }
-    }
-    Ok(y)
-}
-
-fn split_from_idx(
-    images: &Path,
-    labels: &Path,
-    root_rel: Option<(&str, &str)>,
-    norm: Option<(f32, f32)>,
-    num_classes: Option<usize>,
-) -> Result<(Split, Vec<usize>), DataError> {
-    let (ish, lsh) = match root_rel {
-        Some((i, l)) => (expected_sha(i), expected_sha(l)),
-        None => (None, None),
-    };
-    let (x, shape, n) = idx_images(images, load_idx(images, ish)?, norm)?;
-    let y = idx_labels(labels, load_idx(labels, lsh)?, num_classes)?;
-    if y.len() != n {
-        return Err(corrupt(
-            labels,
-            format!("{} labels for {n} images in {}", y.len(), images.display()),
-        ));
-    }
-    Ok((Split { x, y }, shape))
-}
-
 /// Parses the UCI digits CSV (64 pixel columns 0..16, then the label).
 pub fn parse_digits_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
     let mut rdr = csv::ReaderBuilder::new()
@@ -409,7 +243,7 @@ pub fn parse_digits_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
     if y.is_empty() {
         return Err(corrupt(path, "no rows"));
     }
-    Ok(Split { x, y })
+    Ok(Split::new(x, y))
 }
 
 /// Finds the shipped `datasets/` folder.
@@ -461,6 +295,9 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
     let d = &config.data;
     let mut class_names = None;
     let (name, train, test, shape, classes) = match d.dataset {
+        DatasetKind::Cifar10 | DatasetKind::ImageFolder | DatasetKind::Text => {
+            return media::load(config, config_dir);
+        }
         DatasetKind::Npz | DatasetKind::Csv => {
             let u = user::load(d, config_dir)?;
             class_names = u.class_names;
@@ -522,14 +359,8 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
             let all = parse_digits_csv(&path, &text)?;
             // First half trains, second half tests (scikit-learn's example split).
             let half = all.len() / 2;
-            let train = Split {
-                x: all.x[..half * 64].to_vec(),
-                y: all.y[..half].to_vec(),
-            };
-            let test = Split {
-                x: all.x[half * 64..].to_vec(),
-                y: all.y[half..].to_vec(),
-            };
+            let train = Split::new(all.x[..half * 64].to_vec(), all.y[..half].to_vec());
+            let test = Split::new(all.x[half * 64..].to_vec(), all.y[half..].to_vec());
             ("digits".to_string(), train, test, vec![64], 10)
         }
         DatasetKind::Modular => {
@@ -573,6 +404,8 @@ pub fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataError> {
         test,
         vocab,
         class_names,
+        augment: None,
+        skipped: 0,
     })
 }
 
@@ -600,7 +433,7 @@ impl Dataset {
 
 /// A path from the config: as it is when absolute, else relative to the
 /// config file's folder.
-fn relative_to(config_dir: &Path, p: &Path) -> PathBuf {
+pub(crate) fn relative_to(config_dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -647,19 +480,20 @@ pub fn modular(p: usize, op: ModOp, train_fraction: f64, seed: u64) -> (Split, S
     rows.shuffle(&mut rng);
     // Truncated, as the paper's `int(frac_train * len(pairs))`: 3,830 of 12,769.
     let n_train = ((rows.len() as f64 * train_fraction) as usize).clamp(1, rows.len() - 1);
-    let split = |rows: &[[usize; 3]]| Split {
-        x: rows
-            .iter()
-            .flat_map(|r| [r[0] as f32, r[1] as f32, p as f32])
-            .collect(),
-        y: rows.iter().map(|r| r[2] as u8).collect(),
+    let split = |rows: &[[usize; 3]]| {
+        Split::new(
+            rows.iter()
+                .flat_map(|r| [r[0] as f32, r[1] as f32, p as f32])
+                .collect(),
+            rows.iter().map(|r| r[2] as u8).collect(),
+        )
     };
     (split(&rows[..n_train]), split(&rows[n_train..]))
 }
 
 /// Holds out `fraction` of the training split, chosen by a seeded shuffle
 /// (stream 1 of the run's seed; data order uses the epoch's own stream).
-fn split_validation(
+pub(crate) fn split_validation(
     train: Split,
     features: usize,
     fraction: f64,
@@ -673,14 +507,16 @@ fn split_validation(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(u64::MAX);
     idx.shuffle(&mut rng);
+    let t = train.targets;
     let take = |ids: &[usize]| {
         let mut s = Split {
             x: Vec::with_capacity(ids.len() * features),
-            y: Vec::with_capacity(ids.len()),
+            y: Vec::with_capacity(ids.len() * t),
+            targets: t,
         };
         for &i in ids {
             s.x.extend_from_slice(&train.x[i * features..(i + 1) * features]);
-            s.y.push(train.y[i]);
+            s.y.extend_from_slice(&train.y[i * t..(i + 1) * t]);
         }
         s
     };
@@ -723,13 +559,15 @@ pub fn epoch_batches(
     out
 }
 
-/// Gathers the rows `ids` into one contiguous buffer (features, labels).
+/// Gathers the rows `ids` into one contiguous buffer (features, and
+/// `targets` labels per row).
 pub fn gather(split: &Split, features: usize, ids: &[usize]) -> (Vec<f32>, Vec<i64>) {
+    let t = split.targets;
     let mut x = Vec::with_capacity(ids.len() * features);
-    let mut y = Vec::with_capacity(ids.len());
+    let mut y = Vec::with_capacity(ids.len() * t);
     for &i in ids {
         x.extend_from_slice(&split.x[i * features..(i + 1) * features]);
-        y.push(split.y[i] as i64);
+        y.extend(split.y[i * t..(i + 1) * t].iter().map(|&v| v as i64));
     }
     (x, y)
 }

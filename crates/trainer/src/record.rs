@@ -132,6 +132,20 @@ pub struct EpochRecord {
     /// Energy of that checkpoint window, J (not part of `energy_j`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_j: Option<f64>,
+    /// `exp(test_loss)`, for next-token prediction (losses are per token).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::num::opt_f64_any"
+    )]
+    pub test_perplexity: Option<f64>,
+    /// `exp(val_loss)`, for next-token prediction with a validation split.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::num::opt_f64_any"
+    )]
+    pub val_perplexity: Option<f64>,
 }
 
 /// The totals of a run.
@@ -235,10 +249,14 @@ pub struct RunRecord {
 /// Energy to a target accuracy, the way MLPerf reports time to train.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetRecord {
-    /// The accuracy asked for.
-    pub accuracy: f64,
-    /// What is compared with it: `val_accuracy` when the run has a
-    /// validation split, else `test_accuracy`.
+    /// The accuracy asked for (absent for a loss target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The loss asked for (`train.target_loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// What is compared with it: `val_accuracy` (or `val_loss`) when the
+    /// run has a validation split, else `test_accuracy` (`test_loss`).
     pub metric: String,
     /// Whether some epoch met it.
     pub reached: bool,
@@ -280,9 +298,21 @@ pub struct DatasetRecord {
     /// makes 256 outputs): said here and when the run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_warning: Option<String>,
-    /// Class names in index order, where a CSV's labels were names.
+    /// Class names in index order: a CSV's label names, CIFAR-10's
+    /// classes, an image folder's subfolders, or the characters of `char`
+    /// text tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_names: Option<Vec<String>>,
+    /// Labels per sample, where more than one (next-token prediction:
+    /// the context length; losses and accuracies are per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_per_sample: Option<usize>,
+    /// Whether training batches are cropped and flipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<bool>,
+    /// Images skipped as unreadable (`skip_bad`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_images: Option<usize>,
 }
 
 impl RunRecord {

@@ -274,6 +274,9 @@ fn dataset_record(d: &Dataset) -> DatasetRecord {
         num_classes: Some(d.num_classes),
         label_warning: d.label_warning(),
         class_names: d.class_names.clone(),
+        targets_per_sample: (d.train.targets > 1).then_some(d.train.targets),
+        augment: d.augment.is_some().then_some(true),
+        skipped_images: (d.skipped > 0).then_some(d.skipped),
     }
 }
 

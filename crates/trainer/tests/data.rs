@@ -258,10 +258,7 @@ fn epoch_order_is_a_seeded_permutation() {
 /// their classes do not.
 #[test]
 fn a_stray_large_label_is_warned_about() {
-    let split = |y: Vec<u8>| data::Split {
-        x: vec![0.0; y.len()],
-        y,
-    };
+    let split = |y: Vec<u8>| data::Split::new(vec![0.0; y.len()], y);
     let mut y: Vec<u8> = (0..100).map(|i| (i % 10) as u8).collect();
     let ok = data::Dataset {
         name: "idx".into(),
@@ -272,6 +269,8 @@ fn a_stray_large_label_is_warned_about() {
         test: split(vec![0]),
         vocab: None,
         class_names: None,
+        augment: None,
+        skipped: 0,
     };
     assert_eq!(ok.label_warning(), None);
     y.push(255);

@@ -6,24 +6,27 @@ use greentrain_trainer::train::{clear_interrupt, request_interrupt};
 use greentrain_trainer::{config, resume, train, DeviceSpec, TrainRequest};
 use std::path::PathBuf;
 
+/// One test, so that no other run shares the process-wide flag: UCI digits
+/// under fp16 (the loss scaler's state), and the digits as image files
+/// with crops and flips (drawn per epoch and step, so mid-epoch resume
+/// needs no augmentation state).
 #[test]
 fn interrupted_run_resumes_to_the_same_result() {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/digits_mlp.toml"
-    ));
+    interrupted_run_resumes("digits_mlp.toml", &["precision.mode=fp16"]);
+    interrupted_run_resumes("image_folder_digits.toml", &["data.augment=true"]);
+}
+
+fn interrupted_run_resumes(file: &str, sets: &[&str]) {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs")).join(file);
     // Long epochs (600 steps), so that an interrupt sent once the first
     // checkpoint exists lands in the middle of epoch 2.
-    let cfg = config::load(
-        &path,
-        &[
-            "train.epochs=3".into(),
-            "train.steps_per_epoch=600".into(),
-            "train.checkpoint_every=1".into(),
-            "precision.mode=fp16".into(),
-        ],
-    )
-    .unwrap();
+    let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    sets.extend([
+        "train.epochs=3".into(),
+        "train.steps_per_epoch=600".into(),
+        "train.checkpoint_every=1".into(),
+    ]);
+    let cfg = config::load(&path, &sets).unwrap();
     let out = tempfile::tempdir().unwrap();
     let req = |dir: &str| TrainRequest {
         config: cfg.clone(),

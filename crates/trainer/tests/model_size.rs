@@ -39,7 +39,7 @@ fn gpu_benchmark_models_have_pytorchs_parameter_counts() {
     ];
     for (name, shape, classes, vocab, torch) in cases {
         let c = load(name, &[]).config;
-        let m = Model::<Flex>::new(&c.model, shape, classes, vocab, 0, &dev);
+        let m = Model::<Flex>::new(&c.model, shape, classes, 1, vocab, 0, &dev);
         assert_eq!(m.trainable_params(), torch, "{name}");
         let running = m.num_params() - m.trainable_params();
         assert_eq!(
@@ -60,7 +60,7 @@ fn the_grokking_config_has_nanda_et_al_s_parameter_count_less_one_logit() {
     for precision in ["fp32", "fp16"] {
         let name = format!("paper/grokking_nanda2023_{precision}.toml");
         let c = load(&name, &[]).config;
-        let m = Model::<Flex>::new(&c.model, &[3], 113, Some(114), 0, &dev);
+        let m = Model::<Flex>::new(&c.model, &[3], 113, 1, Some(114), 0, &dev);
         assert_eq!(m.trainable_params(), 226_816 - 128, "{name}");
     }
 }

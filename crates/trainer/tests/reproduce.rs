@@ -24,6 +24,8 @@ fn epoch(loss: f64, acc: f64, scale: f64, skipped: u64) -> EpochRecord {
         co2_g: None,
         checkpoint_s: None,
         checkpoint_j: None,
+        test_perplexity: None,
+        val_perplexity: None,
     }
 }
 

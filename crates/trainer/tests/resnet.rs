@@ -47,7 +47,7 @@ fn request_with(out: &Path, extra: &[&str]) -> TrainRequest {
 fn resnet_shapes_gradients_and_batch_norm_in_fp32() {
     let c = request(Path::new("/tmp")).config.config;
     let dev = Default::default();
-    let model = Model::<B>::new(&c.model, &[64], 10, None, 0, &dev);
+    let model = Model::<B>::new(&c.model, &[64], 10, 1, None, 0, &dev);
     let x: Vec<f32> = (0..3 * 64).map(|i| (i % 17) as f32 / 16.0).collect();
     let x = Tensor::<B, 2>::from_data(TensorData::new(x, [3, 64]), &dev);
     let fp32 = model.forward(x.clone(), &Autocast::new(Precision::Fp32));
@@ -133,6 +133,7 @@ fn resnet_convolutions_as_batched_products_match_the_native_ones() {
         &req.config.config.model,
         &[64],
         10,
+        1,
         None,
         0,
         &Default::default(),

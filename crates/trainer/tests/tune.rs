@@ -49,7 +49,7 @@ fn tune_chooses_the_batch_size_with_the_fewest_joules_to_the_target() {
         let rec =
             greentrain_trainer::record::RunRecord::load(run.run_dir.as_ref().unwrap()).unwrap();
         let t = rec.target.unwrap();
-        assert!(t.reached && t.accuracy == 0.9 && t.metric == "test_accuracy");
+        assert!(t.reached && t.accuracy == Some(0.9) && t.metric == "test_accuracy");
         assert_eq!(rec.config.data.batch_size, run.batch_size);
         assert_eq!(rec.seed, run.seed);
         assert_eq!(t.energy_j, run.energy_to_target_j);

@@ -5,11 +5,13 @@
 
 use greentrain_amp::{ConvPath, PrecisionChoice, ScalerConfig};
 pub use greentrain_energy::estimate::TrackingMode;
+mod data;
 mod kernels;
 mod load;
 mod log;
 mod validate;
 
+pub use data::{DataSection, DatasetKind, ModOp, Tokens};
 pub use kernels::{KernelsSection, Sums};
 pub use load::{load, locate, parse, parse_with, Override};
 pub use log::LogSection;
@@ -59,110 +61,6 @@ pub struct RunSection {
 
 fn default_seed() -> u64 {
     42
-}
-
-/// Which dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    /// MNIST 60k/10k, shipped in `datasets/mnist`.
-    Mnist,
-    /// MNIST-1D 4k/1k, shipped in `datasets/mnist1d`.
-    Mnist1d,
-    /// UCI digits 8x8, shipped in `datasets/digits` (first half train).
-    Digits,
-    /// Any four IDX files given by path.
-    Idx,
-    /// NumPy `.npz` files, one per split (`train`, `test`), holding `x` and `y`.
-    Npz,
-    /// CSV tables with a header, one per split (`train`, `test`), with a
-    /// `label` column.
-    Csv,
-    /// The algorithmic data of the grokking papers: every pair (a, b) for a
-    /// prime p, labelled (a op b) mod p, as tokens `[a, b, =]`; generated
-    /// from the run's seed (`p`, `op`, `train_fraction`).
-    Modular,
-}
-
-/// The operation of `dataset = "modular"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModOp {
-    /// (a + b) mod p.
-    #[default]
-    Add,
-    /// (a - b) mod p.
-    Sub,
-    /// (a * b) mod p.
-    Mul,
-    /// a * b^-1 mod p (b != 0).
-    Div,
-}
-
-/// `[data]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSection {
-    /// `mnist`, `mnist1d`, `digits`, `idx` or `modular`.
-    pub dataset: DatasetKind,
-    /// Mini-batch size for training.
-    pub batch_size: usize,
-    /// Batch size for evaluation (default 1000).
-    #[serde(default = "default_eval_batch")]
-    pub eval_batch_size: usize,
-    /// Fraction of the training split held out for validation (default 0).
-    #[serde(default)]
-    pub val_fraction: f64,
-    /// Folder holding the shipped datasets (default: `datasets/` found from
-    /// the working directory, the config's folder or the install).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root: Option<PathBuf>,
-    /// IDX paths for `dataset = "idx"` (relative to the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_images: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[allow(missing_docs)]
-    pub train_labels: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[allow(missing_docs)]
-    pub test_images: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[allow(missing_docs)]
-    pub test_labels: Option<PathBuf>,
-    /// `npz` and `csv`: the training file (relative to the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train: Option<PathBuf>,
-    /// `npz` and `csv`: the test file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test: Option<PathBuf>,
-    /// `csv`: the label column's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// `npz` and `csv`: standardise each feature with the training split's
-    /// mean and standard deviation (default false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub normalize: bool,
-    /// `modular`: the prime modulus (default 113).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p: Option<usize>,
-    /// `modular`: the operation (default `add`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub op: Option<ModOp>,
-    /// `modular`: the share of all pairs that trains (default 0.3); the
-    /// rest is the test split.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_fraction: Option<f64>,
-}
-
-impl DataSection {
-    /// `modular`'s modulus.
-    pub fn modulus(&self) -> usize {
-        self.p.unwrap_or(113)
-    }
-}
-
-fn default_eval_batch() -> usize {
-    1000
 }
 
 /// Which model.
@@ -376,6 +274,9 @@ pub enum Schedule {
     Cosine,
     /// `lr * gamma^(epoch / step_epochs)`.
     Step,
+    /// `lr * gamma^k`, k the number of `milestones` (optimizer steps, as
+    /// He et al.'s "32k and 48k iterations") already passed.
+    Milestones,
 }
 
 /// `[train]`
@@ -412,6 +313,10 @@ pub struct TrainSection {
     /// Decay factor for `schedule = "step"` (default 0.1).
     #[serde(default = "default_gamma")]
     pub gamma: f64,
+    /// Optimizer steps at which `schedule = "milestones"` multiplies the
+    /// rate by `gamma`, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<u64>,
     /// Global gradient-norm clipping threshold (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_grad_norm: Option<f64>,
@@ -437,8 +342,13 @@ pub struct TrainSection {
     /// test): run.json records when and at what energy it was first met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_accuracy: Option<f64>,
+    /// Loss per label to reach instead (validation when there is a
+    /// validation split, else test; per token for `text`): energy to a
+    /// target perplexity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_loss: Option<f64>,
     /// End the run (status `reached_target`, exit 0) at the epoch where
-    /// `target_accuracy` is met.
+    /// `target_accuracy` or `target_loss` is met.
     #[serde(default)]
     pub stop_at_target: bool,
 }

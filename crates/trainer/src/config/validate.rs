@@ -137,12 +137,8 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return bad("train.betas", "both must be in [0, 1)");
         }
     }
-    if let Some(t) = c.train.target_accuracy {
-        if !(t > 0.0 && t <= 1.0) {
-            return bad("train.target_accuracy", "must be in (0, 1]");
-        }
-    } else if c.train.stop_at_target {
-        return bad("train.stop_at_target", "needs train.target_accuracy");
+    if let Some(b) = validate_targets(c) {
+        return b;
     }
     if c.train.epochs == 0 {
         return bad("train.epochs", "must be at least 1");
@@ -155,9 +151,6 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if !(0.0..1.0).contains(&c.train.momentum) {
         return bad("train.momentum", "must be in [0, 1)");
-    }
-    if c.train.step_epochs == 0 {
-        return bad("train.step_epochs", "must be at least 1");
     }
     if !(c.train.gamma > 0.0 && c.train.gamma <= 1.0) {
         return bad("train.gamma", "must be in (0, 1]");
@@ -220,34 +213,179 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// `npz` and `csv` name their files; the keys belong to them alone.
+/// A key that datasets `owners` (named in `who`) need (`required`) or
+/// may take, and no other dataset takes.
+fn owned_key(
+    c: &Config,
+    key: &str,
+    set: bool,
+    owners: &[DatasetKind],
+    who: &str,
+    required: bool,
+) -> Check {
+    let owned = owners.contains(&c.data.dataset);
+    if owned && required && !set {
+        return bad_key(key, &format!("required when data.dataset is {who}"));
+    }
+    if !owned && set {
+        return bad_key(key, &format!("only used with data.dataset = {who}"));
+    }
+    None
+}
+
+/// Each dataset's own keys: required where it needs them, refused where
+/// another dataset would ignore them.
 fn validate_files(c: &Config) -> Check {
-    let files = matches!(c.data.dataset, DatasetKind::Npz | DatasetKind::Csv);
-    for (k, v) in [
-        ("data.train", c.data.train.is_some()),
-        ("data.test", c.data.test.is_some()),
-    ] {
-        if files && !v {
-            return bad_key(k, "required when data.dataset is \"npz\" or \"csv\"");
-        }
-        if !files && v {
-            return bad_key(k, "only used with data.dataset = \"npz\" or \"csv\"");
+    use DatasetKind::{Cifar10, Csv, ImageFolder, Npz, Text};
+    let d = &c.data;
+    let files = [Npz, Csv, ImageFolder];
+    let images = [Cifar10, ImageFolder];
+    let checks = [
+        (
+            "data.train",
+            d.train.is_some(),
+            &files[..],
+            "\"npz\", \"csv\" or \"image_folder\"",
+            true,
+        ),
+        (
+            "data.test",
+            d.test.is_some(),
+            &files[..],
+            "\"npz\", \"csv\" or \"image_folder\"",
+            true,
+        ),
+        (
+            "data.normalize",
+            d.normalize,
+            &files[..],
+            "\"npz\", \"csv\" or \"image_folder\"",
+            false,
+        ),
+        (
+            "data.label",
+            d.label.is_some(),
+            &[Csv][..],
+            "\"csv\" (the label column's name)",
+            true,
+        ),
+        (
+            "data.path",
+            d.path.is_some(),
+            &[Cifar10, Text][..],
+            "\"cifar10\" or \"text\"",
+            true,
+        ),
+        (
+            "data.augment",
+            d.augment.is_some(),
+            &images[..],
+            "\"cifar10\" or \"image_folder\"",
+            false,
+        ),
+        (
+            "data.image_size",
+            d.image_size.is_some(),
+            &[ImageFolder][..],
+            "\"image_folder\"",
+            false,
+        ),
+        (
+            "data.channels",
+            d.channels.is_some(),
+            &[ImageFolder][..],
+            "\"image_folder\"",
+            false,
+        ),
+        (
+            "data.skip_bad",
+            d.skip_bad,
+            &[ImageFolder][..],
+            "\"image_folder\"",
+            false,
+        ),
+        (
+            "data.tokens",
+            d.tokens.is_some(),
+            &[Text][..],
+            "\"text\"",
+            false,
+        ),
+        (
+            "data.test_fraction",
+            d.test_fraction.is_some(),
+            &[Text][..],
+            "\"text\"",
+            false,
+        ),
+    ];
+    for (key, set, owners, who, required) in checks {
+        if let Some(b) = owned_key(c, key, set, owners, who, required) {
+            return Some(b);
         }
     }
-    if c.data.normalize && !files {
+    if d.image_size.is_some_and(|s| !(4..=1024).contains(&s)) {
+        return bad_key("data.image_size", "must be in 4..=1024");
+    }
+    if d.channels.is_some_and(|ch| ch != 1 && ch != 3) {
+        return bad_key("data.channels", "must be 1 (grey) or 3 (RGB)");
+    }
+    if d.test_fraction.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
+        return bad_key("data.test_fraction", "must be in (0, 1)");
+    }
+    if d.dataset == Text && (c.model.kind != ModelKind::Transformer || c.model.context.is_none()) {
         return bad_key(
-            "data.normalize",
-            "only used with data.dataset = \"npz\" or \"csv\"",
+            "model.context",
+            "data.dataset = \"text\" trains a transformer (model.kind = \"transformer\") over model.context tokens: set both",
         );
     }
-    match (c.data.dataset == DatasetKind::Csv, &c.data.label) {
-        (true, None) => bad_key(
-            "data.label",
-            "required when data.dataset = \"csv\": the label column's name",
-        ),
-        (false, Some(_)) => bad_key("data.label", "only used with data.dataset = \"csv\""),
-        _ => None,
+    None
+}
+
+/// Targets, and the schedule's own keys.
+fn validate_targets(c: &Config) -> Check {
+    let t = &c.train;
+    if t.target_accuracy.is_some() && t.target_loss.is_some() {
+        return bad_key(
+            "train.target_loss",
+            "one target at a time: train.target_accuracy or train.target_loss",
+        );
     }
+    if t.target_accuracy.is_some_and(|a| !(a > 0.0 && a <= 1.0)) {
+        return bad_key("train.target_accuracy", "must be in (0, 1]");
+    }
+    if t.target_loss.is_some_and(|l| !(l.is_finite() && l > 0.0)) {
+        return bad_key("train.target_loss", "must be a positive number");
+    }
+    if t.stop_at_target && t.target_accuracy.is_none() && t.target_loss.is_none() {
+        return bad_key(
+            "train.stop_at_target",
+            "needs train.target_accuracy or train.target_loss",
+        );
+    }
+    if t.step_epochs == 0 {
+        return bad_key("train.step_epochs", "must be at least 1");
+    }
+    let milestones = t.schedule == super::Schedule::Milestones;
+    if milestones && t.milestones.is_empty() {
+        return bad_key(
+            "train.milestones",
+            "required when train.schedule = \"milestones\"",
+        );
+    }
+    if !milestones && !t.milestones.is_empty() {
+        return bad_key(
+            "train.milestones",
+            "only used with train.schedule = \"milestones\"",
+        );
+    }
+    if t.milestones.windows(2).any(|w| w[0] >= w[1]) || t.milestones.contains(&0) {
+        return bad_key(
+            "train.milestones",
+            "must be ascending optimizer steps, each at least 1",
+        );
+    }
+    None
 }
 
 /// The MLP's widths, and `residual` where some layer can add its input.

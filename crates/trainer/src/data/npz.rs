@@ -45,7 +45,7 @@ pub(crate) fn load(path: &Path) -> Result<(Split, Vec<usize>), DataError> {
             ),
         ));
     }
-    Ok((Split { x, y }, x_shape[1..].to_vec()))
+    Ok((Split::new(x, y), x_shape[1..].to_vec()))
 }
 
 /// The bytes of member `name` (`x.npy`), bounded before they are read.

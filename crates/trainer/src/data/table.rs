@@ -62,14 +62,9 @@ pub(crate) fn load(train: &Path, test: &Path, label: &str) -> Result<Tables, Dat
             })
             .collect()
     };
-    let train_split = Split {
-        y: index(train, &raw_train)?,
-        x: raw_train.x,
-    };
-    let test_split = Split {
-        y: index(test, &raw_test)?,
-        x: raw_test.x,
-    };
+    let (train_y, test_y) = (index(train, &raw_train)?, index(test, &raw_test)?);
+    let train_split = Split::new(raw_train.x, train_y);
+    let test_split = Split::new(raw_test.x, test_y);
     Ok((train_split, test_split, features.len(), names))
 }
 

@@ -114,14 +114,8 @@ mod tests {
 
     #[test]
     fn standardised_features_have_zero_mean_and_unit_variance_on_train() {
-        let mut train = Split {
-            x: vec![1.0, 5.0, 3.0, 5.0, 5.0, 5.0],
-            y: vec![0, 1, 0],
-        };
-        let mut test = Split {
-            x: vec![3.0, 7.0],
-            y: vec![1],
-        };
+        let mut train = Split::new(vec![1.0, 5.0, 3.0, 5.0, 5.0, 5.0], vec![0, 1, 0]);
+        let mut test = Split::new(vec![3.0, 7.0], vec![1]);
         standardize(&mut train, &mut [&mut test], 2);
         // Feature 0: mean 3, sd sqrt(8/3); feature 1 constant: centred only.
         let sd = (8.0f64 / 3.0).sqrt();

@@ -253,12 +253,15 @@ pub enum Model<B: Backend> {
 
 /// The side of square one-channel images given as `[side, side]` or
 /// flattened.
-fn square_side(shape: &[usize]) -> Option<usize> {
+/// Channels and side of square images: `[side, side]`, `[side * side]`
+/// (one channel) or `[channels, side, side]` (channels first).
+fn image_dims(shape: &[usize]) -> Option<(usize, usize)> {
     match shape {
-        [h, w] if h == w => Some(*h),
+        [h, w] if h == w => Some((1, *h)),
+        [c, h, w] if h == w && (1..=4).contains(c) => Some((*c, *h)),
         [n] => {
             let s = (*n as f64).sqrt().round() as usize;
-            (s * s == *n).then_some(s)
+            (s * s == *n).then_some((1, s))
         }
         _ => None,
     }
@@ -313,10 +316,10 @@ pub fn check_fit(
                 Err(err("lenet5 needs 28x28 images"))
             }
         }
-        ModelKind::Resnet => match square_side(shape) {
-            Some(s) if s >= 4 => Ok(()),
+        ModelKind::Resnet => match image_dims(shape) {
+            Some((_, s)) if s >= 4 => Ok(()),
             _ => Err(err(
-                "resnet needs square one-channel images of side 4 or more",
+                "resnet needs square images of side 4 or more ([side, side] or [channels, side, side])",
             )),
         },
         ModelKind::Transformer => {
@@ -344,11 +347,15 @@ pub fn check_fit(
 
 impl<B: MatmulBackend> Model<B> {
     /// Builds the model for samples of `shape` and `classes` outputs;
-    /// `vocab` is the dataset's token count, for models of tokens.
+    /// `vocab` is the dataset's token count, for models of tokens, and
+    /// `targets` the labels per sample (more than one: the transformer
+    /// predicts at every position, causally).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: &ModelSection,
         shape: &[usize],
         classes: usize,
+        targets: usize,
         vocab: Option<usize>,
         seed: u64,
         device: &B::Device,
@@ -382,14 +389,19 @@ impl<B: MatmulBackend> Model<B> {
                 })
             }
             ModelKind::Resnet => {
-                let side = square_side(shape).expect("check_fit ran first");
+                let (channels, side) = image_dims(shape).expect("check_fit ran first");
                 let (depth, width) = (spec.depth.unwrap_or(20), spec.width.unwrap_or(16));
-                Model::ResNet(ResNet::new(&mut init, depth, width, side, 1, classes))
+                Model::ResNet(ResNet::new(
+                    &mut init, depth, width, side, channels, classes,
+                ))
             }
             ModelKind::Transformer => {
                 let vocab = spec.vocab.or(vocab).expect("check_fit ran first");
                 let context = spec.context.unwrap_or(shape[0]).max(shape[0]);
-                let t = Transformer::new(&mut init, spec.transformer(), vocab, context, classes);
+                let mut t_spec = spec.transformer();
+                t_spec.causal |= targets > 1;
+                let t = Transformer::new(&mut init, t_spec, vocab, context, classes)
+                    .every_position(targets > 1);
                 Model::Transformer(t)
             }
         }
@@ -452,7 +464,7 @@ mod tests {
         let mut spec: ModelSection = toml::from_str("kind = \"mlp\"\nhidden = [16, 16]").unwrap();
         spec.residual = residual;
         (
-            Model::new(&spec, &[8], 3, None, 7, &Default::default()),
+            Model::new(&spec, &[8], 3, 1, None, 7, &Default::default()),
             spec,
         )
     }

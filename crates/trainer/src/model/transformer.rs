@@ -41,6 +41,8 @@ pub struct Transformer<B: Backend> {
     gelu: bool,
     post_norm: bool,
     classes: usize,
+    /// Logits at every position (next-token prediction), not only the last.
+    every_position: bool,
 }
 
 impl<B: MatmulBackend> Transformer<B> {
@@ -95,11 +97,20 @@ impl<B: MatmulBackend> Transformer<B> {
             gelu: spec.activation == Activation::Gelu,
             post_norm: spec.norm == NormPlace::Post,
             classes,
+            every_position: false,
         }
     }
 
+    /// Logits at every position, `[batch * length, classes]` in sample
+    /// order, for next-token prediction.
+    pub fn every_position(mut self, on: bool) -> Self {
+        self.every_position = on;
+        self
+    }
+
     /// Logits `[batch, classes]` from token ids `[batch, length]` (as
-    /// floats, the way batches arrive).
+    /// floats, the way batches arrive); `[batch * length, classes]` when
+    /// predicting at every position.
     pub fn forward(&self, tokens: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
         let [n, t] = tokens.dims();
         let d = self.embed.dims()[1];
@@ -113,7 +124,11 @@ impl<B: MatmulBackend> Transformer<B> {
         if let Some(ln) = &self.ln_final {
             x = ac.layer_norm(ln, x);
         }
-        let last = x.slice([0..n, t - 1..t, 0..d]).reshape([n, d]);
+        let last = if self.every_position {
+            x.reshape([n * t, d])
+        } else {
+            x.slice([0..n, t - 1..t, 0..d]).reshape([n, d])
+        };
         match &self.unembed {
             Some(u) => ac.linear(u, last),
             None => {

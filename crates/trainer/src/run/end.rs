@@ -70,6 +70,7 @@ impl<B: AmpBackend> Run<B> {
             None => (None, None),
         };
         let eval_s = t_eval.elapsed().as_secs_f64();
+        let per_token = self.shape.targets > 1;
         let epoch_j = self
             .account
             .as_mut()
@@ -100,6 +101,8 @@ impl<B: AmpBackend> Run<B> {
             co2_g: epoch_g,
             checkpoint_s: None,
             checkpoint_j: None,
+            test_perplexity: per_token.then(|| test_loss.exp()),
+            val_perplexity: val_loss.filter(|_| per_token).map(f64::exp),
         };
         self.progress.line(&self.epoch_line(&e));
         e
@@ -175,10 +178,12 @@ impl<B: AmpBackend> Run<B> {
             ));
             Some(RunStatus::Diverged)
         } else if reached && self.c.train.stop_at_target {
-            self.progress.line(&format!(
-                "stopped after epoch {epoch}: target accuracy {} reached",
-                self.c.train.target_accuracy.unwrap_or_default()
-            ));
+            let what = match (self.c.train.target_accuracy, self.c.train.target_loss) {
+                (Some(a), _) => format!("target accuracy {a}"),
+                (None, l) => format!("target loss {}", l.unwrap_or_default()),
+            };
+            self.progress
+                .line(&format!("stopped after epoch {epoch}: {what} reached"));
             Some(RunStatus::ReachedTarget)
         } else if last {
             None
@@ -205,21 +210,30 @@ impl<B: AmpBackend> Run<B> {
     /// validation split when there is one), with the training time, energy
     /// and grams up to its end; true at that epoch.
     pub(super) fn check_target(&mut self) -> bool {
-        let Some(goal) = self.c.train.target_accuracy else {
+        let t = &self.c.train;
+        let (accuracy, loss) = (t.target_accuracy, t.target_loss);
+        if accuracy.is_none() && loss.is_none() {
             return false;
-        };
+        }
         if self.record.target.as_ref().is_some_and(|t| t.reached) {
             return false;
         }
         let e = self.state.epochs.last().expect("an epoch just ended");
-        let (metric, acc) = match e.val_accuracy {
-            Some(v) => ("val_accuracy", v),
-            None => ("test_accuracy", e.test_accuracy),
+        let (metric, value, reached) = match (accuracy, loss) {
+            (Some(goal), _) => match e.val_accuracy {
+                Some(v) => ("val_accuracy", v, v >= goal),
+                None => ("test_accuracy", e.test_accuracy, e.test_accuracy >= goal),
+            },
+            (None, Some(goal)) => match e.val_loss {
+                Some(v) => ("val_loss", v, v <= goal),
+                None => ("test_loss", e.test_loss, e.test_loss <= goal),
+            },
+            (None, None) => unreachable!("checked above"),
         };
-        let reached = acc >= goal;
         let energy = self.record.energy.as_ref().filter(|_| reached);
         self.record.target = Some(crate::record::TargetRecord {
-            accuracy: goal,
+            accuracy,
+            loss,
             metric: metric.to_string(),
             reached,
             epoch: reached.then_some(e.epoch),
@@ -234,8 +248,12 @@ impl<B: AmpBackend> Run<B> {
             provenance: energy.map(|en| en.provenance),
         });
         if reached {
+            let (cmp, goal) = match accuracy {
+                Some(a) => (">=", a),
+                None => ("<=", loss.unwrap_or_default()),
+            };
             self.progress.line(&format!(
-                "target: {metric} {acc:.4} >= {goal} at epoch {}",
+                "target: {metric} {value:.4} {cmp} {goal} at epoch {}",
                 e.epoch
             ));
         }

@@ -51,10 +51,11 @@ impl<B: AmpBackend> Run<B> {
         let snap = self.close_segment(&mut ep);
         let (loss_sum, correct) = read_sums(&ep);
         let n = ep.partial.samples.max(1) as f64;
+        let labels = n * self.shape.targets as f64;
         Ok(Ok(Trained {
             partial: ep.partial,
             train_loss: loss_sum as f64 / n,
-            train_accuracy: correct as f64 / n,
+            train_accuracy: correct as f64 / labels,
             snap,
             lr: ep.lr,
             started_unix: ep.started_unix,
@@ -73,9 +74,13 @@ impl<B: AmpBackend> Run<B> {
             .map(|c| c.len())
             .sum();
         let ids = &ep.chunks[bi][..];
-        let (x, y) = self
-            .batches
-            .get(&self.dataset.train, self.shape.features, ids, &self.device);
+        let (x, y) = self.batches.get(
+            &self.dataset.train,
+            self.shape.features,
+            ids,
+            (ep.epoch, bi),
+            &self.device,
+        );
         let t_data = t0.elapsed().as_secs_f64();
 
         let model = self
@@ -87,7 +92,7 @@ impl<B: AmpBackend> Run<B> {
             .clone()
             .inner()
             .argmax(1)
-            .reshape([ids.len()])
+            .reshape([ids.len() * self.shape.targets])
             .equal(y.clone().inner())
             .int()
             .sum()

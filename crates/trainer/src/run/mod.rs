@@ -72,6 +72,8 @@ pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<O
 /// The sizes that fix an epoch's steps.
 struct Shape {
     features: usize,
+    /// Labels per sample.
+    targets: usize,
     batch: usize,
     /// Micro-batches per optimizer step.
     accum: usize,
@@ -88,6 +90,7 @@ impl Shape {
             steps: self.steps,
             optimizer_steps: self.total_opt_steps,
             batch: self.batch,
+            targets: self.targets,
         }
     }
 
@@ -101,6 +104,7 @@ impl Shape {
         let accum = c.train.accumulate;
         Self {
             features: dataset.features(),
+            targets: dataset.train.targets,
             batch,
             accum,
             steps,
@@ -204,6 +208,7 @@ impl<B: AmpBackend> Run<B> {
             &c.model,
             &dataset.sample_shape,
             dataset.num_classes,
+            dataset.train.targets,
             dataset.vocab,
             c.run.seed,
             &device,
@@ -278,7 +283,13 @@ impl<B: AmpBackend> Run<B> {
             a
         });
         let limit = crate::device::resident_split_limit(spec);
-        let batches = Batches::<B>::new(&dataset.train, shape.features, &device, limit);
+        let batches = Batches::<B>::new(
+            &dataset.train,
+            shape.features,
+            &device,
+            limit,
+            dataset.augment.clone(),
+        );
         let run = Self {
             _lock: lock,
             reserve,

@@ -181,5 +181,9 @@ pub fn lr_at(c: &Config, step: u64, total_steps: u64, epoch: usize) -> f64 {
             t.lr * 0.5 * (1.0 + (std::f64::consts::PI * after.min(1.0)).cos())
         }
         Schedule::Step => t.lr * t.gamma.powi((epoch / t.step_epochs) as i32),
+        Schedule::Milestones => {
+            let passed = t.milestones.iter().filter(|&&m| step >= m).count();
+            t.lr * t.gamma.powi(passed as i32)
+        }
     }
 }
