@@ -6,11 +6,14 @@
 //! (checkpointed; `greentrain resume` continues).
 
 use clap::{Args, Parser, Subcommand};
+use greentrain_trainer::config::PrecisionChoice;
 use greentrain_trainer::{config, device, DeviceSpec, Failure, Outcome, TrainRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod alloc;
+mod args;
+mod schedule;
 mod tune;
 
 #[derive(Parser, Debug)]
@@ -85,7 +88,7 @@ enum Command {
     },
     /// Plan a job on a carbon-intensity forecast: Flexible Start (default)
     /// or Pause-and-Resume, against starting now.
-    Schedule(ScheduleArgs),
+    Schedule(schedule::ScheduleArgs),
     /// Search hyperparameters (random, TPE or grid; ASHA pruning), counting
     /// each trial's energy and CO2.
     Sweep {
@@ -158,7 +161,7 @@ struct TrainArgs {
     /// Precision (shorthand for --set precision.mode=MODE): auto (fp16 on a
     /// GPU, fp32 on the CPU), fp32, fp16, bf16.
     #[arg(long, value_parser = parse_precision)]
-    precision: Option<greentrain_trainer::config::PrecisionMode>,
+    precision: Option<PrecisionChoice>,
     /// Parent folder of run directories.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -169,38 +172,6 @@ struct TrainArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
-}
-
-#[derive(Args, Debug)]
-struct ScheduleArgs {
-    /// Intensity forecast: Electricity Maps CSV, UK Carbon Intensity JSON,
-    /// or `timestamp,g_per_kwh` CSV.
-    #[arg(long)]
-    forecast: PathBuf,
-    /// The job's duration (3h, 90m, 1h30m); or take it from --from-run.
-    #[arg(long)]
-    duration: Option<String>,
-    /// How long after the earliest start the job may run (start and finish inside it).
-    #[arg(long, default_value = "24h")]
-    window: String,
-    /// Earliest start, RFC 3339 UTC (default: now).
-    #[arg(long)]
-    from: Option<String>,
-    /// Pause-and-Resume: run in the cleanest slots that finish by the deadline.
-    #[arg(long)]
-    pause_resume: bool,
-    /// Finish-by for --pause-resume, after the earliest start (default: the window).
-    #[arg(long)]
-    deadline: Option<String>,
-    /// A run directory whose run.json gives the duration and energy.
-    #[arg(long, value_name = "RUN_DIR")]
-    from_run: Option<PathBuf>,
-    /// The job's energy in kWh (for gCO2eq figures), if not from --from-run.
-    #[arg(long)]
-    energy_kwh: Option<f64>,
-    /// Print the plan as JSON (for `greentrain train --schedule PLAN`).
-    #[arg(long)]
-    json: bool,
 }
 
 /// `greentrain bench`'s arguments.
@@ -235,115 +206,6 @@ struct BenchArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
-}
-
-fn schedule(a: ScheduleArgs) -> ExitCode {
-    use greentrain_energy::carbon::{format_time, parse_time, Series};
-    use greentrain_energy::schedule::{flexible_start, parse_duration, pause_resume};
-    let series = match Series::load(&a.forecast) {
-        Ok(s) => s,
-        Err(e) => return usage(e),
-    };
-    let mut duration = None;
-    if let Some(k) = a.energy_kwh.filter(|k| !(k.is_finite() && *k >= 0.0)) {
-        return usage(format!(
-            "--energy-kwh {k}: the job's energy is a finite number of kWh, 0 or more"
-        ));
-    }
-    let mut energy_kwh = a.energy_kwh;
-    if let Some(dir) = &a.from_run {
-        match greentrain_trainer::record::RunRecord::load(dir) {
-            Ok(r) => {
-                let Some(f) = r.final_.as_ref() else {
-                    return usage(format!(
-                        "--from-run {}: the run has no finished epoch",
-                        dir.display()
-                    ));
-                };
-                let eval: f64 = r.epochs.iter().map(|e| e.eval_s).sum();
-                duration = Some(f.wall_s + eval);
-                if energy_kwh.is_none() {
-                    energy_kwh = f.energy_kwh;
-                }
-            }
-            Err(e) => return usage(format!("--from-run: {e:#}")),
-        }
-    }
-    if let Some(d) = &a.duration {
-        match parse_duration(d) {
-            Ok(v) => duration = Some(v),
-            Err(e) => return usage(format!("--duration: {e}")),
-        }
-    }
-    let Some(duration) = duration else {
-        return usage("give the job's length with --duration (such as 3h) or --from-run RUN_DIR");
-    };
-    let window = match parse_duration(&a.window) {
-        Ok(v) => v,
-        Err(e) => return usage(format!("--window: {e}")),
-    };
-    let from = match &a.from {
-        Some(t) => match parse_time(t) {
-            Some(v) => v,
-            None => {
-                return usage(format!(
-                    "--from: '{t}' is not an RFC 3339 time such as 2026-12-01T00:00:00Z"
-                ))
-            }
-        },
-        None => greentrain_energy::tracker::unix_now(),
-    };
-    let plan = if a.pause_resume {
-        let deadline = match a.deadline.as_deref().map(parse_duration).transpose() {
-            Ok(v) => v.unwrap_or(window),
-            Err(e) => return usage(format!("--deadline: {e}")),
-        };
-        pause_resume(&series, from, duration, deadline)
-    } else {
-        if a.deadline.is_some() {
-            return usage("--deadline goes with --pause-resume; Flexible Start uses --window");
-        }
-        flexible_start(&series, from, duration, window)
-    };
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => return usage(e),
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).expect("plan serialises")
-        );
-        return ExitCode::SUCCESS;
-    }
-    println!(
-        "{} plan for a {:.2} h job, earliest start {}, finished by {} (forecast {}):",
-        plan.mode,
-        duration / 3600.0,
-        plan.earliest_start,
-        plan.finish_by,
-        a.forecast.display()
-    );
-    for s in &plan.slots {
-        println!("  run {} to {}", s.start, s.end);
-    }
-    println!(
-        "expected {:.1} gCO2eq/kWh against {:.1} starting now at {}: {:.1}% lower",
-        plan.expected_g_per_kwh,
-        plan.run_now_g_per_kwh,
-        format_time(from),
-        plan.saving_pct()
-    );
-    if let Some(k) = energy_kwh {
-        println!(
-            "for {} kWh: {:.2} gCO2eq planned, {:.2} gCO2eq now, {:.2} gCO2eq saved",
-            k,
-            k * plan.expected_g_per_kwh,
-            k * plan.run_now_g_per_kwh,
-            k * (plan.run_now_g_per_kwh - plan.expected_g_per_kwh)
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 fn sweep(
@@ -391,7 +253,7 @@ fn sweep(
             println!("sweep: {}", out.display());
             let interrupted = greentrain_trainer::status::RunStatus::Interrupted;
             if r.trials.iter().any(|t| t.status == interrupted) {
-                ExitCode::from(130)
+                ExitCode::from(interrupted.exit_code())
             } else {
                 ExitCode::SUCCESS
             }
@@ -415,10 +277,9 @@ fn matmul(
     if let Err(e) = device::check(spec) {
         return usage(e);
     }
-    let parsed: Result<Vec<_>, String> = dtypes.split(',').map(|d| burn_dtype(d.trim())).collect();
-    let dtypes = match parsed {
+    let dtypes = match args::list("--dtypes", &dtypes, burn_dtype) {
         Ok(d) => d,
-        Err(e) => return usage(format!("--dtypes: {e}")),
+        Err(e) => return usage(e),
     };
     if size == 0 || seconds.is_nan() || seconds <= 0.0 {
         return usage("--size and --seconds must be positive");
@@ -495,7 +356,7 @@ fn finish(result: Result<Outcome, Failure>) -> ExitCode {
 
 /// `--precision`: the parser the config's `precision.mode` uses, so the two
 /// accept the same words.
-fn parse_precision(s: &str) -> Result<greentrain_trainer::config::PrecisionMode, String> {
+fn parse_precision(s: &str) -> Result<PrecisionChoice, String> {
     s.parse()
 }
 
@@ -507,14 +368,14 @@ fn train(args: TrainArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage(e),
     };
-    let mut overrides = args.set;
-    if let Some(p) = args.precision {
-        overrides.push(format!("precision.mode=\"{p}\""));
-    }
-    let loaded = match config::load(&path, &overrides) {
+    let mut loaded = match config::load(&path, &args.set) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    // `--precision` wins over the file and `--set`, as the typed value.
+    if let Some(p) = args.precision {
+        loaded.config.precision.mode = p;
+    }
     let mut hooks = greentrain_trainer::train::Hooks::default();
     if let Some(p) = &args.schedule {
         let clock = std::sync::Arc::new(greentrain_energy::schedule::SystemClock);
@@ -621,18 +482,14 @@ fn bench(a: BenchArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage(e),
     };
-    let precisions: Result<Vec<_>, _> = precisions
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<greentrain_trainer::config::PrecisionMode>()?
-                .fixed()
-                .ok_or_else(|| "auto is not a mode to compare: name fp32, fp16 or bf16".to_string())
-        })
-        .collect();
-    let precisions = match precisions {
+    let fixed = |p: &str| {
+        p.parse::<PrecisionChoice>()?
+            .fixed()
+            .ok_or_else(|| "auto is not a mode to compare: name fp32, fp16 or bf16".to_string())
+    };
+    let precisions = match args::list("--precisions", &precisions, fixed) {
         Ok(p) => p,
-        Err(e) => return usage(format!("--precisions: {e}")),
+        Err(e) => return usage(e),
     };
     let loaded = match config::load(&path, &set) {
         Ok(c) => c,
@@ -758,7 +615,7 @@ fn main() -> ExitCode {
             quiet,
         }) => reproduce(run_dir, device, out, quiet),
         Some(Command::Report { paths, out }) => report(paths, out),
-        Some(Command::Schedule(a)) => schedule(a),
+        Some(Command::Schedule(a)) => schedule::schedule(a),
         Some(Command::Sweep {
             config,
             out,

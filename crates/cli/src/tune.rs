@@ -1,8 +1,9 @@
 //! `greentrain tune`: its arguments and exit status.
 
-use crate::{failed, usage};
+use crate::{args, failed, usage};
 use clap::Args;
-use greentrain_trainer::config::{Override, PrecisionMode};
+use greentrain_trainer::config::Override;
+use greentrain_trainer::config::PrecisionChoice;
 use greentrain_trainer::status::RunStatus;
 use greentrain_trainer::tune::{self, TuneRequest};
 use greentrain_trainer::DeviceSpec;
@@ -51,30 +52,19 @@ pub struct TuneArgs {
     quiet: bool,
 }
 
-fn list<T>(
-    flag: &str,
-    text: Option<String>,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Vec<T>, String> {
-    let Some(text) = text else {
-        return Ok(vec![]);
-    };
-    text.split(',')
-        .map(|x| parse(x.trim()).map_err(|e| format!("{flag}: '{}': {e}", x.trim())))
-        .collect()
-}
-
 fn request(a: TuneArgs) -> Result<TuneRequest, String> {
-    let batch_sizes = list("--batch-sizes", a.batch_sizes, |x| {
-        x.parse::<usize>().map_err(|e| e.to_string()).and_then(|b| {
-            if b == 0 {
-                Err("must be at least 1".into())
-            } else {
-                Ok(b)
-            }
-        })
-    })?;
-    let precisions = list("--precisions", a.precisions, |x| x.parse::<PrecisionMode>())?;
+    let batch = |x: &str| match x.parse::<usize>().map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1".to_string()),
+        b => Ok(b),
+    };
+    let batch_sizes = match &a.batch_sizes {
+        Some(t) => args::list("--batch-sizes", t, batch)?,
+        None => vec![],
+    };
+    let precisions = match &a.precisions {
+        Some(t) => args::list("--precisions", t, |x| x.parse::<PrecisionChoice>())?,
+        None => vec![],
+    };
     let overrides = a
         .set
         .iter()
@@ -111,7 +101,7 @@ pub fn tune(a: TuneArgs) -> ExitCode {
             println!("{}", r.markdown());
             println!("tune: {}", out.display());
             if r.runs.iter().any(|x| x.status == RunStatus::Interrupted) {
-                ExitCode::from(130)
+                ExitCode::from(RunStatus::Interrupted.exit_code())
             } else if r.chosen.is_none() {
                 ExitCode::from(1)
             } else {

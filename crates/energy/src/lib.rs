@@ -6,6 +6,7 @@
 //! - [`meter`]: the [`Meter`] trait and provenance;
 //! - [`rapl`], [`nvml`], [`estimate`]: real meters and named estimates;
 //! - [`tracker`]: a background sampler and nestable measurement windows;
+//! - [`window`]: a training run's windows as a type ([`Window`]);
 //! - [`carbon`]: intensity sources (constant, time series, zone, world
 //!   average) integrated against the energy timeline;
 //! - [`journal`]: fsync'd running totals that survive a killed process;
@@ -38,6 +39,8 @@ pub mod rapl;
 pub mod run;
 pub mod schedule;
 pub mod tracker;
+pub mod window;
 
 pub use meter::{ComponentInfo, ComponentKind, Meter, Provenance};
 pub use tracker::{ComponentEnergy, Tracker, WindowReport};
+pub use window::Window;

@@ -132,6 +132,14 @@ impl Plan {
         Ok(v)
     }
 
+    /// The grams a job of `kwh` emits on this plan and starting now, and
+    /// the difference: `(planned, now, saved)`.
+    pub fn grams(&self, kwh: f64) -> (f64, f64, f64) {
+        let planned = kwh * self.expected_g_per_kwh;
+        let now = kwh * self.run_now_g_per_kwh;
+        (planned, now, now - planned)
+    }
+
     /// Percent of the run-now intensity that the plan avoids.
     pub fn saving_pct(&self) -> f64 {
         if self.run_now_g_per_kwh > 0.0 {

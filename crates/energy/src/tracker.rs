@@ -89,6 +89,13 @@ pub struct WindowReport {
     pub provenance: Provenance,
 }
 
+impl WindowReport {
+    /// The window this report measured, read from its recorded name.
+    pub fn window(&self) -> crate::Window {
+        self.name.parse().unwrap_or_else(|never| match never {})
+    }
+}
+
 struct Comp {
     info: ComponentInfo,
     meter: Box<dyn Meter>,

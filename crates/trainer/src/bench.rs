@@ -432,14 +432,14 @@ fn one_run(
         .iter()
         .filter(|e| e.epoch > req.warmup_epochs)
         .collect();
-    let wanted: Vec<String> = timed
-        .iter()
-        .map(|e| format!("train/epoch-{}", e.epoch))
-        .collect();
+    let timed_epoch = |w: &greentrain_energy::WindowReport| match w.window() {
+        greentrain_energy::Window::Train { epoch } => epoch > req.warmup_epochs,
+        _ => false,
+    };
     let energy_j = r.energy.as_ref().map(|en| {
         en.windows
             .iter()
-            .filter(|w| wanted.contains(&w.name))
+            .filter(|w| timed_epoch(w))
             .fold(0.0, |a, w| a + w.total_j)
     });
     let co2_g = match (&r.energy, &r.carbon, energy_j) {

@@ -12,6 +12,7 @@ pub mod energy;
 pub mod files;
 pub mod follow;
 pub mod kernel_cache;
+mod ledger;
 pub mod matmul_bench;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod matmul_kernels;
@@ -26,6 +27,7 @@ pub mod resume;
 pub(crate) mod run;
 pub mod stats;
 pub mod status;
+pub mod summary;
 pub mod sweep;
 pub mod train;
 pub mod tune;

@@ -2,9 +2,12 @@
 //! atomically (temporary file, fsync, rename) so a crash never leaves half
 //! a record. Field names are a contract (`docs/run-record.md`).
 
-use crate::files::{read_json, write_atomic};
+use crate::config::{Config, PrecisionChoice};
+use crate::files::read_json;
+use crate::status::RunStatus;
+use greentrain_amp::Precision;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Schema tag of `run.json`.
 pub const SCHEMA: &str = "greentrain.run/1";
@@ -257,7 +260,7 @@ pub struct TargetRecord {
     pub loss: Option<f64>,
     /// What is compared with it: `val_accuracy` (or `val_loss`) when the
     /// run has a validation split, else `test_accuracy` (`test_loss`).
-    pub metric: String,
+    pub metric: Metric,
     /// Whether some epoch met it.
     pub reached: bool,
     /// The first epoch that met it.
@@ -275,6 +278,72 @@ pub struct TargetRecord {
     /// Provenance of `energy_j`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<greentrain_energy::Provenance>,
+}
+
+/// A figure of an epoch record, by the name records give it: what a
+/// target is compared with and what a sweep maximises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Test accuracy.
+    #[default]
+    TestAccuracy,
+    /// Validation accuracy (needs a validation split).
+    ValAccuracy,
+    /// Test loss (per token for next-token prediction).
+    TestLoss,
+    /// Validation loss.
+    ValLoss,
+}
+
+impl Metric {
+    /// The name in records and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::TestAccuracy => "test_accuracy",
+            Metric::ValAccuracy => "val_accuracy",
+            Metric::TestLoss => "test_loss",
+            Metric::ValLoss => "val_loss",
+        }
+    }
+
+    /// Whether higher is better (an accuracy) rather than lower (a loss).
+    pub fn is_accuracy(self) -> bool {
+        matches!(self, Metric::TestAccuracy | Metric::ValAccuracy)
+    }
+
+    /// Its value in `e` (None: a validation figure without that split).
+    pub fn of(self, e: &EpochRecord) -> Option<f64> {
+        match self {
+            Metric::TestAccuracy => Some(e.test_accuracy),
+            Metric::ValAccuracy => e.val_accuracy,
+            Metric::TestLoss => Some(e.test_loss),
+            Metric::ValLoss => e.val_loss,
+        }
+    }
+
+    /// Whether `value` meets `goal`: at least it for an accuracy, at most
+    /// it for a loss.
+    pub fn meets(self, value: f64, goal: f64) -> bool {
+        if self.is_accuracy() {
+            value >= goal
+        } else {
+            value <= goal
+        }
+    }
+}
+
+/// A metric equals its recorded name.
+impl PartialEq<&str> for Metric {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Dataset facts in the record.
@@ -316,49 +385,55 @@ pub struct DatasetRecord {
 }
 
 impl RunRecord {
-    /// Writes `run.json` atomically.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("record serialises");
-        write_atomic(&dir.join("run.json"), text.as_bytes())
+    /// The record of a run that starts now: status `running`, nothing
+    /// trained, the config it runs (`toml_text` is the run folder's
+    /// `config.toml`, whose sha256 it keeps) and the precision asked for
+    /// and resolved.
+    pub fn started(
+        config: &Config,
+        config_dir: PathBuf,
+        toml_text: &str,
+        started: std::time::SystemTime,
+        device: DeviceRecord,
+        (precision, requested): (Precision, PrecisionChoice),
+        dataset: DatasetRecord,
+    ) -> Self {
+        RunRecord {
+            schema: SCHEMA.into(),
+            name: config.run.name.clone(),
+            status: RunStatus::Running,
+            started_at: crate::files::rfc3339(started),
+            finished_at: None,
+            config: config.clone(),
+            config_dir,
+            config_sha256: crate::data::sha256_hex(toml_text.as_bytes()),
+            seed: config.run.seed,
+            versions: Versions::current(),
+            device,
+            precision,
+            precision_requested: Some(requested),
+            dataset,
+            parameters: None,
+            epochs: vec![],
+            final_: None,
+            error: None,
+            resumed: 0,
+            config_changes: vec![],
+            energy: None,
+            carbon: None,
+            schedule: None,
+            warmup_s: None,
+            target: None,
+        }
     }
 
-    /// Reads `run.json`.
+    /// Reads `run.json` (the ledger writes it).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         read_json(&dir.join("run.json"), "a greentrain run record")
     }
 }
 
-/// The `metrics.csv` header.
-pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
-
-/// Writes `metrics.csv` (a row per epoch) atomically.
-pub fn save_metrics(dir: &Path, epochs: &[EpochRecord]) -> std::io::Result<()> {
-    let mut s = String::from(METRICS_HEADER);
-    s.push('\n');
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for e in epochs {
-        s.push_str(&format!(
-            "{},{},{},{},{},{},{},{:.4},{:.4},{:.1},{},{},{},{:.4},{},{}\n",
-            e.epoch,
-            e.train_loss,
-            opt(e.train_accuracy),
-            e.test_loss,
-            e.test_accuracy,
-            opt(e.val_loss),
-            opt(e.val_accuracy),
-            e.wall_s,
-            e.eval_s,
-            e.samples_per_s,
-            e.lr,
-            e.loss_scale,
-            e.skipped_steps,
-            e.data_s,
-            opt(e.energy_j),
-            opt(e.co2_g)
-        ));
-    }
-    write_atomic(&dir.join("metrics.csv"), s.as_bytes())
-}
+pub use crate::ledger::METRICS_HEADER;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use crate::data::{self, Dataset, Split};
 use crate::device::{self, DeviceSpec};
 use crate::files;
 use crate::model;
-use crate::record::{self, DatasetRecord, DeviceRecord, RunRecord, Versions};
+use crate::record::{DatasetRecord, DeviceRecord, RunRecord};
 use crate::run::Setup;
 use crate::status::RunStatus;
 use anyhow::{anyhow, Context};
@@ -129,36 +129,17 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
     files::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
         .context("writing config.toml")
         .map_err(Failure::Runtime)?;
-    let record = RunRecord {
-        schema: record::SCHEMA.into(),
-        name: config.run.name.clone(),
-        status: RunStatus::Running,
-        started_at: files::rfc3339(started),
-        finished_at: None,
-        config: config.clone(),
-        config_dir: config_dir.clone(),
-        config_sha256: data::sha256_hex(toml_text.as_bytes()),
-        seed: config.run.seed,
-        versions: Versions::current(),
+    let record = RunRecord::started(
+        &config,
+        config_dir.clone(),
+        &toml_text,
+        started,
         device,
-        precision,
-        precision_requested: Some(requested),
-        dataset: dataset_record(&dataset),
-        parameters: None,
-        epochs: vec![],
-        final_: None,
-        error: None,
-        resumed: 0,
-        config_changes: vec![],
-        energy: None,
-        carbon: None,
-        schedule: None,
-        warmup_s: None,
-        target: None,
-    };
-    record
-        .save(&run_dir)
-        .context("writing run.json")
+        (precision, requested),
+        dataset_record(&dataset),
+    );
+    crate::ledger::Ledger::new(&run_dir)
+        .record(&record)
         .map_err(Failure::Runtime)?;
     if let Some(w) = &record.dataset.label_warning {
         eprintln!("warning: {w}");

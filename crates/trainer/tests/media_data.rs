@@ -5,7 +5,7 @@
 use greentrain_trainer::config;
 use greentrain_trainer::data;
 use greentrain_trainer::device::DeviceSpec;
-use greentrain_trainer::{train, TrainRequest};
+use greentrain_trainer::{train, Outcome, TrainRequest};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -16,6 +16,18 @@ fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let f = dir.join("c.toml");
     std::fs::write(&f, toml).unwrap();
     f
+}
+
+/// A quiet run of the config at `path` with `sets`, in `out`, on `device`.
+fn run_on(path: &Path, sets: &[&str], out: &Path, device: DeviceSpec) -> Outcome {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    train(TrainRequest {
+        config: config::load(path, &sets).unwrap(),
+        device,
+        out_dir: out.to_path_buf(),
+        quiet: true,
+    })
+    .unwrap()
 }
 
 fn load(dir: &Path, toml: &str) -> Result<data::Dataset, data::DataError> {
@@ -136,16 +148,7 @@ fn cifar10_trains_on_augmented_batches() {
     let d = tempfile::tempdir().unwrap();
     let folder = cifar_folder(d.path());
     let f = write_config(d.path(), &cifar_config(&folder, ""));
-    let run = |sets: &[&str], out: &Path| {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        train(TrainRequest {
-            config: config::load(&f, &sets).unwrap(),
-            device: DeviceSpec::Cpu,
-            out_dir: out.to_path_buf(),
-            quiet: true,
-        })
-        .unwrap()
-    };
+    let run = |sets: &[&str], out: &Path| run_on(&f, sets, out, DeviceSpec::Cpu);
     let augmented = run(&["train.epochs=1"], &d.path().join("a"));
     assert_eq!(augmented.record.dataset.augment, Some(true));
     assert_eq!(augmented.record.dataset.sample_shape, vec![3, 32, 32]);
@@ -154,7 +157,7 @@ fn cifar10_trains_on_augmented_batches() {
         &["train.epochs=1", "data.augment=false"],
         &d.path().join("c"),
     );
-    let loss = |o: &greentrain_trainer::Outcome| o.record.epochs[0].train_loss;
+    let loss = |o: &Outcome| o.record.epochs[0].train_loss;
     assert_eq!(loss(&augmented), loss(&again));
     assert_ne!(loss(&plain), loss(&augmented));
     assert_eq!(plain.record.dataset.augment, None);
@@ -204,13 +207,7 @@ fn image_folders_load_grey_or_rgb_and_name_a_bad_image() {
     );
     let out = tempfile::tempdir().unwrap();
     let f = write_config(d.path(), &folder_config("skip_bad = true\n"));
-    let o = train(TrainRequest {
-        config: config::load(&f, &[]).unwrap(),
-        device: DeviceSpec::Cpu,
-        out_dir: out.path().to_path_buf(),
-        quiet: true,
-    })
-    .unwrap();
+    let o = run_on(&f, &[], out.path(), DeviceSpec::Cpu);
     assert_eq!(o.record.dataset.skipped_images, Some(1));
     assert_eq!(o.record.dataset.num_classes, Some(2));
     std::fs::create_dir_all(d.path().join("imgs/test/green")).unwrap();
@@ -228,13 +225,7 @@ fn image_folders_load_grey_or_rgb_and_name_a_bad_image() {
 fn the_shipped_image_folder_example_learns() {
     let out = tempfile::tempdir().unwrap();
     let path = root().join("configs/image_folder_digits.toml");
-    let o = train(TrainRequest {
-        config: config::load(&path, &[]).unwrap(),
-        device: DeviceSpec::Cpu,
-        out_dir: out.path().to_path_buf(),
-        quiet: true,
-    })
-    .unwrap();
+    let o = run_on(&path, &[], out.path(), DeviceSpec::Cpu);
     assert_eq!(o.record.dataset.sample_shape, vec![1, 8, 8]);
     assert_eq!(
         (
@@ -277,13 +268,7 @@ fn text_predicts_every_next_character_and_stops_at_a_target_loss() {
         d.path(),
         &text_config("target_loss = 0.5\nstop_at_target = true\n"),
     );
-    let o = train(TrainRequest {
-        config: config::load(&f, &[]).unwrap(),
-        device: DeviceSpec::Cpu,
-        out_dir: out.path().to_path_buf(),
-        quiet: true,
-    })
-    .unwrap();
+    let o = run_on(&f, &[], out.path(), DeviceSpec::Cpu);
     let r = &o.record;
     assert_eq!(r.dataset.targets_per_sample, Some(8));
     let e = r.epochs.last().unwrap();
@@ -359,4 +344,44 @@ fn media_keys_belong_to_their_datasets() {
         (t.milestones.clone(), c.config.data.batch_size),
         (vec![32_000, 48_000], 128)
     );
+}
+
+/// The GPU paths on wgpu (lavapipe here): text's `[n, context]` labels kept
+/// on the device, and image batches cropped on the host and uploaded, train
+/// as they do on flex.
+#[test]
+fn text_and_augmented_images_train_alike_on_wgpu() {
+    if greentrain_trainer::device::check(DeviceSpec::Wgpu).is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the wgpu tests"
+        );
+        eprintln!("no wgpu adapter: the wgpu data paths were not tested");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("t.txt"), "the cat sat on a mat. ".repeat(60)).unwrap();
+    let text = write_config(d.path(), &text_config(""));
+    let images = root().join("configs/image_folder_digits.toml");
+    for (file, sets) in [
+        (&text, vec!["train.epochs=1", "train.steps_per_epoch=5"]),
+        (&images, vec!["train.epochs=1", "data.augment=true"]),
+    ] {
+        let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        // The same arithmetic on both: auto would take fp16 on the GPU.
+        sets.push("precision.mode=fp32".into());
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let run = |device| {
+            let out = tempfile::tempdir().unwrap();
+            let o = run_on(file, &sets, out.path(), device);
+            let e = &o.record.epochs[0];
+            (e.train_loss, e.test_loss)
+        };
+        let (cpu, gpu) = (run(DeviceSpec::Cpu), run(DeviceSpec::Wgpu));
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * a.abs().max(1.0);
+        assert!(
+            close(cpu.0, gpu.0) && close(cpu.1, gpu.1),
+            "{file:?}: flex {cpu:?}, wgpu {gpu:?}"
+        );
+    }
 }

@@ -3,7 +3,9 @@
 //! Every error names the file, the key and, where it can be found, the line:
 //! a user with a typo in a 40-line config should not have to bisect it.
 
-use greentrain_amp::{ConvPath, PrecisionChoice, ScalerConfig};
+/// `precision.mode`'s type, for `--precision` and `--precisions`.
+pub use greentrain_amp::PrecisionChoice;
+use greentrain_amp::{ConvPath, ScalerConfig};
 pub use greentrain_energy::estimate::TrackingMode;
 mod data;
 mod kernels;
@@ -395,18 +397,11 @@ impl std::str::FromStr for CheckpointEvery {
                 Ok(CheckpointEvery::Epochs(n))
             };
         }
-        let (num, mult) = match t.char_indices().last() {
-            Some((i, 's')) => (&t[..i], 1.0),
-            Some((i, 'm')) => (&t[..i], 60.0),
-            Some((i, 'h')) => (&t[..i], 3600.0),
-            _ => (t, f64::NAN),
-        };
-        match num.trim().parse::<f64>() {
-            Ok(v) if mult.is_finite() && v.is_finite() && v > 0.0 => {
-                Ok(CheckpointEvery::Seconds(v * mult))
-            }
+        // The one duration syntax (`greentrain schedule`'s too).
+        match greentrain_energy::schedule::parse_duration(t) {
+            Ok(v) if v.is_finite() => Ok(CheckpointEvery::Seconds(v)),
             _ => Err(format!(
-                "expected \"auto\", a number of epochs or a duration such as \"60s\", got {s:?}"
+                "expected \"auto\", a number of epochs or a duration such as \"60s\" or \"1h30m\", got {s:?}"
             )),
         }
     }
@@ -712,6 +707,3 @@ impl Config {
         toml::to_string_pretty(self).expect("config serialises")
     }
 }
-
-/// The precision type, re-exported for `--precision` parsing.
-pub type PrecisionMode = PrecisionChoice;

@@ -94,19 +94,6 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if !(0.0..0.9).contains(&c.data.val_fraction) {
         return bad("data.val_fraction", "must be in [0, 0.9)");
     }
-    let idx_keys = [
-        ("data.train_images", &c.data.train_images),
-        ("data.train_labels", &c.data.train_labels),
-        ("data.test_images", &c.data.test_images),
-        ("data.test_labels", &c.data.test_labels),
-    ];
-    for (k, v) in idx_keys {
-        match (c.data.dataset, v) {
-            (DatasetKind::Idx, None) => return bad(k, "required when data.dataset = \"idx\""),
-            (DatasetKind::Idx, Some(_)) | (_, None) => {}
-            (_, Some(_)) => return bad(k, "only used with data.dataset = \"idx\""),
-        }
-    }
     if let Some(b) = validate_files(c) {
         return b;
     }
@@ -236,11 +223,39 @@ fn owned_key(
 /// Each dataset's own keys: required where it needs them, refused where
 /// another dataset would ignore them.
 fn validate_files(c: &Config) -> Check {
-    use DatasetKind::{Cifar10, Csv, ImageFolder, Npz, Text};
+    use DatasetKind::{Cifar10, Csv, Idx, ImageFolder, Npz, Text};
     let d = &c.data;
     let files = [Npz, Csv, ImageFolder];
     let images = [Cifar10, ImageFolder];
     let checks = [
+        (
+            "data.train_images",
+            d.train_images.is_some(),
+            &[Idx][..],
+            "\"idx\"",
+            true,
+        ),
+        (
+            "data.train_labels",
+            d.train_labels.is_some(),
+            &[Idx][..],
+            "\"idx\"",
+            true,
+        ),
+        (
+            "data.test_images",
+            d.test_images.is_some(),
+            &[Idx][..],
+            "\"idx\"",
+            true,
+        ),
+        (
+            "data.test_labels",
+            d.test_labels.is_some(),
+            &[Idx][..],
+            "\"idx\"",
+            true,
+        ),
         (
             "data.train",
             d.train.is_some(),

@@ -2,16 +2,17 @@
 //! checkpoint cadence, budgets, divergence) and [`Run::finish`], the one way
 //! out.
 
-use super::{Run, Trained};
+use super::progress::words;
+use super::{stop, Run, Trained};
 use crate::checkpoint::PartialEpoch;
-use crate::record::{self, sig, EpochRecord, FinalRecord};
+use crate::record::{EpochRecord, FinalRecord, Metric};
 use crate::run::batches::evaluate;
 use crate::run::setup::Outcome;
 use crate::status::RunStatus;
-use anyhow::Context;
 use burn::module::AutodiffModule;
 use greentrain_amp::AmpBackend;
 use greentrain_amp::ScalerSnapshot;
+use greentrain_energy::Window;
 use std::time::{Instant, SystemTime};
 
 impl<B: AmpBackend> Run<B> {
@@ -24,7 +25,7 @@ impl<B: AmpBackend> Run<B> {
             self.record.schedule = Some(f.record());
         }
         self.fill_energy();
-        self.record.save(&self.run_dir).context("writing run.json")
+        self.ledger.record(&self.record)
     }
 
     /// Puts the energy and carbon so far (finished epochs and the partial
@@ -48,7 +49,9 @@ impl<B: AmpBackend> Run<B> {
     /// Test (and validation) metrics after an epoch's training, in the
     /// epoch's evaluation window; prints the epoch's line.
     pub(super) fn evaluate(&mut self, t: Trained) -> EpochRecord {
-        let eval_window = format!("eval/epoch-{}", self.state.epoch + 1);
+        let eval_window = Window::Eval {
+            epoch: self.state.epoch + 1,
+        };
         if let Some(a) = self.account.as_mut() {
             a.begin(&eval_window);
         }
@@ -74,7 +77,7 @@ impl<B: AmpBackend> Run<B> {
         let epoch_j = self
             .account
             .as_mut()
-            .map(|a| a.end(&eval_window) + t.partial.energy_j);
+            .map(|a| a.end(&eval_window).map_or(0.0, |w| w.total_j) + t.partial.energy_j);
         let now = greentrain_energy::tracker::unix_now();
         let epoch_g = match (&self.account, epoch_j) {
             (Some(a), Some(j)) => Some(a.co2_g(j, t.started_unix, now)),
@@ -104,42 +107,11 @@ impl<B: AmpBackend> Run<B> {
             test_perplexity: per_token.then(|| test_loss.exp()),
             val_perplexity: val_loss.filter(|_| per_token).map(f64::exp),
         };
-        self.progress.line(&self.epoch_line(&e));
+        let provenance = self.account.as_ref().map(|a| a.provenance());
+        let scaled = self.scaler.is_enabled();
+        let line = words::epoch(&e, self.c.train.epochs, scaled, provenance);
+        self.progress.line(&line);
         e
-    }
-
-    pub(super) fn epoch_line(&self, e: &EpochRecord) -> String {
-        let mut line = format!(
-            "epoch {}/{}: train_loss {:.4} train_acc {:.2}% test_loss {:.4} test_acc {:.2}% ",
-            e.epoch,
-            self.c.train.epochs,
-            e.train_loss,
-            100.0 * e.train_accuracy.unwrap_or(f64::NAN),
-            e.test_loss,
-            100.0 * e.test_accuracy
-        );
-        if let Some(a) = e.val_accuracy {
-            line.push_str(&format!("val_acc {:.2}% ", 100.0 * a));
-        }
-        line.push_str(&format!(
-            "{:.1}s {:.0} samples/s",
-            e.wall_s, e.samples_per_s
-        ));
-        if self.scaler.is_enabled() {
-            line.push_str(&format!(
-                " scale {} skipped {}",
-                e.loss_scale, e.skipped_steps
-            ));
-        }
-        if let (Some(j), Some(g), Some(a)) = (e.energy_j, e.co2_g, &self.account) {
-            line.push_str(&format!(
-                " {} J [{}] {} gCO2eq",
-                sig(j),
-                a.provenance(),
-                sig(g)
-            ));
-        }
-        line
     }
 
     /// Records a finished epoch (checkpoint when due, metrics, energy,
@@ -150,6 +122,9 @@ impl<B: AmpBackend> Run<B> {
         e: EpochRecord,
         snap: Option<ScalerSnapshot>,
     ) -> anyhow::Result<Option<RunStatus>> {
+        if let Some(a) = self.account.as_mut() {
+            self.progress.energy_warnings(a.take_warnings());
+        }
         let diverged = !e.train_loss.is_finite();
         self.state.epochs.push(e);
         self.state.epoch += 1;
@@ -163,78 +138,60 @@ impl<B: AmpBackend> Run<B> {
         }
         self.record.epochs = self.state.epochs.clone();
         self.record.final_ = Some(final_of(&self.state.epochs));
-        record::save_metrics(&self.run_dir, &self.record.epochs)?;
         let verdict = self.account_epoch();
-        let reached = self.check_target();
-        self.record.save(&self.run_dir)?;
+        self.check_target();
+        self.ledger.epoch(&self.record)?;
         if let Some(b) = self.board.as_mut() {
             let provenance = self.account.as_ref().map(|a| a.provenance().to_string());
             b.epoch(&self.state.epochs[epoch - 1], provenance.as_deref());
         }
-        let stop = if diverged {
-            self.progress.line(&format!(
-                "stopped after epoch {epoch}: the training loss is not finite ({}); the run diverged",
-                self.state.epochs[epoch - 1].train_loss
-            ));
-            Some(RunStatus::Diverged)
-        } else if reached && self.c.train.stop_at_target {
-            let what = match (self.c.train.target_accuracy, self.c.train.target_loss) {
-                (Some(a), _) => format!("target accuracy {a}"),
-                (None, l) => format!("target loss {}", l.unwrap_or_default()),
-            };
-            self.progress
-                .line(&format!("stopped after epoch {epoch}: {what} reached"));
-            Some(RunStatus::ReachedTarget)
-        } else if last {
-            None
-        } else if let greentrain_energy::budget::BudgetVerdict::Stop(why) = verdict {
-            self.progress
-                .line(&format!("stopped: {why}; checkpointed after epoch {epoch}"));
-            Some(RunStatus::StoppedBudget)
-        } else {
-            let hook = self.after_epoch.clone();
-            let status = hook.and_then(|h| h(&self.record));
-            if let Some(s) = status {
-                self.progress
-                    .line(&format!("stopped after epoch {epoch}: {s}"));
-            }
-            status
+        let hook = self.after_epoch.clone();
+        let record = &self.record;
+        let end = stop::EpochEnd {
+            epoch: &self.state.epochs[epoch - 1],
+            last,
+            target: record.target.as_ref(),
+            stop_at_target: self.c.train.stop_at_target,
+            budget: verdict,
         };
+        let stop = stop::stop_rule(end, || hook.and_then(|h| h(record)));
+        if let Some(s) = &stop {
+            self.progress.line(&s.line(epoch));
+        }
+        let stop = stop.map(|s| s.status());
         if stop.is_some() && !self.ckpt.saved(epoch) {
             self.save_checkpoint_now()?;
         }
         Ok(stop)
     }
 
-    /// Records the first epoch that meets `train.target_accuracy` (on the
-    /// validation split when there is one), with the training time, energy
-    /// and grams up to its end; true at that epoch.
-    pub(super) fn check_target(&mut self) -> bool {
+    /// Records the first epoch that meets `train.target_accuracy` or
+    /// `train.target_loss` (on the validation split when there is one),
+    /// with the training time, energy and grams up to its end.
+    pub(super) fn check_target(&mut self) {
         let t = &self.c.train;
         let (accuracy, loss) = (t.target_accuracy, t.target_loss);
         if accuracy.is_none() && loss.is_none() {
-            return false;
+            return;
         }
         if self.record.target.as_ref().is_some_and(|t| t.reached) {
-            return false;
+            return;
         }
         let e = self.state.epochs.last().expect("an epoch just ended");
-        let (metric, value, reached) = match (accuracy, loss) {
-            (Some(goal), _) => match e.val_accuracy {
-                Some(v) => ("val_accuracy", v, v >= goal),
-                None => ("test_accuracy", e.test_accuracy, e.test_accuracy >= goal),
-            },
-            (None, Some(goal)) => match e.val_loss {
-                Some(v) => ("val_loss", v, v <= goal),
-                None => ("test_loss", e.test_loss, e.test_loss <= goal),
-            },
-            (None, None) => unreachable!("checked above"),
+        let has_val = e.val_loss.is_some();
+        let (metric, goal) = match (accuracy, loss, has_val) {
+            (Some(a), _, true) => (Metric::ValAccuracy, a),
+            (Some(a), _, false) => (Metric::TestAccuracy, a),
+            (None, l, true) => (Metric::ValLoss, l.unwrap_or_default()),
+            (None, l, false) => (Metric::TestLoss, l.unwrap_or_default()),
         };
+        let value = metric.of(e).unwrap_or(f64::NAN);
+        let reached = metric.meets(value, goal);
         let energy = self.record.energy.as_ref().filter(|_| reached);
         self.record.target = Some(crate::record::TargetRecord {
             accuracy,
             loss,
-            metric: metric.to_string(),
+            metric,
             reached,
             epoch: reached.then_some(e.epoch),
             wall_s: reached.then(|| total_wall(&self.state.epochs)),
@@ -248,16 +205,12 @@ impl<B: AmpBackend> Run<B> {
             provenance: energy.map(|en| en.provenance),
         });
         if reached {
-            let (cmp, goal) = match accuracy {
-                Some(a) => (">=", a),
-                None => ("<=", loss.unwrap_or_default()),
-            };
+            let cmp = if metric.is_accuracy() { ">=" } else { "<=" };
             self.progress.line(&format!(
                 "target: {metric} {value:.4} {cmp} {goal} at epoch {}",
                 e.epoch
             ));
         }
-        reached
     }
 
     pub(super) fn save_checkpoint_now(&mut self) -> anyhow::Result<()> {
@@ -299,20 +252,7 @@ impl<B: AmpBackend> Run<B> {
         e.prediction = a.prediction().cloned();
         if let (Some(p), false) = (a.prediction(), self.announced_prediction) {
             if self.state.epoch < self.c.train.epochs {
-                self.progress.line(&format!(
-                    "prediction after {} epoch(s): {} s ({}-{}), {} kWh ({}-{}), {} gCO2eq ({}-{}) [{}]",
-                    p.after_epochs,
-                    sig(p.time_s.mean),
-                    sig(p.time_s.low),
-                    sig(p.time_s.high),
-                    sig(p.energy_kwh.mean),
-                    sig(p.energy_kwh.low),
-                    sig(p.energy_kwh.high),
-                    sig(p.co2_g.mean),
-                    sig(p.co2_g.low),
-                    sig(p.co2_g.high),
-                    e.provenance
-                ));
+                self.progress.line(&words::prediction(p, e.provenance));
             }
             self.announced_prediction = true;
         }
@@ -328,6 +268,9 @@ impl<B: AmpBackend> Run<B> {
         error: Option<String>,
     ) -> anyhow::Result<Outcome> {
         self.progress.finish();
+        if let Some(a) = self.account.as_mut() {
+            self.progress.energy_warnings(a.take_warnings());
+        }
         if status.is_final() {
             self.record.finished_at = Some(crate::files::rfc3339(SystemTime::now()));
         }
@@ -354,7 +297,7 @@ impl<B: AmpBackend> Run<B> {
                 self.c.carbon.zone.as_deref(),
                 &crate::device::cpu_name(),
             );
-            row.write(&self.run_dir).context("writing emissions.csv")?;
+            self.ledger.emissions(&row)?;
         }
         if status.is_final() {
             self.reserve.release();
@@ -368,56 +311,8 @@ impl<B: AmpBackend> Run<B> {
     }
 
     pub(super) fn summary(&self, status: RunStatus) {
-        let Some(f) = &self.record.final_ else {
-            return;
-        };
-        if status == RunStatus::Completed {
-            self.progress.line(&format!(
-                "done: test accuracy {:.2}% in {:.1}s of training ({} samples, {:.0} samples/s), precision {}{}",
-                100.0 * f.test_accuracy,
-                f.wall_s,
-                f.samples,
-                f.samples as f64 / f.wall_s.max(1e-9),
-                self.record.precision,
-                if self.scaler.is_enabled() {
-                    format!(", {} skipped steps", f.skipped_steps)
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        if let (Some(e), Some(cb), Some(kwh), Some(g), Some(jps)) = (
-            &self.record.energy,
-            &self.record.carbon,
-            f.energy_kwh,
-            f.co2_g,
-            f.j_per_sample,
-        ) {
-            let parts: Vec<String> = e
-                .components
-                .iter()
-                .map(|c| format!("{} {} J {}", c.name, sig(c.joules), c.provenance))
-                .collect();
-            self.progress.line(&format!(
-                "energy: {} J = {} kWh [{}] ({}); {} gCO2eq at {} g/kWh ({}), PUE {}; {} J/sample",
-                sig(e.total_j),
-                sig(kwh),
-                e.provenance,
-                parts.join(", "),
-                sig(g),
-                sig(cb.operational.intensity_g_per_kwh),
-                cb.operational.source,
-                cb.operational.pue,
-                sig(jps)
-            ));
-            if let Some(w) = &e.waiting {
-                self.progress.line(&format!(
-                    "waiting for slots: {} J [{}] over {} s, not counted above",
-                    sig(w.joules),
-                    w.provenance,
-                    sig(w.seconds)
-                ));
-            }
+        for line in words::summary(&self.record, status, self.scaler.is_enabled()) {
+            self.progress.line(&line);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A run's training phase: the steps of an epoch, Ctrl-C and pauses
 //! inside it.
 
+use super::progress::words;
 use super::{EpochRun, Run, Trained};
 use crate::checkpoint::PartialEpoch;
 use crate::follow::Next;
@@ -13,6 +14,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use greentrain_amp::AmpBackend;
 use greentrain_amp::{grads, readback, ScalerSnapshot};
+use greentrain_energy::Window;
 use std::time::Instant;
 
 impl<B: AmpBackend> Run<B> {
@@ -155,6 +157,9 @@ impl<B: AmpBackend> Run<B> {
             self.progress.step(ep.epoch, epochs, bi, steps, None);
             return;
         }
+        if let Some(a) = self.account.as_mut() {
+            self.progress.energy_warnings(a.take_warnings());
+        }
         let loss =
             readback::read_f32(ep.loss_sum.clone())[0] as f64 / ep.partial.samples.max(1) as f64;
         let rate = ep.samples_since_log as f64 / ep.since_log.elapsed().as_secs_f64().max(1e-9);
@@ -184,7 +189,7 @@ impl<B: AmpBackend> Run<B> {
             .seg
             .settle::<B>(&mut ep.partial, &self.device, &self.scaler);
         if let Some(a) = self.account.as_mut() {
-            ep.partial.energy_j += a.end(&ep.window);
+            ep.partial.energy_j += a.end(&ep.window).map_or(0.0, |w| w.total_j);
         }
         snap
     }
@@ -248,7 +253,10 @@ impl<B: AmpBackend> Run<B> {
             "schedule: {what} at {}",
             greentrain_energy::carbon::format_time(until)
         ));
-        let wait_window = format!("wait/epoch-{}-step-{bi}", ep.epoch + 1);
+        let wait_window = Window::Wait {
+            epoch: ep.epoch + 1,
+            step: bi,
+        };
         if let Some(a) = self.account.as_mut() {
             a.begin(&wait_window);
         }
@@ -258,7 +266,7 @@ impl<B: AmpBackend> Run<B> {
                 until,
                 |left| {
                     if show {
-                        eprint!("\rschedule: {} left   ", crate::follow::hms(left));
+                        eprint!("{}", words::countdown(left));
                     }
                 },
                 interrupted,
@@ -268,7 +276,7 @@ impl<B: AmpBackend> Run<B> {
             eprintln!();
         }
         if let Some(a) = self.account.as_mut() {
-            a.end_waiting(&wait_window);
+            a.end(&wait_window);
             a.begin(&ep.window);
         }
         self.record.status = RunStatus::Running;

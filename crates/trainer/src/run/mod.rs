@@ -12,6 +12,7 @@ mod progress;
 mod segment;
 mod setup;
 mod state;
+mod stop;
 
 pub(crate) use setup::Setup;
 pub use setup::{
@@ -25,7 +26,7 @@ use crate::checkpoint::{PartialEpoch, TrainState};
 use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::device::DeviceSpec;
-use crate::energy::RunTracker as Account;
+use crate::energy::RunTracker;
 use crate::files::Reserve;
 use crate::follow::Follower;
 use crate::model::Model;
@@ -37,7 +38,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use greentrain_amp::AmpBackend;
 use greentrain_amp::{Autocast, DeviceOptimizer, DeviceScaler, ScalerSnapshot};
-use progress::Progress;
+use greentrain_energy::Window;
+use progress::{words, Progress};
 use segment::{Cadence, Segment};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -54,7 +56,7 @@ pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<O
             fallback.status = RunStatus::Failed;
             fallback.finished_at = Some(crate::files::rfc3339(SystemTime::now()));
             fallback.error = Some(format!("{e:#}"));
-            let _ = fallback.save(&run_dir);
+            let _ = crate::ledger::Ledger::new(&run_dir).record(&fallback);
             return Err(Failure::Runtime(e));
         }
     };
@@ -123,7 +125,7 @@ struct EpochRun<B: AmpBackend> {
     partial: PartialEpoch,
     acc: Option<GradientsParams>,
     lr: f64,
-    window: String,
+    window: Window,
     started_unix: f64,
     seg: Segment,
     since_log: Instant,
@@ -151,6 +153,8 @@ pub(crate) struct Run<B: AmpBackend> {
     c: Config,
     dataset: Dataset,
     run_dir: PathBuf,
+    /// The one writer of run.json, metrics.csv and emissions.csv.
+    ledger: crate::ledger::Ledger,
     record: RunRecord,
     after_epoch: Option<AfterEpoch>,
     follower: Option<Follower>,
@@ -161,7 +165,7 @@ pub(crate) struct Run<B: AmpBackend> {
     optim: DeviceOptimizer<B>,
     scaler: DeviceScaler<B::InnerBackend>,
     state: TrainState,
-    account: Option<Account>,
+    account: Option<RunTracker>,
     progress: Progress,
     batches: Batches<B>,
     ckpt: Cadence,
@@ -244,15 +248,7 @@ impl<B: AmpBackend> Run<B> {
             optim = load_optim(optim, &ck.optim, &model, &device).map_err(bad)?;
             scaler = DeviceScaler::from_state(&ck.state.scaler, &device);
             state = ck.state;
-            // A checkpoint's own seconds and joules are known only after it
-            // is written: take them from run.json.
-            for e in state.epochs.iter_mut() {
-                if let Some(r) = record.epochs.iter().find(|r| r.epoch == e.epoch) {
-                    e.checkpoint_s = e.checkpoint_s.or(r.checkpoint_s);
-                    e.checkpoint_j = e.checkpoint_j.or(r.checkpoint_j);
-                }
-            }
-            record.epochs = state.epochs.clone();
+            with_checkpoint_costs(&mut state, &mut record);
         }
         if resumed {
             // Only now that the checkpoint has loaded: the config change
@@ -262,26 +258,18 @@ impl<B: AmpBackend> Run<B> {
                     .context("writing config.toml")
                     .map_err(Failure::Runtime)?;
             }
-            record
-                .save(&run_dir)
-                .context("writing run.json")
+            crate::ledger::Ledger::new(&run_dir)
+                .record(&record)
                 .map_err(Failure::Runtime)?;
         }
         let reserve = Reserve::make(&run_dir)
             .ok_or_else(|| anyhow::anyhow!("{}: no room for 1 MiB on its disk", run_dir.display()))
             .map_err(Failure::Runtime)?;
         let progress = Progress::new(quiet);
-        let account = c.energy.enabled.then(|| {
-            let gpus = crate::device::gpu_select(spec);
-            let opts = crate::energy::options(&c, &run_dir, gpus);
-            let mut a = Account::start(&opts, intensity, prior);
-            progress.line(&a.summary_line(&record.device.backend));
-            let dev = device.clone();
-            a.set_sync(move || {
-                let _ = B::sync(&dev);
-            });
-            a
-        });
+        let account = c
+            .energy
+            .enabled
+            .then(|| start_tracker::<B>(&c, spec, &run_dir, intensity, prior, &progress, &device));
         let limit = crate::device::resident_split_limit(spec);
         let batches = Batches::<B>::new(
             &dataset.train,
@@ -305,6 +293,7 @@ impl<B: AmpBackend> Run<B> {
             after_epoch: hooks.after_epoch,
             c,
             dataset,
+            ledger: crate::ledger::Ledger::new(&run_dir),
             run_dir,
             record,
             device,
@@ -333,43 +322,15 @@ impl<B: AmpBackend> Run<B> {
     }
 
     fn announce(&self, spec: DeviceSpec) {
-        let (c, r) = (&self.c, &self.record);
-        if self.state.epoch == 0 && self.state.step == 0 {
-            self.progress.line(&format!(
-                "training {} ({} parameters) on {} ({} {}), {} train / {} test samples, {} epochs, precision {}{}",
-                c.run.name,
-                r.parameters.unwrap_or(0),
-                r.device.name,
-                r.device.backend,
-                r.device.spec,
-                self.dataset.train.len(),
-                self.dataset.test.len(),
-                c.train.epochs,
-                r.precision,
-                if r.precision_requested == Some(greentrain_amp::PrecisionChoice::Auto) {
-                    " (auto)"
-                } else {
-                    ""
-                }
-            ));
-        } else {
-            self.progress.line(&format!(
-                "resuming {} at epoch {} step {}",
-                c.run.name,
-                self.state.epoch + 1,
-                self.state.step
-            ));
-        }
+        let r = &self.record;
+        self.progress
+            .line(&if self.state.epoch == 0 && self.state.step == 0 {
+                words::start(r, self.dataset.train.len(), self.dataset.test.len())
+            } else {
+                words::resuming(&self.c.run.name, self.state.epoch, self.state.step)
+            });
         if spec == DeviceSpec::Cpu && r.precision != greentrain_amp::Precision::Fp32 {
-            // A user benchmarking precisions on a laptop should not read the
-            // CPU's figures as what AMP saves: flex has no 16-bit arithmetic.
-            self.progress.line(&format!(
-                "note: {} on the CPU (flex) widens 16-bit values to f32 for its element-wise ops \
-                 (and for its products, except fp16 ones on ARM CPUs with fp16 arithmetic): expect more time \
-                 and energy than fp32, not less (measured: docs/paper-results.md); it tests the \
-                 AMP path, the saving needs a GPU",
-                r.precision
-            ));
+            self.progress.line(&words::cpu_precision_note(r.precision));
         }
     }
 
@@ -415,7 +376,7 @@ impl<B: AmpBackend> Run<B> {
         );
         self.progress
             .start_epoch(epoch, c.train.epochs, self.shape.steps, self.state.step);
-        let window = format!("train/epoch-{}", epoch + 1);
+        let window = Window::Train { epoch: epoch + 1 };
         let started_unix = greentrain_energy::tracker::unix_now();
         if let Some(a) = self.account.as_mut() {
             a.begin(&window);
@@ -436,4 +397,40 @@ impl<B: AmpBackend> Run<B> {
             samples_since_log: 0,
         }
     }
+}
+
+/// A checkpoint's own seconds and joules are known only after it is
+/// written: a restored state takes them from run.json, and the record's
+/// epochs are the state's from then on.
+fn with_checkpoint_costs(state: &mut TrainState, record: &mut RunRecord) {
+    for e in state.epochs.iter_mut() {
+        if let Some(r) = record.epochs.iter().find(|r| r.epoch == e.epoch) {
+            e.checkpoint_s = e.checkpoint_s.or(r.checkpoint_s);
+            e.checkpoint_j = e.checkpoint_j.or(r.checkpoint_j);
+        }
+    }
+    record.epochs = state.epochs.clone();
+}
+
+/// Starts the run's energy tracker (announcing its meters), synchronising
+/// `device` at each window edge.
+fn start_tracker<B: AmpBackend>(
+    c: &Config,
+    spec: DeviceSpec,
+    run_dir: &std::path::Path,
+    intensity: greentrain_energy::carbon::Intensity,
+    prior: Option<crate::energy::Prior>,
+    progress: &Progress,
+    device: &B::Device,
+) -> RunTracker {
+    let gpus = crate::device::gpu_select(spec);
+    let opts = crate::energy::options(c, run_dir, gpus);
+    let mut a = RunTracker::start(&opts, intensity, prior);
+    progress.line(&a.summary_line(matches!(spec, DeviceSpec::Cuda(_))));
+    progress.energy_warnings(a.take_warnings());
+    let dev = device.clone();
+    a.set_sync(move || {
+        let _ = B::sync(&dev);
+    });
+    a
 }

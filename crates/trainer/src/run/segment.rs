@@ -2,11 +2,12 @@
 //! ([`Cadence`]).
 
 use crate::checkpoint::{Checkpoint, PartialEpoch, TrainState};
-use crate::energy::RunTracker as Account;
+use crate::energy::RunTracker;
 use crate::model::Model;
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use greentrain_amp::{DeviceOptimizer, DeviceScaler, ScalerSnapshot};
+use greentrain_energy::Window;
 use std::path::Path;
 use std::time::Instant;
 
@@ -101,9 +102,9 @@ impl Cadence {
         state: &mut TrainState,
         model: &Model<B>,
         optim: &DeviceOptimizer<B>,
-        account: Option<&mut Account>,
+        account: Option<&mut RunTracker>,
     ) -> anyhow::Result<()> {
-        let window = format!("checkpoint/epoch-{}", state.epoch);
+        let window = Window::Checkpoint { epoch: state.epoch };
         let mut account = account;
         if let Some(a) = account.as_deref_mut() {
             a.begin(&window);
@@ -111,7 +112,7 @@ impl Cadence {
         let t = Instant::now();
         save_checkpoint(dir, state, model, optim)?;
         let secs = t.elapsed().as_secs_f64();
-        let joules = account.map(|a| a.end(&window));
+        let joules = account.and_then(|a| a.end(&window)).map(|w| w.total_j);
         if let Some(e) = state.epochs.last_mut() {
             e.checkpoint_s = Some(secs);
             e.checkpoint_j = joules;

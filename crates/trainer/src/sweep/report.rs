@@ -153,11 +153,17 @@ impl SweepReport {
         out
     }
 
+    /// The objective of the sweep's metric (sweeps maximise accuracies:
+    /// test accuracy for any other name a crafted file may hold).
+    fn primary(&self) -> Objective {
+        Objective::of_metric(self.metric).unwrap_or(Objective::TestAccuracy)
+    }
+
     /// The objectives, primary first (a record from before objectives
     /// existed: its metric).
     pub fn objectives(&self) -> Vec<Objective> {
         if self.objectives.is_empty() {
-            vec![self.metric.into()]
+            vec![self.primary()]
         } else {
             self.objectives.clone()
         }
@@ -210,7 +216,7 @@ impl SweepReport {
                 t.id,
                 t.status,
                 t.epochs,
-                cell(self.metric.into(), t.metric),
+                cell(self.primary(), t.metric),
                 cell(Objective::EnergyJ, t.energy_j),
                 cell(Objective::Co2G, t.co2_g),
                 params_text(&t.params)
@@ -480,11 +486,7 @@ pub(super) fn summarise(r: &mut SweepReport, asha: Option<&AshaSection>, epochs:
 }
 
 pub(super) fn metric_of(e: &EpochRecord, metric: Metric) -> Option<f64> {
-    if metric == Metric::ValAccuracy {
-        e.val_accuracy
-    } else {
-        Some(e.test_accuracy)
-    }
+    metric.of(e)
 }
 
 pub(super) fn epoch_metric(r: &RunRecord, metric: Metric) -> Option<f64> {

@@ -10,6 +10,7 @@ use crate::device::DeviceSpec;
 use crate::record::RunRecord;
 use crate::run::{Failure, Hooks, Outcome};
 use crate::status::RunStatus;
+use crate::summary::RunSummary;
 use crate::train::{train_with, TrainRequest};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -274,25 +275,24 @@ fn record_trial(
         .iter_mut()
         .find(|t| t.id == id)
         .expect("trial");
+    let sum = RunSummary::of(&outcome);
+    t.status = sum.status;
+    t.run_dir = sum.run_dir.clone();
+    t.epochs = sum.epochs;
+    t.metric = sum
+        .last
+        .as_ref()
+        .and_then(|e| metric_of(e, req.sweep.metric));
+    t.test_accuracy = sum.test_accuracy();
+    t.val_accuracy = sum.val_accuracy();
+    t.wall_s = sum.wall_s;
+    t.energy_j = sum.energy_j;
+    t.co2_g = sum.co2_g;
+    t.provenance = sum.provenance;
+    t.target_energy_j = sum.reached.as_ref().and_then(|x| x.energy_j);
+    t.error = sum.error;
     match outcome {
         Ok(o) => {
-            let r = &o.record;
-            t.status = o.status;
-            t.run_dir = Some(o.run_dir.clone());
-            t.epochs = r.epochs.len();
-            t.metric = epoch_metric(r, req.sweep.metric);
-            let last = r.epochs.last();
-            t.test_accuracy = last.map(|e| e.test_accuracy);
-            t.val_accuracy = last.and_then(|e| e.val_accuracy);
-            t.wall_s = last.map(|_| r.epochs.iter().map(|e| e.wall_s).sum());
-            t.energy_j = r.energy.as_ref().map(|e| e.total_j);
-            t.co2_g = r.carbon.as_ref().map(|c| c.operational.co2_g);
-            t.provenance = r.energy.as_ref().map(|e| e.provenance);
-            t.target_energy_j = r
-                .target
-                .as_ref()
-                .filter(|x| x.reached)
-                .and_then(|x| x.energy_j);
             if !req.quiet {
                 let m = t.metric.map(|m| format!("{:.2}%", 100.0 * m));
                 eprintln!(
@@ -310,8 +310,6 @@ fn record_trial(
             }
         }
         Err(e) => {
-            t.status = RunStatus::Failed;
-            t.error = Some(e.to_string());
             if matches!(e, Failure::Usage(_)) {
                 let _ = sh.report.write(&req.out_dir);
                 return Err(e);

@@ -74,32 +74,7 @@ impl std::fmt::Display for Strategy {
     }
 }
 
-/// The metric a sweep maximises: an accuracy of the epoch records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Test accuracy.
-    #[default]
-    TestAccuracy,
-    /// Validation accuracy (needs a validation split).
-    ValAccuracy,
-}
-
-impl Metric {
-    /// The name in records and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::TestAccuracy => "test_accuracy",
-            Metric::ValAccuracy => "val_accuracy",
-        }
-    }
-}
-
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::record::Metric;
 
 /// What a sweep optimises: each is maximised or minimised as its name
 /// implies.
@@ -154,11 +129,14 @@ impl Objective {
     }
 }
 
-impl From<Metric> for Objective {
-    fn from(m: Metric) -> Self {
+impl Objective {
+    /// The objective that maximises an accuracy metric (None for a loss:
+    /// sweeps maximise).
+    pub fn of_metric(m: Metric) -> Option<Self> {
         match m {
-            Metric::TestAccuracy => Objective::TestAccuracy,
-            Metric::ValAccuracy => Objective::ValAccuracy,
+            Metric::TestAccuracy => Some(Objective::TestAccuracy),
+            Metric::ValAccuracy => Some(Objective::ValAccuracy),
+            Metric::TestLoss | Metric::ValLoss => None,
         }
     }
 }
@@ -421,7 +399,12 @@ fn resolve_objectives(
             )
         }
         (Some(o), None) => o.clone(),
-        (None, m) => vec![m.unwrap_or_default().into()],
+        (None, m) => {
+            let m = m.unwrap_or_default();
+            vec![Objective::of_metric(m).ok_or_else(|| {
+                format!("key 'sweep.metric': a sweep maximises test_accuracy or val_accuracy, not {m}")
+            })?]
+        }
     };
     let key = "key 'sweep.objectives'";
     if objectives.is_empty() {

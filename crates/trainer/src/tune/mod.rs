@@ -249,7 +249,7 @@ pub fn run(req: TuneRequest) -> Result<TuneReport, Failure> {
             let metric = outcome
                 .as_ref()
                 .ok()
-                .and_then(|o| o.record.target.as_ref().map(|t| t.metric.clone()));
+                .and_then(|o| o.record.target.as_ref().map(|t| t.metric.to_string()));
             let run = TuneRun::from_outcome(s, seed, outcome);
             let end = match run.status {
                 RunStatus::Interrupted => Some("interrupted (Ctrl-C)".to_string()),

@@ -9,6 +9,7 @@ use crate::record::sig;
 use crate::run::{Failure, Outcome};
 use crate::stats::{paired_log_ratio, summary, Ratio, Summary};
 use crate::status::RunStatus;
+use crate::summary::RunSummary;
 use crate::LoadedConfig;
 use greentrain_amp::{Precision, PrecisionChoice};
 use greentrain_energy::Provenance;
@@ -69,26 +70,19 @@ impl TuneRun {
             accuracy: None,
             error: None,
         };
-        match outcome {
-            Ok(o) => {
-                let r = &o.record;
-                let t = r.target.as_ref().filter(|t| t.reached);
-                run.status = o.status;
-                run.run_dir = Some(o.run_dir.clone());
-                run.epochs = r.epochs.len();
-                run.reached = t.is_some();
-                run.target_epoch = t.and_then(|t| t.epoch);
-                run.energy_to_target_j = t.and_then(|t| t.energy_j);
-                run.wall_to_target_s = t.and_then(|t| t.wall_s);
-                run.energy_j = r.energy.as_ref().map(|e| e.total_j);
-                run.provenance = r.energy.as_ref().map(|e| e.provenance);
-                run.accuracy = r
-                    .epochs
-                    .last()
-                    .map(|e| e.val_accuracy.unwrap_or(e.test_accuracy));
-            }
-            Err(e) => run.error = Some(format!("{e:#}")),
-        }
+        let sum = RunSummary::of(&outcome);
+        let t = sum.reached.as_ref();
+        run.status = sum.status;
+        run.run_dir = sum.run_dir.clone();
+        run.epochs = sum.epochs;
+        run.reached = t.is_some();
+        run.target_epoch = t.and_then(|t| t.epoch);
+        run.energy_to_target_j = t.and_then(|t| t.energy_j);
+        run.wall_to_target_s = t.and_then(|t| t.wall_s);
+        run.energy_j = sum.energy_j;
+        run.provenance = sum.provenance;
+        run.accuracy = sum.val_accuracy().or(sum.test_accuracy());
+        run.error = sum.error;
         run
     }
 

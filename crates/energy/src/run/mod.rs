@@ -18,16 +18,22 @@
 //! assert!(energy.total_j > 0.0 && carbon.operational.co2_g > 0.0);
 //! ```
 
+mod emissions;
+mod resumed;
+
+pub use emissions::emissions_row;
+pub use resumed::Prior;
+use resumed::{merge_waiting, recover, JournalEntry};
+
 use crate::budget::{self, BudgetVerdict, Prediction};
-use crate::carbon::{self, CarbonRecord, Intensity};
-use crate::codecarbon::EmissionsRow;
+use crate::carbon::{CarbonRecord, Intensity};
 use crate::estimate::TrackingMode;
 use crate::journal::Journal;
 use crate::nvml::GpuSelect;
 use crate::tracker::{self, DetectOptions};
-use crate::{ComponentEnergy, ComponentInfo, ComponentKind, Provenance, Tracker, WindowReport};
+use crate::window::Window;
+use crate::{ComponentEnergy, ComponentKind, Provenance, Tracker, WindowReport};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The journal of running totals in a run folder (JSON lines).
 pub const JOURNAL: &str = "energy.journal";
@@ -48,56 +54,6 @@ pub struct WaitingRecord {
     pub co2_g: f64,
     /// Weakest provenance of those joules.
     pub provenance: Provenance,
-}
-
-/// What an earlier process of a resumed run left.
-pub struct Prior {
-    /// Its energy record (run.json as last saved; none when it was killed
-    /// before its first save).
-    pub energy: Option<EnergyRecord>,
-    /// Its grams.
-    pub co2_g: f64,
-    /// Whether it ended without saving a final state (killed): its journal
-    /// then says more than run.json, and up to one journal interval after
-    /// the journal's last entry went unmetered.
-    pub killed: bool,
-}
-
-/// One journal line: the run's totals as of `unix`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct JournalEntry {
-    unix: f64,
-    components: Vec<ComponentEnergy>,
-    duration_s: f64,
-    co2_g: f64,
-    #[serde(default)]
-    waiting: Option<WaitingRecord>,
-    #[serde(default)]
-    unmetered_s: f64,
-}
-
-impl JournalEntry {
-    /// Why this entry cannot be a running total a meter wrote (a crafted or
-    /// damaged file): `None` when every figure is finite and not negative.
-    fn implausible(&self) -> Option<String> {
-        let bad = |x: f64| !x.is_finite() || x < 0.0;
-        if !self.unix.is_finite() || self.unix <= 0.0 {
-            return Some(format!("time {}", self.unix));
-        }
-        if let Some(c) = self.components.iter().find(|c| bad(c.joules)) {
-            return Some(format!("{} J for {}", c.joules, c.name));
-        }
-        for (what, x) in [
-            ("duration_s", self.duration_s),
-            ("co2_g", self.co2_g),
-            ("unmetered_s", self.unmetered_s),
-        ] {
-            if bad(x) {
-                return Some(format!("{what} {x}"));
-            }
-        }
-        None
-    }
 }
 
 /// Idle power measured before training.
@@ -251,6 +207,9 @@ pub struct RunTracker {
     journal: Option<Journal>,
     unmetered_s: f64,
     tracking_mode: TrackingMode,
+    /// Warnings found since the caller last took them: the caller shows
+    /// them (or not, under `--quiet`); this crate prints nothing.
+    to_show: Vec<String>,
 }
 
 impl RunTracker {
@@ -296,6 +255,7 @@ impl RunTracker {
             journal,
             unmetered_s,
             tracking_mode: opts.tracking_mode,
+            to_show: Vec::new(),
         };
         if idle_prior.is_none() && opts.idle_baseline_s > 0.0 {
             a.idle = Some(a.tracker.idle_baseline(opts.idle_baseline_s));
@@ -310,14 +270,14 @@ impl RunTracker {
     }
 
     /// One line for the start of a run: each meter with its provenance, and
-    /// where the details are. A CUDA run without a GPU meter also gets a
-    /// warning, on stderr and in run.json.
-    pub fn summary_line(&mut self, backend: &str) -> String {
+    /// where the details are. A run on an NVIDIA GPU (`on_nvidia_gpu`)
+    /// without a GPU meter also gets a warning, to show and in run.json.
+    pub fn summary_line(&mut self, on_nvidia_gpu: bool) -> String {
         let comps = self.tracker.components();
         let has_gpu = comps.iter().any(|c| c.kind == ComponentKind::Gpu);
-        if backend == "cuda" && !has_gpu {
+        if on_nvidia_gpu && !has_gpu {
             let w = "this CUDA run has no GPU energy meter (NVML missing, or the GPU not found): its energy leaves the GPU out".to_string();
-            eprintln!("energy: warning: {w}");
+            self.to_show.push(w.clone());
             self.tracker.warnings.push(w);
         }
         let parts: Vec<String> = comps
@@ -345,6 +305,14 @@ impl RunTracker {
         &self.tracker.warnings
     }
 
+    /// Problems found since the last call (a meter that failed, a journal
+    /// that cannot be written), each once, for the caller to show.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        let new = self.tracker.new_warnings();
+        self.to_show.extend(new);
+        std::mem::take(&mut self.to_show)
+    }
+
     /// The weakest provenance over the metered components, for figures
     /// printed without their breakdown.
     pub fn provenance(&self) -> Provenance {
@@ -362,32 +330,26 @@ impl RunTracker {
     }
 
     /// Opens a window.
-    pub fn begin(&mut self, name: &str) {
-        self.tracker.begin(name);
+    pub fn begin(&mut self, window: &Window) {
+        self.tracker.begin(&window.to_string());
     }
 
-    /// Closes a window; returns its joules. Meter problems found since the
-    /// last window are shown (once each).
-    pub fn end(&mut self, name: &str) -> f64 {
-        let j = match self.tracker.end(name) {
-            Some(w) => {
-                let j = w.total_j;
-                self.windows.push(w);
-                j
-            }
-            None => 0.0,
-        };
-        for w in self.tracker.new_warnings() {
-            eprintln!("energy: warning: {w}");
+    /// Closes a window and returns its report (None when it was not open).
+    /// A [`Window::Wait`] is recorded and kept out of the run's totals.
+    /// Meter problems found meanwhile wait in [`RunTracker::take_warnings`].
+    pub fn end(&mut self, window: &Window) -> Option<WindowReport> {
+        let w = self.tracker.end(&window.to_string())?;
+        let new = self.tracker.new_warnings();
+        self.to_show.extend(new);
+        if window.is_wait() {
+            self.add_waiting(&w);
         }
-        j
+        self.windows.push(w.clone());
+        Some(w)
     }
 
-    /// Closes a waiting window: recorded, and kept out of the run's totals.
-    pub fn end_waiting(&mut self, name: &str) {
-        let Some(w) = self.tracker.end(name) else {
-            return;
-        };
+    /// Adds a waiting window to the waiting totals.
+    fn add_waiting(&mut self, w: &WindowReport) {
         self.waiting.co2_g += self.co2_g(w.total_j, w.start_unix, w.end_unix);
         self.waiting.seconds += w.duration_s;
         for c in &w.components {
@@ -404,7 +366,6 @@ impl RunTracker {
                 None => self.waiting.components.push(c.clone()),
             }
         }
-        self.windows.push(w);
     }
 
     /// Appends the run's totals to the journal when one is due (every
@@ -425,7 +386,7 @@ impl RunTracker {
         };
         if let Some(Err(e)) = self.journal.as_mut().map(|j| j.append(&entry)) {
             let w = format!("the energy journal cannot be written ({e}); journalling stops");
-            eprintln!("energy: warning: {w}");
+            self.to_show.push(w.clone());
             self.tracker.warnings.push(w);
             self.journal = None;
         }
@@ -602,250 +563,5 @@ impl RunTracker {
             sci_g_per_sample: self.embodied_g.and(sci),
         };
         (energy, carbon)
-    }
-}
-
-fn merge_waiting(a: Option<WaitingRecord>, b: Option<WaitingRecord>) -> Option<WaitingRecord> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(WaitingRecord {
-            seconds: a.seconds + b.seconds,
-            joules: a.joules + b.joules,
-            co2_g: a.co2_g + b.co2_g,
-            provenance: a.provenance.weakest(b.provenance),
-        }),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The totals an earlier process left: run.json's, or its journal's when
-/// the journal is newer (the process was killed after its last save), plus
-/// the unmetered interval of a killed process.
-fn recover(
-    p: Prior,
-    journal: Option<&Path>,
-    warnings: &mut Vec<String>,
-) -> Option<(EnergyRecord, f64)> {
-    let as_of = p.energy.as_ref().map_or(0.0, |e| e.as_of_unix);
-    let newer = journal
-        .and_then(Journal::last::<JournalEntry>)
-        .filter(|j| j.unix > as_of)
-        .filter(|j| match j.implausible() {
-            None => true,
-            Some(why) => {
-                warnings.push(format!(
-                    "{JOURNAL}: its last entry is not a running total ({why}); ignored, the energy since the last saved record is unmetered"
-                ));
-                false
-            }
-        });
-    let (mut e, g) = match (p.energy, newer) {
-        (e, Some(j)) => {
-            warnings.push(format!(
-                "the previous process stopped without saving its energy; its totals up to {} come from {JOURNAL}",
-                crate::carbon::format_time(j.unix)
-            ));
-            (from_journal(e, j.clone()), j.co2_g)
-        }
-        (Some(e), None) => (e, p.co2_g),
-        (None, None) => return None,
-    };
-    if p.killed {
-        e.unmetered_s += JOURNAL_EVERY_S;
-        warnings.push(format!(
-            "the previous process was killed: up to {JOURNAL_EVERY_S} s of it after {} went unmetered (energy.unmetered_s)",
-            crate::carbon::format_time(e.as_of_unix)
-        ));
-    }
-    Some((e, g))
-}
-
-/// A record with a journal entry's totals (and the rest of `base`, or
-/// nothing, when the process was killed before its first save).
-fn from_journal(base: Option<EnergyRecord>, j: JournalEntry) -> EnergyRecord {
-    let total_j: f64 = j.components.iter().map(|c| c.joules).sum();
-    let provenance = j
-        .components
-        .iter()
-        .map(|c| c.provenance)
-        .fold(Provenance::Measured, Provenance::weakest);
-    let base = base.unwrap_or(EnergyRecord {
-        components: vec![],
-        total_j: 0.0,
-        duration_s: 0.0,
-        total_kwh: 0.0,
-        provenance,
-        tracking_mode: TrackingMode::Machine,
-        meters: vec![],
-        sample_hz: 0.0,
-        idle: None,
-        windows: vec![],
-        prediction: None,
-        warnings: vec![],
-        waiting: None,
-        unmetered_s: 0.0,
-        as_of_unix: 0.0,
-    });
-    EnergyRecord {
-        total_j,
-        total_kwh: total_j / 3.6e6,
-        provenance,
-        components: j.components,
-        duration_s: j.duration_s,
-        waiting: j.waiting,
-        unmetered_s: j.unmetered_s,
-        as_of_unix: j.unix,
-        ..base
-    }
-}
-
-/// CodeCarbon's `gpu_model`: "N x NAME" per distinct GPU name (from NVML's
-/// `gpu_name` detail), the meter name when NVML gave none.
-fn gpu_model<'a>(meters: &[ComponentInfo], gpus: impl Iterator<Item = &'a str>) -> String {
-    let mut names: Vec<(String, usize)> = Vec::new();
-    for g in gpus {
-        let name = meters
-            .iter()
-            .find(|m| m.name == g)
-            .and_then(|m| m.details.iter().find(|(k, _)| k == "gpu_name"))
-            .map_or(g, |(_, v)| v.as_str())
-            .to_string();
-        match names.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, count)) => *count += 1,
-            None => names.push((name, 1)),
-        }
-    }
-    let parts: Vec<String> = names.iter().map(|(n, c)| format!("{c} x {n}")).collect();
-    parts.join(", ")
-}
-
-/// The CodeCarbon-format row for a run. `cpu_model` is the host CPU's
-/// name, whatever device trained.
-pub fn emissions_row(
-    name: &str,
-    run_id: &str,
-    energy: &EnergyRecord,
-    carbon: &CarbonOut,
-    zone: Option<&str>,
-    cpu_model: &str,
-) -> EmissionsRow {
-    let kwh = |kinds: &[ComponentKind]| -> f64 {
-        energy
-            .components
-            .iter()
-            .filter(|c| kinds.contains(&c.kind))
-            .fold(0.0, |a, c| a + c.joules)
-            / 3.6e6
-    };
-    let duration_s = energy.duration_s;
-    let watts = |k: f64| {
-        if duration_s > 0.0 {
-            k * 3.6e6 / duration_s
-        } else {
-            0.0
-        }
-    };
-    let (cpu, gpu, ram) = (
-        kwh(&[ComponentKind::Cpu]),
-        kwh(&[ComponentKind::Gpu]),
-        kwh(&[ComponentKind::Ram, ComponentKind::Dram]),
-    );
-    let gpus: Vec<&ComponentEnergy> = energy
-        .components
-        .iter()
-        .filter(|c| c.kind == ComponentKind::Gpu)
-        .collect();
-    let z = zone.and_then(|z| carbon::zone(z).ok());
-    let (country_name, iso, provider, region) = match &z {
-        Some(z) if z.kind == "country" => {
-            (z.name.clone(), z.code.clone(), String::new(), String::new())
-        }
-        Some(z) => (String::new(), String::new(), z.kind.clone(), z.code.clone()),
-        None => Default::default(),
-    };
-    EmissionsRow {
-        timestamp: carbon::format_time(tracker::unix_now()),
-        project_name: name.to_string(),
-        run_id: run_id.to_string(),
-        experiment_id: String::new(),
-        duration: duration_s,
-        emissions: carbon.operational.co2_g / 1000.0,
-        cpu_power: watts(cpu),
-        gpu_power: watts(gpu),
-        ram_power: watts(ram),
-        cpu_energy: cpu,
-        gpu_energy: gpu,
-        ram_energy: ram,
-        country_name,
-        country_iso_code: iso,
-        cloud_provider: provider,
-        cloud_region: region,
-        cpu_count: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        cpu_model: cpu_model.to_string(),
-        gpu_count: gpus.len(),
-        gpu_model: gpu_model(&energy.meters, gpus.iter().map(|g| g.name.as_str())),
-        ram_total_size: crate::estimate::total_ram_gb().unwrap_or(0.0),
-        tracking_mode: energy.tracking_mode,
-        pue: carbon.operational.pue,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gpu(name: &str, model: Option<&str>) -> ComponentInfo {
-        ComponentInfo {
-            name: name.into(),
-            kind: ComponentKind::Gpu,
-            provenance: Provenance::Measured,
-            method: "nvml total_energy_consumption".into(),
-            details: model
-                .map(|m| vec![("gpu_name".to_string(), m.to_string())])
-                .unwrap_or_default(),
-        }
-    }
-
-    /// CodeCarbon's columns name the GPU model, not its UUID.
-    #[test]
-    fn gpu_model_names_the_gpus_as_codecarbon_does() {
-        let h = "NVIDIA H100 80GB HBM3";
-        let meters = [
-            gpu("gpu:GPU-1", Some(h)),
-            gpu("gpu:GPU-2", Some(h)),
-            gpu("gpu:GPU-3", None),
-        ];
-        let names = ["gpu:GPU-1", "gpu:GPU-2", "gpu:GPU-3"];
-        assert_eq!(
-            gpu_model(&meters, names.into_iter()),
-            format!("2 x {h}, 1 x gpu:GPU-3")
-        );
-        assert_eq!(gpu_model(&meters, std::iter::empty()), "");
-    }
-
-    /// A journal whose last line claims negative joules (or a NaN) is not
-    /// taken as the run's energy: a warning, and no record from it.
-    #[test]
-    fn an_implausible_journal_entry_is_ignored_with_a_warning() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join(JOURNAL);
-        let line = |j: f64| {
-            format!(
-                "{{\"unix\":1.8e9,\"components\":[{{\"name\":\"cpu\",\"kind\":\"cpu\",\"joules\":{j},\"provenance\":\"estimated\",\"method\":\"tdp\"}}],\"duration_s\":10.0,\"co2_g\":0.1}}\n"
-            )
-        };
-        let prior = || Prior {
-            energy: None,
-            co2_g: 0.0,
-            killed: true,
-        };
-        std::fs::write(&path, line(-2.0e6)).unwrap();
-        let mut warnings = vec![];
-        assert!(recover(prior(), Some(&path), &mut warnings).is_none());
-        assert!(warnings[0].contains("-2000000 J for cpu"), "{warnings:?}");
-        std::fs::write(&path, line(500.0)).unwrap();
-        let (e, _) = recover(prior(), Some(&path), &mut vec![]).unwrap();
-        assert_eq!(e.total_j, 500.0);
     }
 }
