@@ -1,7 +1,7 @@
 //! Cost of energy metering: the same training with `[energy] enabled` on and
 //! off, interleaved (on, off, on, off, ...) so that drift hits both alike.
 //!
-//! `cargo run -p greentrain-trainer --example metering_overhead [-- PAIRS [EPOCHS]]`
+//! `cargo run -p greentrain-studies --example metering_overhead [-- PAIRS [EPOCHS]]`
 //!
 //! What is timed is the whole `train()` call: every step, every evaluation,
 //! the window edges (each a meter read and, on GPUs, a device sync), the
@@ -9,7 +9,7 @@
 //! writes. It prints each run, and the mean on/off ratio with its Student-t
 //! 95% interval over the pairs (docs/BENCHMARKS.md records the result).
 
-use greentrain_trainer::stats::paired_ratio;
+use greentrain_studies::stats::paired_ratio;
 use greentrain_trainer::{config, train, DeviceSpec, TrainRequest};
 use std::path::PathBuf;
 use std::time::Instant;

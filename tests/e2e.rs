@@ -427,7 +427,7 @@ fn bench_measures_the_config_as_written() {
     );
     let raw = std::fs::read_to_string(out.path().join("bench.json")).unwrap();
     assert!(!raw.contains("NaN") && !raw.contains("\"low\""), "{raw}");
-    let b: greentrain_trainer::bench::BenchReport = serde_json::from_str(&raw).unwrap();
+    let b: greentrain_studies::bench::BenchReport = serde_json::from_str(&raw).unwrap();
     assert_eq!(b.steps_per_epoch, None, "the config was changed");
     assert_eq!(b.runs.len(), 2);
     for r in &b.runs {

@@ -216,7 +216,7 @@ fn sweep(
     emit_slurm: Option<PathBuf>,
     quiet: bool,
 ) -> ExitCode {
-    use greentrain_trainer::sweep;
+    use greentrain_studies::sweep;
     let sw = match sweep::load(&config) {
         Ok(s) => s,
         Err(e) => return usage(format!("{e:#}")),
@@ -269,7 +269,7 @@ fn matmul(
     seconds: f64,
     kernels: Option<String>,
 ) -> ExitCode {
-    use greentrain_trainer::burn_dtype;
+    use greentrain_studies::burn_dtype;
     let spec: DeviceSpec = match device.parse() {
         Ok(d) => d,
         Err(e) => return usage(e),
@@ -287,7 +287,7 @@ fn matmul(
     if let Some(names) = kernels {
         return matmul_kernels(spec, size, &dtypes, seconds, &names);
     }
-    for r in greentrain_trainer::matmul_bench::run(spec, size, &dtypes, seconds) {
+    for r in greentrain_studies::matmul_bench::run(spec, size, &dtypes, seconds) {
         println!("{}", serde_json::to_string(&r).expect("result serialises"));
     }
     ExitCode::SUCCESS
@@ -301,13 +301,13 @@ fn matmul_kernels(
     seconds: f64,
     names: &str,
 ) -> ExitCode {
-    use greentrain_trainer::matmul_kernels::{run, select};
+    use greentrain_studies::matmul_kernels::{run, select};
     let kernels = match select(names) {
         Ok(k) => k,
         Err(e) => return usage(format!("--kernels: {e}")),
     };
     for &dtype in dtypes {
-        let mut print = |r: greentrain_trainer::matmul_kernels::KernelResult| {
+        let mut print = |r: greentrain_studies::matmul_kernels::KernelResult| {
             println!("{}", serde_json::to_string(&r).expect("result serialises"));
         };
         if let Err(e) = run(spec, size, dtype, seconds, &kernels, &mut print) {
@@ -495,7 +495,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let req = greentrain_trainer::bench::BenchRequest {
+    let req = greentrain_studies::bench::BenchRequest {
         config: loaded,
         precisions,
         repeats,
@@ -505,7 +505,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         min_window_s,
         quiet,
     };
-    match greentrain_trainer::bench::bench(req) {
+    match greentrain_studies::bench::bench(req) {
         Ok(report) => {
             println!("{}", report.markdown());
             println!("bench: {}", out.display());
@@ -521,9 +521,9 @@ fn reproduce(run_dir: PathBuf, device: Option<String>, out: PathBuf, quiet: bool
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    match greentrain_trainer::reproduce::reproduce(&run_dir, spec, &out, quiet) {
+    match greentrain_studies::reproduce::reproduce(&run_dir, spec, &out, quiet) {
         Ok((outcome, cmp, tol)) => {
-            print!("{}", greentrain_trainer::reproduce::table(&cmp));
+            print!("{}", greentrain_studies::reproduce::table(&cmp));
             let bad = cmp.iter().filter(|c| !c.matches).count();
             println!(
                 "tolerance: {}; {} of {} values match",
@@ -544,7 +544,7 @@ fn reproduce(run_dir: PathBuf, device: Option<String>, out: PathBuf, quiet: bool
 
 /// `greentrain report`.
 fn report(paths: Vec<PathBuf>, out: PathBuf) -> ExitCode {
-    let found = greentrain_trainer::report::collect(&paths);
+    let found = greentrain_studies::report::collect(&paths);
     for e in &found.errors {
         eprintln!("greentrain: report: {e}");
     }
@@ -552,7 +552,7 @@ fn report(paths: Vec<PathBuf>, out: PathBuf) -> ExitCode {
         eprintln!("greentrain: report: no readable runs");
         return ExitCode::from(1);
     }
-    match greentrain_trainer::report::write(&found, &out) {
+    match greentrain_studies::report::write(&found, &out) {
         Ok(md) => {
             println!("{md}");
             println!("report: {}", out.display());

@@ -2,10 +2,10 @@
 
 use crate::{args, failed, usage};
 use clap::Args;
+use greentrain_studies::tune::{self, TuneRequest};
 use greentrain_trainer::config::Override;
 use greentrain_trainer::config::PrecisionChoice;
 use greentrain_trainer::status::RunStatus;
-use greentrain_trainer::tune::{self, TuneRequest};
 use greentrain_trainer::DeviceSpec;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ use greentrain_energy::codecarbon::EmissionsRow;
 use std::path::{Path, PathBuf};
 
 /// `metrics.csv`'s columns.
-pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
+pub(crate) const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,val_loss,val_accuracy,wall_s,eval_s,samples_per_s,lr,loss_scale,skipped_steps,data_s,energy_j,co2_g";
 
 /// The writer of one run folder's records.
 #[derive(Clone, Debug)]

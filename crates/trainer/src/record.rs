@@ -433,8 +433,6 @@ impl RunRecord {
     }
 }
 
-pub use crate::ledger::METRICS_HEADER;
-
 #[cfg(test)]
 mod tests {
     /// Every finite f64 written to run.json reads back bit for bit.

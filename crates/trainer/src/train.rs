@@ -261,9 +261,13 @@ fn dataset_record(d: &Dataset) -> DatasetRecord {
     }
 }
 
-/// A piece of work to run with the backend a [`DeviceSpec`] names.
-pub(crate) trait BackendTask {
+/// A piece of work to run with the backend a [`DeviceSpec`] names: the
+/// way code generic over the backend (a run, a kernel benchmark) is called
+/// with the backend chosen at run time, through [`dispatch`].
+pub trait BackendTask {
+    /// What the work returns.
     type Out;
+    /// Runs the work on backend `B` and `device`.
     fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out;
 }
 
@@ -299,7 +303,7 @@ fn resolve_precision(spec: DeviceSpec, choice: PrecisionChoice) -> Result<Precis
 }
 
 /// The one place where a backend type is chosen at run time.
-pub(crate) fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
+pub fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
     match spec {
         DeviceSpec::Cpu => {
             task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())

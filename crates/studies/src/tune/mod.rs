@@ -13,13 +13,13 @@
 
 pub mod report;
 
-use crate::config::{self, Override};
-use crate::device::DeviceSpec;
-use crate::run::{Failure, Hooks};
-use crate::status::RunStatus;
-use crate::train::{check_precision, train_with, TrainRequest};
-use crate::LoadedConfig;
 use greentrain_amp::{Precision, PrecisionChoice};
+use greentrain_trainer::config::{self, Override};
+use greentrain_trainer::device::DeviceSpec;
+use greentrain_trainer::status::RunStatus;
+use greentrain_trainer::train::{check_precision, train_with, TrainRequest};
+use greentrain_trainer::train::{Failure, Hooks};
+use greentrain_trainer::LoadedConfig;
 pub use report::{SettingSummary, TuneReport, TuneRun};
 use std::path::PathBuf;
 

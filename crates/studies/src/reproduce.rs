@@ -1,10 +1,10 @@
 //! `greentrain reproduce RUN_DIR`: re-run a recorded run from its own
 //! `run.json` and compare every recorded metric side by side.
 
-use crate::config::{self, LoadedConfig};
-use crate::device::DeviceSpec;
-use crate::record::{EpochRecord, RunRecord};
-use crate::train::{train, Failure, Outcome, TrainRequest};
+use greentrain_trainer::config::{self, LoadedConfig};
+use greentrain_trainer::device::DeviceSpec;
+use greentrain_trainer::record::{EpochRecord, RunRecord};
+use greentrain_trainer::train::{train, Failure, Outcome, TrainRequest};
 use std::path::{Path, PathBuf};
 
 /// How closely metrics must agree.
@@ -119,7 +119,7 @@ pub fn reproduce(
 ) -> Result<(Outcome, Vec<Comparison>, Tolerance), Failure> {
     let usage = |e: anyhow::Error| Failure::Usage(e);
     let recorded = RunRecord::load(run_dir).map_err(usage)?;
-    if recorded.status != crate::status::RunStatus::Completed {
+    if recorded.status != greentrain_trainer::status::RunStatus::Completed {
         return Err(Failure::Usage(anyhow::anyhow!(
             "{} has status {}: only completed runs can be reproduced",
             run_dir.display(),
@@ -145,7 +145,7 @@ pub fn reproduce(
     // config folder, recorded in run.json (before 2026-11-28: only in the
     // checkpoint).
     let config_dir = if recorded.config_dir.as_os_str().is_empty() {
-        crate::checkpoint::Checkpoint::load(run_dir)
+        greentrain_trainer::checkpoint::Checkpoint::load(run_dir)
             .map(|c| c.state.config_dir)
             .unwrap_or_else(|_| run_dir.to_path_buf())
     } else {

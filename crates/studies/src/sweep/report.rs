@@ -3,12 +3,12 @@
 use super::pareto;
 use super::search::rungs;
 use super::spec::{AshaSection, Metric, Objective, Params, Strategy, Value};
-use crate::files::write_atomic;
 use crate::plots::energy_unit;
-use crate::record::{sig, EpochRecord, RunRecord};
-use crate::status::RunStatus;
 use greentrain_energy::Provenance;
 use greentrain_plot::{Figure, Lines, Panel, Scatter, Series};
+use greentrain_trainer::files::write_atomic;
+use greentrain_trainer::record::{sig, EpochRecord, RunRecord};
+use greentrain_trainer::status::RunStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -455,7 +455,9 @@ pub(super) fn params_text(p: &Params) -> String {
 pub(super) fn summarise(r: &mut SweepReport, asha: Option<&AshaSection>, epochs: usize) {
     r.total_energy_j = r.trials.iter().filter_map(|t| t.energy_j).sum();
     r.total_co2_g = r.trials.iter().filter_map(|t| t.co2_g).sum();
-    r.provenance = crate::energy::weakest_provenance(r.trials.iter().filter_map(|t| t.provenance));
+    r.provenance = greentrain_trainer::energy::weakest_provenance(
+        r.trials.iter().filter_map(|t| t.provenance),
+    );
     let objs = r.objectives();
     // Best on the primary objective alone (a trial missing another
     // objective's value can still be best); ties go to the lower id.

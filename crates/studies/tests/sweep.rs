@@ -1,7 +1,7 @@
 //! Sweeps on the shipped digits data: determinism, resume, pruning,
 //! parallel trials, bad sweep files and the Slurm export.
 
-use greentrain_trainer::sweep::{self, SweepReport, SweepRequest};
+use greentrain_studies::sweep::{self, SweepReport, SweepRequest};
 use greentrain_trainer::DeviceSpec;
 use std::path::{Path, PathBuf};
 
@@ -192,8 +192,8 @@ fn asha_prunes_at_rungs_and_counts_the_saving() {
 
 #[test]
 fn a_two_objective_sweep_keeps_exactly_the_non_dominated_trials() {
-    use greentrain_trainer::sweep::pareto::dominates;
-    use greentrain_trainer::sweep::Objective;
+    use greentrain_studies::sweep::pareto::dominates;
+    use greentrain_studies::sweep::Objective;
     let d = tempfile::tempdir().unwrap();
     let f = sweep_file(
         d.path(),

@@ -9,7 +9,6 @@
 //! shows as wrong, and a kernel the device cannot run says so instead of
 //! being timed.
 
-use crate::device::DeviceSpec;
 use crate::matmul_bench::{dtype_name, tflops};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Tensor, TensorPrimitive};
@@ -20,6 +19,7 @@ use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError
 use cubek::matmul::launch::Strategy;
 use cubek::std::InputBinding;
 pub use greentrain_matmul::catalog;
+use greentrain_trainer::device::DeviceSpec;
 use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 
 use super::search::{grid, random_params};
 use super::spec::{Params, Strategy, Sweep};
-use crate::files::write_atomic;
+use greentrain_trainer::files::write_atomic;
 use std::path::{Path, PathBuf};
 
 fn shell_quote(s: &str) -> String {

@@ -2,7 +2,7 @@
 
 use greentrain_amp::Precision;
 use greentrain_energy::Provenance;
-use greentrain_trainer::bench::{aggregate, BenchRun};
+use greentrain_studies::bench::{aggregate, BenchRun};
 
 fn run(p: Precision, repeat: usize, wall: f64, joules: f64, acc: f64) -> BenchRun {
     BenchRun {
@@ -72,8 +72,8 @@ fn unpaired_repeats_are_left_out_of_ratios() {
     assert_eq!(r[1].samples_per_s.n, 2);
 }
 
-fn report(runs: Vec<BenchRun>, precisions: &[Precision]) -> greentrain_trainer::bench::BenchReport {
-    greentrain_trainer::bench::BenchReport {
+fn report(runs: Vec<BenchRun>, precisions: &[Precision]) -> greentrain_studies::bench::BenchReport {
+    greentrain_studies::bench::BenchReport {
         schema: "greentrain.bench/1".into(),
         config: "x.toml".into(),
         device: "cpu".into(),
@@ -137,7 +137,7 @@ fn one_repeat_gives_a_readable_report_without_intervals() {
     );
     let json = serde_json::to_string_pretty(&r).unwrap();
     assert!(!json.contains("NaN") && !json.contains("\"low\""), "{json}");
-    let back: greentrain_trainer::bench::BenchReport = serde_json::from_str(&json).unwrap();
+    let back: greentrain_studies::bench::BenchReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
     let v = back.results[1].vs_fp32.as_ref().unwrap();
     assert_eq!((v.samples_per_s.low, v.samples_per_s.high), (None, None));

@@ -2,8 +2,8 @@
 //! choice, its saving and the written config; a target no setting reaches.
 
 use greentrain_amp::{Precision, PrecisionChoice};
+use greentrain_studies::tune::{self, TuneReport, TuneRequest};
 use greentrain_trainer::status::RunStatus;
-use greentrain_trainer::tune::{self, TuneReport, TuneRequest};
 use greentrain_trainer::DeviceSpec;
 use std::path::{Path, PathBuf};
 

@@ -5,13 +5,13 @@ use super::pareto;
 use super::report::{epoch_metric, metric_of, params_text, summarise, SweepReport, Trial};
 use super::search::{grid, promotable, random_params, rungs, tpe_propose, trial_rng};
 use super::spec::{overrides, Params, Strategy, Sweep};
-use crate::config::{self, LoadedConfig};
-use crate::device::DeviceSpec;
-use crate::record::RunRecord;
-use crate::run::{Failure, Hooks, Outcome};
-use crate::status::RunStatus;
-use crate::summary::RunSummary;
-use crate::train::{train_with, TrainRequest};
+use greentrain_trainer::config::{self, LoadedConfig};
+use greentrain_trainer::device::DeviceSpec;
+use greentrain_trainer::record::RunRecord;
+use greentrain_trainer::status::RunStatus;
+use greentrain_trainer::summary::RunSummary;
+use greentrain_trainer::train::{train_with, TrainRequest};
+use greentrain_trainer::train::{Failure, Hooks, Outcome};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -81,8 +81,9 @@ fn start_report(req: &SweepRequest) -> Result<SweepReport, Failure> {
     };
     let state_path = req.out_dir.join("sweep.json");
     if state_path.exists() {
-        let old: SweepReport = crate::files::read_json(&state_path, "a greentrain sweep file")
-            .map_err(|e| Failure::Usage(anyhow::anyhow!("cannot resume: {e:#}")))?;
+        let old: SweepReport =
+            greentrain_trainer::files::read_json(&state_path, "a greentrain sweep file")
+                .map_err(|e| Failure::Usage(anyhow::anyhow!("cannot resume: {e:#}")))?;
         if old.file_sha256 != sw.sha256 {
             return Err(Failure::Usage(anyhow::anyhow!(
                 "{} holds a different sweep (its sweep file has changed): use another --out",

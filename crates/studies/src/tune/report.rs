@@ -3,17 +3,17 @@
 //! figure and `chosen.toml`).
 
 use super::{Setting, TuneRequest};
-use crate::config::Override;
-use crate::files::write_atomic;
-use crate::record::sig;
-use crate::run::{Failure, Outcome};
 use crate::stats::{paired_log_ratio, summary, Ratio, Summary};
-use crate::status::RunStatus;
-use crate::summary::RunSummary;
-use crate::LoadedConfig;
 use greentrain_amp::{Precision, PrecisionChoice};
 use greentrain_energy::Provenance;
 use greentrain_plot::{Bar, Bars, Figure, Panel};
+use greentrain_trainer::config::Override;
+use greentrain_trainer::files::write_atomic;
+use greentrain_trainer::record::sig;
+use greentrain_trainer::status::RunStatus;
+use greentrain_trainer::summary::RunSummary;
+use greentrain_trainer::train::{Failure, Outcome};
+use greentrain_trainer::LoadedConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -232,7 +232,7 @@ impl TuneReport {
             schema: "greentrain.tune/1".into(),
             name: base.config.run.name.clone(),
             config: req.config_path.clone(),
-            config_sha256: crate::data::sha256_hex(src.as_bytes()),
+            config_sha256: greentrain_trainer::data::sha256_hex(src.as_bytes()),
             device: req.device.to_string(),
             target_accuracy: req.target_accuracy,
             metric: None,
@@ -292,8 +292,9 @@ impl TuneReport {
 
     fn summarise(&mut self) {
         self.total_energy_j = self.runs.iter().filter_map(|r| r.energy_j).sum();
-        self.provenance =
-            crate::energy::weakest_provenance(self.runs.iter().filter_map(|r| r.provenance));
+        self.provenance = greentrain_trainer::energy::weakest_provenance(
+            self.runs.iter().filter_map(|r| r.provenance),
+        );
         let base = self.settings[0].setting();
         let joules = |s: Setting, seed: u64| {
             self.runs

@@ -7,11 +7,11 @@
 //! values stay finite), so no lazy or fused backend can drop one; time is
 //! read only after the device has finished.
 
-use crate::device::DeviceSpec;
-use crate::train::{dispatch, BackendTask};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType, Tensor};
 use greentrain_amp::{AmpBackend, MatmulBackend, MatmulKernel};
+use greentrain_trainer::device::DeviceSpec;
+use greentrain_trainer::train::{dispatch, BackendTask};
 use serde::Serialize;
 use std::time::Instant;
 

@@ -4,8 +4,8 @@
 //! bars of any bench found among the inputs.
 
 use crate::bench::BenchReport;
-use crate::files::{read_json, write_atomic};
-use crate::record::{sig, RunRecord};
+use greentrain_trainer::files::{read_json, write_atomic};
+use greentrain_trainer::record::{sig, RunRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

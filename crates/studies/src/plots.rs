@@ -1,9 +1,9 @@
 //! The figures of `report`, `bench` and `sweep`, each written as SVG (for
 //! papers) and PNG (for a quick look) next to the tables they illustrate.
 
-use crate::files::write_atomic;
-use crate::record::RunRecord;
 use greentrain_plot::{render, Figure, Lines, Panel, Series};
+use greentrain_trainer::files::write_atomic;
+use greentrain_trainer::record::RunRecord;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ fn epoch_energy(r: &RunRecord) -> Option<Vec<f64>> {
 fn per_epoch(
     metered: &[(&PathBuf, &RunRecord, Vec<f64>)],
     names: &[String],
-    point: impl Fn(&crate::record::EpochRecord, f64, f64) -> Option<(f64, f64)>,
+    point: impl Fn(&greentrain_trainer::record::EpochRecord, f64, f64) -> Option<(f64, f64)>,
 ) -> Vec<Series> {
     metered
         .iter()

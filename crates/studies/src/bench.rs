@@ -2,14 +2,14 @@
 //! (A B C A B C ...), warm-up epochs excluded from the timed and metered
 //! figures, and paired ratios against fp32 with 95% confidence intervals.
 
-use crate::config::LoadedConfig;
-use crate::device::DeviceSpec;
-use crate::files::write_atomic;
 use crate::stats::{paired_ratio, summary, Ratio, Summary};
-use crate::train::{check_precision, train, Failure, TrainRequest};
 use greentrain_amp::Precision;
 use greentrain_energy::Provenance;
 use greentrain_plot::{Bar, Bars, Figure, Panel};
+use greentrain_trainer::config::LoadedConfig;
+use greentrain_trainer::device::DeviceSpec;
+use greentrain_trainer::files::write_atomic;
+use greentrain_trainer::train::{check_precision, train, Failure, TrainRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -186,8 +186,9 @@ pub fn aggregate(runs: &[BenchRun], precisions: &[Precision]) -> Vec<PrecisionRe
                     j_per_sample: ja.zip(jb).map(|(a, b)| paired_ratio(&a, &b)),
                 }
             });
-            let provenance =
-                crate::energy::weakest_provenance(rs.iter().filter_map(|r| r.provenance));
+            let provenance = greentrain_trainer::energy::weakest_provenance(
+                rs.iter().filter_map(|r| r.provenance),
+            );
             PrecisionResult {
                 precision: p,
                 test_accuracy: summary(&rs.iter().map(|r| r.test_accuracy).collect::<Vec<_>>()),
@@ -418,7 +419,7 @@ fn one_run(
         out_dir: runs_dir.to_path_buf(),
         quiet: true,
     })?;
-    use crate::status::RunStatus;
+    use greentrain_trainer::status::RunStatus;
     if !matches!(o.status, RunStatus::Completed | RunStatus::ReachedTarget) {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "run {} ended {}: benchmark stopped",

@@ -1,7 +1,7 @@
 //! The sweep file: `[sweep]`, `[asha]` and `[space]`, read and checked
 //! before any trial runs.
 
-use crate::config;
+use greentrain_trainer::config;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ impl std::fmt::Display for Strategy {
     }
 }
 
-pub use crate::record::Metric;
+pub use greentrain_trainer::record::Metric;
 
 /// What a sweep optimises: each is maximised or minimised as its name
 /// implies.
@@ -358,7 +358,7 @@ pub fn load(path: &Path) -> anyhow::Result<Sweep> {
             })?;
         }
     }
-    let sha256 = crate::data::sha256_hex(text.as_bytes());
+    let sha256 = greentrain_trainer::data::sha256_hex(text.as_bytes());
     // ASHA's rungs need the longest run: the base's epochs, or the top of
     // a searched epoch count.
     let epochs = match file.space.get("train.epochs") {

@@ -1,7 +1,7 @@
 //! `reproduce`'s comparison: what each tolerance compares.
 
+use greentrain_studies::reproduce::{compare, Tolerance};
 use greentrain_trainer::record::EpochRecord;
-use greentrain_trainer::reproduce::{compare, Tolerance};
 
 fn epoch(loss: f64, acc: f64, scale: f64, skipped: u64) -> EpochRecord {
     EpochRecord {
