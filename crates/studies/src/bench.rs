@@ -450,18 +450,19 @@ fn one_run(
         _ => None,
     };
     let f = r.final_.as_ref().expect("a completed run has totals");
+    let sum = greentrain_trainer::summary::RunSummary::of_run(&o);
     Ok(BenchRun {
         precision: p,
         repeat,
         seed,
         run_dir: o.run_dir.clone(),
-        test_accuracy: f.test_accuracy,
+        test_accuracy: sum.test_accuracy().unwrap_or(f.test_accuracy),
         wall_s: timed.iter().map(|e| e.wall_s).sum(),
         samples: timed.iter().map(|e| e.samples).sum(),
         energy_j,
         co2_g,
         skipped_steps: f.skipped_steps,
-        provenance: r.energy.as_ref().map(|e| e.provenance),
+        provenance: sum.provenance,
         estimated_only: r.energy.as_ref().is_none_or(|e| {
             e.components
                 .iter()
@@ -469,11 +470,7 @@ fn one_run(
         }),
         shortest_window_s: timed.iter().map(|e| e.wall_s).fold(f64::INFINITY, f64::min),
         train_samples: r.dataset.train_samples,
-        target_energy_j: r
-            .target
-            .as_ref()
-            .filter(|t| t.reached)
-            .and_then(|t| t.energy_j),
+        target_energy_j: sum.reached.and_then(|t| t.energy_j),
     })
 }
 

@@ -36,23 +36,25 @@ pub struct RunSummary {
 impl RunSummary {
     /// The summary of a run's outcome.
     pub fn of(outcome: &Result<Outcome, Failure>) -> Self {
-        let o = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                return RunSummary {
-                    status: RunStatus::Failed,
-                    run_dir: None,
-                    epochs: 0,
-                    last: None,
-                    wall_s: None,
-                    energy_j: None,
-                    provenance: None,
-                    co2_g: None,
-                    reached: None,
-                    error: Some(e.to_string()),
-                }
-            }
-        };
+        match outcome {
+            Ok(o) => Self::of_run(o),
+            Err(e) => RunSummary {
+                status: RunStatus::Failed,
+                run_dir: None,
+                epochs: 0,
+                last: None,
+                wall_s: None,
+                energy_j: None,
+                provenance: None,
+                co2_g: None,
+                reached: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// The summary of a run that ran.
+    pub fn of_run(o: &Outcome) -> Self {
         let r = &o.record;
         let last = r.epochs.last().cloned();
         RunSummary {

@@ -243,9 +243,7 @@ impl Value {
         match self {
             Value::Int(i) => toml::Value::Integer(*i),
             Value::Float(f) => toml::Value::Float(*f),
-            Value::Text(t) => config::Override::parse(&format!("x.y={t}"))
-                .map(|o| o.value)
-                .unwrap_or_else(|_| toml::Value::String(t.clone())),
+            Value::Text(t) => config::toml_value(t),
         }
     }
 }

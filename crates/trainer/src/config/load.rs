@@ -67,6 +67,16 @@ pub struct Override {
     pub value: toml::Value,
 }
 
+/// A value as `--set` and sweep files give it: read as TOML; a bare word
+/// that is not valid TOML is taken as a string.
+pub fn toml_value(raw: &str) -> toml::Value {
+    let raw = raw.trim();
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
 impl Override {
     /// Parses `section.key=value`. The value is read as TOML; a bare word
     /// that is not valid TOML is taken as a string.
@@ -77,11 +87,7 @@ impl Override {
                 format!("'{spec}' is not of the form section.key=value"),
             )
         })?;
-        let raw = raw.trim();
-        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-            Ok(mut t) => t.remove("v").expect("parsed key"),
-            Err(_) => toml::Value::String(raw.to_string()),
-        };
+        let value = toml_value(raw);
         Ok(Self {
             key: key.trim().to_string(),
             value,

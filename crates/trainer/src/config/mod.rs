@@ -15,7 +15,7 @@ mod validate;
 
 pub use data::{DataSection, DatasetKind, ModOp, Tokens};
 pub use kernels::{KernelsSection, Sums};
-pub use load::{load, locate, parse, parse_with, Override};
+pub use load::{load, locate, parse, parse_with, toml_value, Override};
 pub use log::LogSection;
 use serde::{Deserialize, Serialize};
 use std::fmt;
