@@ -456,7 +456,7 @@ fn one_run(
         repeat,
         seed,
         run_dir: o.run_dir.clone(),
-        test_accuracy: sum.test_accuracy().unwrap_or(f.test_accuracy),
+        test_accuracy: f.test_accuracy,
         wall_s: timed.iter().map(|e| e.wall_s).sum(),
         samples: timed.iter().map(|e| e.samples).sum(),
         energy_j,

@@ -79,7 +79,7 @@ pub(crate) fn load(config: &Config, config_dir: &Path) -> Result<Dataset, DataEr
     let fill = if standardise {
         let mut others: Vec<&mut super::Split> =
             std::iter::once(&mut test).chain(val.as_mut()).collect();
-        cifar::standardize_channels(&mut train, &mut others, channels, plane)
+        super::user::standardize_groups(&mut train, &mut others, channels, plane)
     } else {
         vec![0.0; channels]
     };

@@ -41,15 +41,19 @@ pub(crate) fn load(
             format!("{len} bytes: more than this machine's memory holds as tokens"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    // Checked as UTF-8 whatever the tokens; byte tokens are then the bytes
+    // themselves, not a copy.
+    let text = String::from_utf8(std::fs::read(path).map_err(io)?).map_err(|e| {
         corrupt(
             path,
-            format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()),
+            format!(
+                "not UTF-8: invalid byte at offset {}",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })?;
     let (ids, vocab, chars) = match tokens {
-        Tokens::Byte => (bytes.clone(), MAX_VOCAB, None),
+        Tokens::Byte => (text.into_bytes(), MAX_VOCAB, None),
         Tokens::Char => {
             let set: BTreeSet<char> = text.chars().collect();
             if set.len() > MAX_VOCAB {

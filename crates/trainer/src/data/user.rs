@@ -74,18 +74,34 @@ pub(crate) fn load(d: &DataSection, config_dir: &Path) -> Result<UserData, DataE
 /// Each feature standardised with the mean and standard deviation of
 /// `train` (a constant feature is only centred), applied to every split.
 pub(crate) fn standardize(train: &mut Split, others: &mut [&mut Split], features: usize) {
-    let n = train.len().max(1) as f64;
-    let mut mean = vec![0f64; features];
-    for row in train.x.chunks_exact(features) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += f64::from(v);
+    standardize_groups(train, others, features, 1);
+}
+
+/// Standardises each of `groups` consecutive runs of `len` values in a
+/// sample (a feature: `len` 1; an image channel: its plane) with the mean
+/// and standard deviation of `train` over all its values (a constant group
+/// is only centred), in every split; returns what a 0 becomes in each group.
+pub(crate) fn standardize_groups(
+    train: &mut Split,
+    others: &mut [&mut Split],
+    groups: usize,
+    len: usize,
+) -> Vec<f32> {
+    let n = (train.len() * len).max(1) as f64;
+    let sample = groups * len;
+    let mut mean = vec![0f64; groups];
+    for row in train.x.chunks_exact(sample) {
+        for (m, values) in mean.iter_mut().zip(row.chunks_exact(len)) {
+            values.iter().for_each(|&v| *m += f64::from(v));
         }
     }
     mean.iter_mut().for_each(|m| *m /= n);
-    let mut var = vec![0f64; features];
-    for row in train.x.chunks_exact(features) {
-        for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
-            *s += (f64::from(v) - m).powi(2);
+    let mut var = vec![0f64; groups];
+    for row in train.x.chunks_exact(sample) {
+        for ((s, values), m) in var.iter_mut().zip(row.chunks_exact(len)).zip(&mean) {
+            values
+                .iter()
+                .for_each(|&v| *s += (f64::from(v) - m).powi(2));
         }
     }
     let scale: Vec<f64> = var
@@ -100,12 +116,18 @@ pub(crate) fn standardize(train: &mut Split, others: &mut [&mut Split], features
         })
         .collect();
     for split in std::iter::once(train).chain(others.iter_mut().map(|s| &mut **s)) {
-        for row in split.x.chunks_exact_mut(features) {
-            for ((v, m), k) in row.iter_mut().zip(&mean).zip(&scale) {
-                *v = ((f64::from(*v) - m) * k) as f32;
+        for row in split.x.chunks_exact_mut(sample) {
+            for ((values, m), k) in row.chunks_exact_mut(len).zip(&mean).zip(&scale) {
+                for v in values {
+                    *v = ((f64::from(*v) - m) * k) as f32;
+                }
             }
         }
     }
+    mean.iter()
+        .zip(&scale)
+        .map(|(m, k)| (-m * k) as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,5 +146,17 @@ mod tests {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{:?}", train.x);
         }
         assert_eq!(test.x, vec![0.0, 2.0]);
+    }
+
+    #[test]
+    fn image_channels_are_standardised_on_the_training_split() {
+        // Two 1x2 images of two channels: channel 0 values 0, 1, 0, 1;
+        // channel 1 constant 0.5.
+        let mut train = Split::new(vec![0.0, 1.0, 0.5, 0.5, 0.0, 1.0, 0.5, 0.5], vec![0, 1]);
+        let mut test = Split::new(vec![1.0, 1.0, 0.5, 0.0], vec![0]);
+        let fill = standardize_groups(&mut train, &mut [&mut test], 2, 2);
+        assert_eq!(train.x, vec![-1.0, 1.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(test.x, vec![1.0, 1.0, 0.0, -0.5]);
+        assert_eq!(fill, vec![-1.0, -0.5]);
     }
 }
