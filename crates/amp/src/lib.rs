@@ -34,6 +34,7 @@
 //! # let _ = model;
 //! ```
 
+mod backend;
 mod device_scaler;
 pub mod grads;
 mod norm;
@@ -43,6 +44,7 @@ pub mod readback;
 mod scaler;
 mod sums;
 
+pub use backend::{autocast, autocast_dtype, rule, rules, Amp, AutocastGuard, Rule};
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
 /// How [`Autocast::conv2d`] computes a convolution.
 pub use greentrain_flexconv::ConvPath;

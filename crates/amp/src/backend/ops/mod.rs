@@ -1,0 +1,147 @@
+//! The op traits' impls for `Amp<I>` (generated: one forwarding method per
+//! Burn trait method, `tools/gen_forward.py`) and the casts they apply.
+
+mod activation;
+mod bool;
+mod float;
+mod int;
+mod module;
+mod qtensor;
+mod table;
+mod transaction;
+
+use burn::tensor::{Tensor, TensorPrimitive as Primitive};
+use burn_backend::ops::{ConvOptions, DeformConv2dBackward, TransactionPrimitive};
+use burn_backend::tensor::FloatTensor;
+use burn_backend::{Backend, DType, TensorMetadata, TensorPrimitive};
+
+use super::state::autocast_dtype;
+use super::Amp;
+
+/// What autocast does to an op's float inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Cast to the compute dtype (f16 or bf16) while autocast is on:
+    /// products, convolutions, attention (PyTorch's lower-precision list).
+    Low,
+    /// Cast 16-bit inputs to f32 while autocast is on: exp, log, pow, sums,
+    /// means, softmax, log-softmax, layer norm, losses (PyTorch's fp32 list).
+    F32,
+    /// Two or more float inputs: cast to the widest of their dtypes, always
+    /// (Burn's binary ops would otherwise fail on mixed dtypes).
+    Promote,
+    /// Not listed: the op runs in its input's dtype.
+    Keep,
+}
+
+/// The rule for one of Burn 0.21's backend ops, by its method name
+/// (`float_matmul`, `softmax`, `linear`, ...).
+pub fn rule(op: &str) -> Rule {
+    match table::RULES.binary_search_by(|(name, _)| name.cmp(&op)) {
+        Ok(i) => table::RULES[i].1,
+        Err(_) => Rule::Keep,
+    }
+}
+
+/// Casts only when the dtype differs (a cast of equal dtypes would still
+/// record a node in the autodiff graph).
+fn to<I: Backend>(t: FloatTensor<I>, dtype: DType) -> FloatTensor<I> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        I::float_cast(t, dtype.into())
+    }
+}
+
+/// [`Rule::Low`]: f32 and 16-bit floats go to the compute dtype; f64 stays
+/// (as PyTorch leaves doubles alone).
+fn low<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
+    match autocast_dtype() {
+        Some(d)
+            if matches!(
+                t.dtype(),
+                DType::F32 | DType::Flex32 | DType::F16 | DType::BF16
+            ) =>
+        {
+            to::<I>(t, d.into())
+        }
+        _ => t,
+    }
+}
+
+/// [`Rule::F32`]: 16-bit floats go to f32.
+fn full<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
+    match (autocast_dtype(), t.dtype()) {
+        (Some(_), DType::F16 | DType::BF16) => to::<I>(t, DType::F32),
+        _ => t,
+    }
+}
+
+/// [`Rule::Promote`]'s target: the widest float dtype among the inputs;
+/// f16 with bf16 gives f32 (neither holds the other), as in PyTorch.
+fn widest(dtypes: impl Iterator<Item = DType>) -> DType {
+    let rank = |d: DType| match d {
+        DType::F64 => 3,
+        DType::F32 | DType::Flex32 => 2,
+        _ => 1,
+    };
+    let mut wide: Option<DType> = None;
+    for d in dtypes {
+        wide = Some(match wide {
+            None => d,
+            Some(w) if rank(d) > rank(w) => d,
+            Some(w) if rank(d) == rank(w) && d != w && rank(d) == 1 => DType::F32,
+            Some(w) => w,
+        });
+    }
+    wide.unwrap_or(DType::F32)
+}
+
+/// A convolution through greentrain-flexconv, which computes stride-1
+/// convolutions' gradients on `Autodiff<Flex>` faster than Burn and hands
+/// every other backend and geometry to `I::conv2d` unchanged.
+fn conv2d<I: Backend>(
+    x: FloatTensor<I>,
+    weight: FloatTensor<I>,
+    bias: Option<FloatTensor<I>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<I> {
+    let tensor = |t| Tensor::<I, 4>::from_primitive(Primitive::Float(t));
+    let bias = bias.map(|b| Tensor::<I, 1>::from_primitive(Primitive::Float(b)));
+    greentrain_flexconv::conv2d(tensor(x), tensor(weight), bias, options.into())
+        .into_primitive()
+        .tensor()
+}
+
+fn rewrap_primitive<I: Backend>(t: TensorPrimitive<I>) -> TensorPrimitive<Amp<I>> {
+    match t {
+        TensorPrimitive::Float(t) => TensorPrimitive::Float(t),
+        TensorPrimitive::QFloat(q) => TensorPrimitive::QFloat(q),
+    }
+}
+
+fn rewrap_deform<I: Backend>(g: DeformConv2dBackward<I>) -> DeformConv2dBackward<Amp<I>> {
+    DeformConv2dBackward::new(
+        g.x_grad,
+        g.offset_grad,
+        g.weight_grad,
+        g.mask_grad,
+        g.bias_grad,
+    )
+}
+
+fn unwrap_transaction<I: Backend>(t: TransactionPrimitive<Amp<I>>) -> TransactionPrimitive<I> {
+    TransactionPrimitive::new(t.read_floats, t.read_qfloats, t.read_ints, t.read_bools)
+}
+
+fn unwrap_primitive<I: Backend>(t: TensorPrimitive<Amp<I>>) -> TensorPrimitive<I> {
+    match t {
+        TensorPrimitive::Float(t) => TensorPrimitive::Float(t),
+        TensorPrimitive::QFloat(q) => TensorPrimitive::QFloat(q),
+    }
+}
+
+/// Every op with a rule other than [`Rule::Keep`], sorted by name.
+pub fn rules() -> impl Iterator<Item = (&'static str, Rule)> {
+    table::RULES.iter().copied()
+}
