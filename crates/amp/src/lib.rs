@@ -74,3 +74,8 @@ impl<B> AmpBackend for B where
         + MatmulBackend
 {
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

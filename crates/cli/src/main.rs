@@ -328,6 +328,37 @@ fn matmul_kernels(
     usage("--kernels needs a build with the cuda or wgpu feature")
 }
 
+/// An own-model run resumes in its own program, started again.
+fn resume_own(
+    own: &greentrain_trainer::record::OwnRecord,
+    run_dir: &std::path::Path,
+    device: Option<&str>,
+    set: &[String],
+) -> ExitCode {
+    if !set.is_empty() {
+        return usage(format!(
+            "{}: --set changes greentrain's configs; a run of your own model ({:?}) takes its \
+             config from its program",
+            run_dir.display(),
+            own.model
+        ));
+    }
+    #[cfg(unix)]
+    {
+        let e = greentrain_trainer::own::rerun(own, run_dir, device);
+        usage(format!("{e:#}"))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = device;
+        usage(format!(
+            "{}: resume it by running {} again",
+            run_dir.display(),
+            own.program.display()
+        ))
+    }
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("greentrain: {msg}");
     ExitCode::from(2)
@@ -592,10 +623,15 @@ fn main() -> ExitCode {
             quiet,
             set,
         }) => {
-            let spec = match device.map(|d| d.parse::<DeviceSpec>()).transpose() {
+            let spec = match device.as_ref().map(|d| d.parse::<DeviceSpec>()).transpose() {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
+            if let Ok(record) = greentrain_trainer::record::RunRecord::load(&run_dir) {
+                if let Some(own) = record.own {
+                    return resume_own(&own, &run_dir, device.as_deref(), &set);
+                }
+            }
             finish(greentrain_trainer::resume_with(&run_dir, spec, quiet, &set))
         }
         Some(Command::Meters { idle }) => meters(idle),

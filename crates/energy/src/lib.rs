@@ -44,3 +44,8 @@ pub mod window;
 pub use meter::{ComponentInfo, ComponentKind, Meter, Provenance};
 pub use tracker::{ComponentEnergy, Tracker, WindowReport};
 pub use window::Window;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

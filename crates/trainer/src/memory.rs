@@ -52,7 +52,7 @@ fn counts(
             let params = depth / 3 * 9 * (w * w + 4 * w * w + 16 * w * w) + 4 * w * classes;
             Some((params, features * w * depth))
         }
-        ModelKind::Lenet5 | ModelKind::Mnist1dCnn => None,
+        ModelKind::Lenet5 | ModelKind::Mnist1dCnn | ModelKind::Own => None,
     }
 }
 

@@ -247,6 +247,23 @@ pub struct RunRecord {
     /// reaching it cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetRecord>,
+    /// A run of your own model ([`crate::own`]): the program that trains
+    /// it, which `greentrain resume` runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<OwnRecord>,
+}
+
+/// The program behind an own-model run, as it was started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnRecord {
+    /// What the program calls its model ([`crate::own::OwnModel::name`]).
+    pub model: String,
+    /// The executable (absolute).
+    pub program: std::path::PathBuf,
+    /// Its arguments, after the program's name.
+    pub args: Vec<String>,
+    /// The folder it ran in.
+    pub cwd: std::path::PathBuf,
 }
 
 /// Energy to a target accuracy, the way MLPerf reports time to train.
@@ -424,6 +441,7 @@ impl RunRecord {
             schedule: None,
             warmup_s: None,
             target: None,
+            own: None,
         }
     }
 

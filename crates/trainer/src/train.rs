@@ -101,6 +101,28 @@ pub fn train(req: TrainRequest) -> Result<Outcome, Failure> {
 
 /// [`train`] with hooks: an after-epoch decision and a plan to follow.
 pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
+    refuse_own(&req.config.config)?;
+    let spec = req.device;
+    run(spec, start(req, hooks, None)?)
+}
+
+/// `model.kind = "own"` needs the program that builds the model.
+fn refuse_own(config: &Config) -> Result<(), Failure> {
+    if config.model.kind == crate::config::ModelKind::Own {
+        return Err(Failure::Usage(anyhow!(
+            "model.kind = \"own\" is a model of your own program: train it through \
+             greentrain_trainer::own (see the own_model example)"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the run folder and its first record; the [`Setup`] to train.
+pub(crate) fn start(
+    req: TrainRequest,
+    hooks: Hooks,
+    own: Option<crate::record::OwnRecord>,
+) -> Result<Setup, Failure> {
     let mut config = req.config.config.clone();
     let config_dir =
         std::fs::canonicalize(req.config.base_dir()).unwrap_or_else(|_| req.config.base_dir());
@@ -129,7 +151,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
     files::write_atomic(&run_dir.join("config.toml"), toml_text.as_bytes())
         .context("writing config.toml")
         .map_err(Failure::Runtime)?;
-    let record = RunRecord::started(
+    let mut record = RunRecord::started(
         &config,
         config_dir.clone(),
         &toml_text,
@@ -138,6 +160,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         (precision, requested),
         dataset_record(&dataset),
     );
+    record.own = own;
     crate::ledger::Ledger::new(&run_dir)
         .record(&record)
         .map_err(Failure::Runtime)?;
@@ -161,7 +184,7 @@ pub fn train_with(req: TrainRequest, hooks: Hooks) -> Result<Outcome, Failure> {
         hooks,
         killed: false,
     };
-    run(req.device, setup)
+    Ok(setup)
 }
 
 /// Continues a run from its checkpoint. `device` defaults to the one the
@@ -177,6 +200,27 @@ pub fn resume_with(
     quiet: bool,
     sets: &[String],
 ) -> Result<Outcome, Failure> {
+    if let Some(own) = RunRecord::load(run_dir).ok().and_then(|r| r.own) {
+        return Err(Failure::Usage(anyhow!(
+            "{}: a run of {}'s own model {:?}: its program resumes it (`greentrain resume` runs \
+             it again)",
+            run_dir.display(),
+            own.program.display(),
+            own.model
+        )));
+    }
+    let (spec, setup) = reopen(run_dir, device, quiet, sets)?;
+    refuse_own(&setup.config)?;
+    run(spec, setup)
+}
+
+/// Opens a run folder to continue it: the [`Setup`] and the device.
+pub(crate) fn reopen(
+    run_dir: &Path,
+    device: Option<DeviceSpec>,
+    quiet: bool,
+    sets: &[String],
+) -> Result<(DeviceSpec, Setup), Failure> {
     let usage = |e: anyhow::Error| Failure::Usage(e);
     let r = crate::resume::open(run_dir, quiet, sets).map_err(usage)?;
     let mut record = r.record;
@@ -222,7 +266,7 @@ pub fn resume_with(
         hooks: Hooks::default(),
         killed,
     };
-    run(spec, setup)
+    Ok((spec, setup))
 }
 
 fn unique_dir(parent: &Path, base: &str) -> anyhow::Result<PathBuf> {
@@ -329,7 +373,17 @@ struct RunTask(Setup);
 impl BackendTask for RunTask {
     type Out = Result<Outcome, Failure>;
     fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out {
-        crate::run::run_on::<B>(self.0, device)
+        crate::run::run_on::<B, _>(self.0, device, |c, d, device| {
+            crate::model::Model::<B>::new(
+                &c.model,
+                &d.sample_shape,
+                d.num_classes,
+                d.train.targets,
+                d.vocab,
+                c.run.seed,
+                device,
+            )
+        })
     }
 }
 

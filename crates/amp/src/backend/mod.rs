@@ -185,3 +185,11 @@ impl<B: AutodiffBackend> AutodiffBackend for Amp<B> {
         B::q_from_inner(tensor)
     }
 }
+
+/// greentrain's foreach steps (loss scaler, optimizers) on `Amp<B>` run
+/// their reference implementations in Burn ops, which `Amp` forwards to `B`:
+/// correct on every backend, without `B`'s fused kernels.
+impl<B: Backend> greentrain_foreach::ForeachBackend for Amp<B> {}
+
+/// Products on `Amp<B>` are Burn's `float_matmul`, under the policy.
+impl<B: Backend> greentrain_matmul::MatmulBackend for Amp<B> {}

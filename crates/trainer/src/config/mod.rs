@@ -81,6 +81,10 @@ pub enum ModelKind {
     /// A CIFAR-style ResNet (`depth` = 6n + 2, base `width`) for square
     /// one-channel images.
     Resnet,
+    /// Your own Burn model, trained through the library
+    /// ([`crate::own`]): its program builds it, so `greentrain --config`
+    /// cannot, and `greentrain resume` runs that program again.
+    Own,
 }
 
 /// The transformer's MLP activation.

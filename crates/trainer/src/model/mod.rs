@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod transformer;
 
 use crate::config::{ModelKind, ModelSection};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::backend::Backend;
@@ -308,7 +308,7 @@ pub fn check_fit(
         why: why.to_string(),
     };
     match spec.kind {
-        ModelKind::Mlp => Ok(()),
+        ModelKind::Mlp | ModelKind::Own => Ok(()),
         ModelKind::Lenet5 => {
             if shape == [28, 28] || shape == [784] {
                 Ok(())
@@ -395,6 +395,7 @@ impl<B: MatmulBackend> Model<B> {
                     &mut init, depth, width, side, channels, classes,
                 ))
             }
+            ModelKind::Own => unreachable!("train and resume refuse `own` without its program"),
             ModelKind::Transformer => {
                 let vocab = spec.vocab.or(vocab).expect("check_fit ran first");
                 let context = spec.context.unwrap_or(shape[0]).max(shape[0]);
@@ -420,37 +421,16 @@ impl<B: MatmulBackend> Model<B> {
     }
 }
 
-/// Counts parameters outside batch norm's running statistics.
-#[derive(Default)]
-struct Trainable {
-    path: Vec<String>,
-    count: usize,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Trainable {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !self.path.last().is_some_and(|n| n.starts_with("running_")) {
-            self.count += param.shape().num_elements();
-        }
-    }
-}
-
 impl<B: MatmulBackend> Model<B> {
-    /// Trainable parameters, PyTorch's `sum(p.numel() for p in
-    /// model.parameters())`: Burn's `num_params` also counts batch norm's
-    /// running statistics, which PyTorch keeps as buffers.
+    /// Trainable parameters ([`crate::network::trainable_params`]).
     pub fn trainable_params(&self) -> usize {
-        let mut t = Trainable::default();
-        self.visit(&mut t);
-        t.count
+        crate::network::trainable_params::<B, _>(self)
+    }
+}
+
+impl<B: MatmulBackend> crate::network::Network<B> for Model<B> {
+    fn logits(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+        self.forward(x, ac)
     }
 }
 

@@ -1,10 +1,10 @@
 //! Where a run's batches come from, and evaluation.
 
 use crate::data::{self, Augment, Split};
-use crate::model::Model;
+use crate::network::Network;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrain_amp::{readback, Autocast, MatmulBackend};
+use greentrain_amp::{readback, Autocast};
 
 /// Where training batches come from. On a GPU the whole training split is
 /// uploaded once and each batch is selected on the device: gathering 4096
@@ -88,8 +88,8 @@ fn to_tensors<B: Backend>(
 }
 
 /// Mean loss and accuracy per label of `model` on `split`, read back once.
-pub(crate) fn evaluate<B: MatmulBackend>(
-    model: &Model<B>,
+pub(crate) fn evaluate<B: Backend, N: Network<B>>(
+    model: &N,
     ac: &Autocast,
     split: &Split,
     features: usize,
@@ -102,7 +102,10 @@ pub(crate) fn evaluate<B: MatmulBackend>(
     for chunk in ids.chunks(batch) {
         let (x, y) = data::gather(split, features, chunk);
         let (x, y) = to_tensors::<B>(x, y, features, device);
-        let logits = model.forward(x, ac);
+        let logits = {
+            let _autocast = greentrain_amp::autocast(ac.precision());
+            model.logits(x, ac)
+        };
         let n = chunk.len() * split.targets;
         let pred = logits.clone().argmax(1).reshape([n]);
         let hits = pred.equal(y.clone()).int().sum();

@@ -5,17 +5,17 @@
 use super::progress::words;
 use super::{stop, Run, Trained};
 use crate::checkpoint::PartialEpoch;
+use crate::network::Trainable;
 use crate::record::{EpochRecord, FinalRecord, Metric};
 use crate::run::batches::evaluate;
 use crate::run::setup::Outcome;
 use crate::status::RunStatus;
-use burn::module::AutodiffModule;
 use greentrain_amp::AmpBackend;
 use greentrain_amp::ScalerSnapshot;
 use greentrain_energy::Window;
 use std::time::{Instant, SystemTime};
 
-impl<B: AmpBackend> Run<B> {
+impl<B: AmpBackend, M: Trainable<B>> Run<B, M> {
     /// Writes run.json as of now with `status`, energy and schedule
     /// included, without ending the run.
     pub(super) fn save_progress(&mut self, status: RunStatus) -> anyhow::Result<()> {
@@ -56,7 +56,7 @@ impl<B: AmpBackend> Run<B> {
             a.begin(&eval_window);
         }
         let t_eval = Instant::now();
-        let valid = self.model().valid();
+        let valid = self.model().eval_copy();
         let (eb, features, dev) = (
             self.c.data.eval_batch_size,
             self.shape.features,
@@ -64,10 +64,10 @@ impl<B: AmpBackend> Run<B> {
         );
         let test = &self.dataset.test;
         let (test_loss, test_acc) =
-            evaluate::<B::InnerBackend>(&valid, &self.ac, test, features, eb, dev);
+            evaluate::<B::InnerBackend, _>(&valid, &self.ac, test, features, eb, dev);
         let (val_loss, val_acc) = match &self.dataset.val {
             Some(v) => {
-                let (l, a) = evaluate::<B::InnerBackend>(&valid, &self.ac, v, features, eb, dev);
+                let (l, a) = evaluate::<B::InnerBackend, _>(&valid, &self.ac, v, features, eb, dev);
                 (Some(l), Some(a))
             }
             None => (None, None),

@@ -5,7 +5,7 @@ use super::progress::words;
 use super::{EpochRun, Run, Trained};
 use crate::checkpoint::PartialEpoch;
 use crate::follow::Next;
-use crate::model::Model;
+use crate::network::Trainable;
 use crate::run::segment::{save_checkpoint, Segment};
 use crate::run::setup::interrupted;
 use crate::run::state::lr_at;
@@ -17,7 +17,7 @@ use greentrain_amp::{grads, readback, ScalerSnapshot};
 use greentrain_energy::Window;
 use std::time::Instant;
 
-impl<B: AmpBackend> Run<B> {
+impl<B: AmpBackend, M: Trainable<B>> Run<B, M> {
     /// Trains the current epoch's remaining steps. `Err(status)` when the
     /// run stopped inside the epoch (after checkpointing there).
     pub(super) fn train_epoch(&mut self) -> anyhow::Result<Result<Trained, RunStatus>> {
@@ -89,7 +89,10 @@ impl<B: AmpBackend> Run<B> {
             .model
             .take()
             .expect("the model is back after each step");
-        let logits = model.forward(x, &self.ac);
+        // Autocast for models on `Amp<B>` (a no-op on other backends), for
+        // the forward and the loss; the backward and the step run outside.
+        let autocast = greentrain_amp::autocast(self.ac.precision());
+        let logits = model.logits(x, &self.ac);
         let hits = logits
             .clone()
             .inner()
@@ -101,6 +104,7 @@ impl<B: AmpBackend> Run<B> {
             .float();
         ep.correct = ep.correct.clone() + hits;
         let loss = self.ac.cross_entropy(logits, y);
+        drop(autocast);
         ep.loss_sum = ep.loss_sum.clone() + loss.clone().inner().mul_scalar(ids.len() as f32);
         // Weight each micro-batch by its share of the group's samples, so
         // the accumulated gradient is the group's mean gradient.
@@ -111,7 +115,7 @@ impl<B: AmpBackend> Run<B> {
         };
         let g = self.scaler.scale_loss(weighted).backward();
         let g = GradientsParams::from_grads(g, &model);
-        ep.acc = Some(grads::accumulate::<B, Model<B>>(&model, ep.acc.take(), g));
+        ep.acc = Some(grads::accumulate::<B, M>(&model, ep.acc.take(), g));
         let n = ids.len() as u64;
         let model = if bi + 1 == group_end {
             self.optimizer_step(ep, model)
@@ -124,7 +128,7 @@ impl<B: AmpBackend> Run<B> {
         ep.partial.data_s += t_data;
     }
 
-    pub(super) fn optimizer_step(&mut self, ep: &mut EpochRun<B>, model: Model<B>) -> Model<B> {
+    pub(super) fn optimizer_step(&mut self, ep: &mut EpochRun<B>, model: M) -> M {
         let c = &self.c;
         ep.lr = lr_at(
             c,

@@ -29,7 +29,7 @@ use crate::device::DeviceSpec;
 use crate::energy::RunTracker;
 use crate::files::Reserve;
 use crate::follow::Follower;
-use crate::model::Model;
+use crate::network::Trainable;
 use crate::record::RunRecord;
 use crate::status::RunStatus;
 use anyhow::Context;
@@ -46,9 +46,13 @@ use std::time::{Instant, SystemTime};
 
 /// Trains the run `setup` describes on `device`; a run-time error is
 /// recorded (`failed`, with the energy used so far) before it is returned.
-pub(crate) fn run_on<B: AmpBackend>(setup: Setup, device: B::Device) -> Result<Outcome, Failure> {
+pub(crate) fn run_on<B: AmpBackend, M: Trainable<B>>(
+    setup: Setup,
+    device: B::Device,
+    build: impl FnOnce(&Config, &Dataset, &B::Device) -> M,
+) -> Result<Outcome, Failure> {
     let (run_dir, mut fallback) = (setup.run_dir.clone(), setup.record.clone());
-    let mut run = match Run::<B>::new(setup, device) {
+    let mut run = match Run::<B, M>::new(setup, device, build) {
         Ok(r) => r,
         // A checkpoint that cannot be this run's: run.json untouched.
         Err(Failure::Usage(e)) => return Err(Failure::Usage(e)),
@@ -143,7 +147,7 @@ struct Trained {
 }
 
 /// Everything a run holds while it trains.
-pub(crate) struct Run<B: AmpBackend> {
+pub(crate) struct Run<B: AmpBackend, M: Trainable<B>> {
     /// Held for the whole run: no second process trains it.
     _lock: std::fs::File,
     /// Disk space the failure path can use ([`crate::files::Reserve`]).
@@ -161,7 +165,7 @@ pub(crate) struct Run<B: AmpBackend> {
     device: B::Device,
     ac: Autocast,
     /// Taken out for the optimizer step, which consumes it.
-    model: Option<Model<B>>,
+    model: Option<M>,
     optim: DeviceOptimizer<B>,
     scaler: DeviceScaler<B::InnerBackend>,
     state: TrainState,
@@ -176,12 +180,16 @@ pub(crate) struct Run<B: AmpBackend> {
     quiet: bool,
 }
 
-impl<B: AmpBackend> Run<B> {
+impl<B: AmpBackend, M: Trainable<B>> Run<B, M> {
     /// Builds the model, optimizer and scaler, restores a checkpoint when
     /// resuming (a checkpoint that does not fit the config is a usage
     /// error, found before run.json or config.toml is touched), and starts
     /// metering.
-    fn new(setup: Setup, device: B::Device) -> Result<Self, Failure> {
+    fn new(
+        setup: Setup,
+        device: B::Device,
+        build: impl FnOnce(&Config, &Dataset, &B::Device) -> M,
+    ) -> Result<Self, Failure> {
         let Setup {
             lock,
             spec,
@@ -208,16 +216,8 @@ impl<B: AmpBackend> Run<B> {
             killed,
         });
         let shape = Shape::new(&c, &dataset);
-        let mut model = Model::<B>::new(
-            &c.model,
-            &dataset.sample_shape,
-            dataset.num_classes,
-            dataset.train.targets,
-            dataset.vocab,
-            c.run.seed,
-            &device,
-        );
-        record.parameters = Some(model.trainable_params() as u64);
+        let mut model = build(&c, &dataset, &device);
+        record.parameters = Some(crate::network::trainable_params::<B, M>(&model) as u64);
         let mut optim =
             DeviceOptimizer::<B>::new(optimizer_spec(&c), &device).with_foreach(c.kernels.foreach);
         let scaler_state =
@@ -315,7 +315,7 @@ impl<B: AmpBackend> Run<B> {
         Ok(run)
     }
 
-    fn model(&self) -> &Model<B> {
+    fn model(&self) -> &M {
         self.model
             .as_ref()
             .expect("the model is back after each step")

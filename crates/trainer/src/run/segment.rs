@@ -3,7 +3,6 @@
 
 use crate::checkpoint::{Checkpoint, PartialEpoch, TrainState};
 use crate::energy::RunTracker;
-use crate::model::Model;
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use greentrain_amp::{DeviceOptimizer, DeviceScaler, ScalerSnapshot};
@@ -12,15 +11,15 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Writes the checkpoint (model, optimizer and loop state) atomically.
-pub(crate) fn save_checkpoint<B: AutodiffBackend>(
+pub(crate) fn save_checkpoint<B: AutodiffBackend, M: burn::module::Module<B>>(
     dir: &Path,
     state: &TrainState,
-    model: &Model<B>,
+    model: &M,
     optim: &DeviceOptimizer<B>,
 ) -> anyhow::Result<()> {
     Checkpoint {
         state: state.clone(),
-        model: super::state::model_bytes(model),
+        model: super::state::model_bytes::<B, M>(model),
         optim: super::state::optim_bytes(optim),
     }
     .save(dir)
@@ -96,11 +95,11 @@ impl Cadence {
 
     /// Writes the checkpoint in its own energy window and records its
     /// seconds and joules on the last finished epoch.
-    pub(crate) fn save<B: AutodiffBackend>(
+    pub(crate) fn save<B: AutodiffBackend, M: burn::module::Module<B>>(
         &mut self,
         dir: &Path,
         state: &mut TrainState,
-        model: &Model<B>,
+        model: &M,
         optim: &DeviceOptimizer<B>,
         account: Option<&mut RunTracker>,
     ) -> anyhow::Result<()> {

@@ -3,9 +3,9 @@
 //! each step.
 
 use crate::config::{Config, OptimizerKind, Schedule};
-use crate::model::Model;
+
 use anyhow::anyhow;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::record::{BinBytesRecorder, BurnRecord, FullPrecisionSettings, Record, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
@@ -51,10 +51,10 @@ pub(crate) fn optim_bytes<B: AutodiffBackend>(o: &DeviceOptimizer<B>) -> Vec<u8>
 
 /// Restores the optimizer from checkpoint bytes, refusing state that does
 /// not fit `model` (already restored).
-pub(crate) fn load_optim<B: AutodiffBackend>(
+pub(crate) fn load_optim<B: AutodiffBackend, M: AutodiffModule<B>>(
     o: DeviceOptimizer<B>,
     bytes: &[u8],
-    model: &Model<B>,
+    model: &M,
     device: &B::Device,
 ) -> anyhow::Result<DeviceOptimizer<B>> {
     let rec = decode_record::<B::InnerBackend, _>(bytes, device)?;
@@ -64,22 +64,22 @@ pub(crate) fn load_optim<B: AutodiffBackend>(
 }
 
 /// Model weights as bytes (the checkpoint's model part).
-pub fn model_bytes<B: Backend>(m: &Model<B>) -> Vec<u8> {
+pub fn model_bytes<B: Backend, M: Module<B>>(m: &M) -> Vec<u8> {
     Recorder::<B>::record(&Rec::default(), m.clone().into_record(), ()).expect("in-memory record")
 }
 
 /// Restores `m` (built from the config) from checkpoint bytes: every tensor
 /// must come back with the shape and dtype the config's model has.
-pub(crate) fn load_model<B: Backend>(
-    m: Model<B>,
+pub(crate) fn load_model<B: Backend, M: Module<B>>(
+    m: M,
     bytes: &[u8],
     device: &B::Device,
-) -> anyhow::Result<Model<B>> {
+) -> anyhow::Result<M> {
     let rec = decode_record::<B, _>(bytes, device)?;
-    let want = shapes(&m);
+    let want = shapes::<B, M>(&m);
     let loaded = quietly(|| m.load_record(rec))
         .ok_or_else(|| anyhow!("its tensors do not fit the model the config builds"))?;
-    let got = shapes(&loaded);
+    let got = shapes::<B, M>(&loaded);
     if got.len() != want.len() {
         return Err(anyhow!(
             "it holds {} tensors, the model the config builds has {}",
