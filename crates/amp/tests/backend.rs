@@ -278,7 +278,7 @@ impl<B: Backend> ConvNet<B> {
                 .init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             relu: Relu::new(),
-            head: LinearConfig::new(8 * 1 * 1, 4).init(device),
+            head: LinearConfig::new(8, 4).init(device),
         }
     }
 

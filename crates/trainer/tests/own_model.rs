@@ -405,4 +405,24 @@ fn own_models_step_on_flex_and_wgpu() {
         steps_on::<W, _>(ConvNet::<Amp<W>>::new(&gpu), &gpu, p);
         steps_on::<W, _>(Encoder::<Amp<W>>::new(&gpu), &gpu, p);
     }
+    // In greentrain's run on wgpu, Amp hands the loss scaler's and Adam's
+    // steps to the backend's fused foreach kernels.
+    let out = tempfile::tempdir().unwrap();
+    let mut req = request(
+        &[
+            "precision.mode=fp16",
+            "train.epochs=1",
+            "train.steps_per_epoch=3",
+        ],
+        out.path().to_path_buf(),
+    );
+    req.device = DeviceSpec::Wgpu;
+    let before = greentrain_foreach::kernel_launches();
+    let done = own::train(&Convs, req).unwrap();
+    assert_eq!(done.status, "completed");
+    assert!(done.record.epochs[0].train_loss.is_finite());
+    assert!(
+        greentrain_foreach::kernel_launches() > before,
+        "no foreach kernel ran under Amp on wgpu"
+    );
 }

@@ -40,10 +40,13 @@ mod state;
 
 use std::marker::PhantomData;
 
+use burn::tensor::Tensor;
 use burn_backend::tensor::{BoolTensor, FloatTensor, IntTensor, QuantizedTensor};
 use burn_backend::{
     AutodiffBackend, Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData,
 };
+use greentrain_foreach::{AdamStep, ForeachBackend, Group, ScaleRule, ScaleState, SgdStep};
+use greentrain_matmul::{MatmulBackend, MatmulKernel};
 
 pub use ops::{rule, rules, Rule};
 pub use state::{autocast, autocast_dtype, AutocastGuard};
@@ -186,10 +189,130 @@ impl<B: AutodiffBackend> AutodiffBackend for Amp<B> {
     }
 }
 
-/// greentrain's foreach steps (loss scaler, optimizers) on `Amp<B>` run
-/// their reference implementations in Burn ops, which `Amp` forwards to `B`:
-/// correct on every backend, without `B`'s fused kernels.
-impl<B: Backend> greentrain_foreach::ForeachBackend for Amp<B> {}
+/// greentrain's foreach steps (loss scaler, optimizers) on `Amp<B>` are
+/// `B`'s: its fused kernels on the CubeCL backends, outside the policy.
+impl<B: ForeachBackend> ForeachBackend for Amp<B> {
+    fn foreach_unscale_check(
+        grads: Vec<Tensor<Self, 1>>,
+        inv_scale: Tensor<Self, 1>,
+    ) -> (Vec<Tensor<Self, 1>>, Tensor<Self, 1>) {
+        let (grads, found) = B::foreach_unscale_check(downs(grads), down(inv_scale));
+        (ups(grads), up(found))
+    }
 
-/// Products on `Amp<B>` are Burn's `float_matmul`, under the policy.
-impl<B: Backend> greentrain_matmul::MatmulBackend for Amp<B> {}
+    fn amp_update_scale(
+        state: ScaleState<Self>,
+        found: Tensor<Self, 1>,
+        rule: &ScaleRule,
+    ) -> ScaleState<Self> {
+        let inner = ScaleState {
+            scale: down(state.scale),
+            tracker: down(state.tracker),
+            skipped: down(state.skipped),
+        };
+        let s = B::amp_update_scale(inner, down(found), rule);
+        ScaleState {
+            scale: up(s.scale),
+            tracker: up(s.tracker),
+            skipped: up(s.skipped),
+        }
+    }
+
+    fn foreach_adam(
+        step: &AdamStep<Self>,
+        group: Group<Self>,
+        grads: Vec<Tensor<Self, 1>>,
+        skip: Option<Tensor<Self, 1>>,
+    ) -> Group<Self> {
+        let step = AdamStep {
+            lr: step.lr,
+            beta1: step.beta1,
+            beta2: step.beta2,
+            epsilon: step.epsilon,
+            weight_decay: step.weight_decay,
+            decoupled: step.decoupled,
+            steps: down(step.steps.clone()),
+        };
+        up_group(B::foreach_adam(
+            &step,
+            down_group(group),
+            downs(grads),
+            skip.map(down),
+        ))
+    }
+
+    fn foreach_sgd(
+        step: &SgdStep,
+        group: Group<Self>,
+        grads: Vec<Tensor<Self, 1>>,
+        skip: Option<Tensor<Self, 1>>,
+    ) -> Group<Self> {
+        up_group(B::foreach_sgd(
+            step,
+            down_group(group),
+            downs(grads),
+            skip.map(down),
+        ))
+    }
+}
+
+/// Products through `B`'s chosen kernels (greentrain-matmul), as `B` routes
+/// them; the policy has cast the inputs already where it applies.
+impl<B: MatmulBackend> MatmulBackend for Amp<B> {
+    fn gt_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        kernel: MatmulKernel,
+    ) -> FloatTensor<Self> {
+        B::gt_matmul(lhs, rhs, kernel)
+    }
+
+    fn gt_choice(
+        device: &Self::Device,
+        dtype: DType,
+        kernel: MatmulKernel,
+    ) -> Option<&'static str> {
+        B::gt_choice(device, dtype, kernel)
+    }
+
+    fn gt_split_sums(device: &Self::Device) -> bool {
+        B::gt_split_sums(device)
+    }
+
+    fn gt_routes(device: &Self::Device, dtype: DType, kernel: MatmulKernel) -> bool {
+        B::gt_routes(device, dtype, kernel)
+    }
+}
+
+/// The same tensor seen as `B`'s (the primitives are `B`'s own).
+fn down<B: Backend, const D: usize>(t: Tensor<Amp<B>, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(ops::unwrap_primitive(t.into_primitive()))
+}
+
+fn up<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<Amp<B>, D> {
+    Tensor::from_primitive(ops::rewrap_primitive(t.into_primitive()))
+}
+
+fn downs<B: Backend>(ts: Vec<Tensor<Amp<B>, 1>>) -> Vec<Tensor<B, 1>> {
+    ts.into_iter().map(down).collect()
+}
+
+fn ups<B: Backend>(ts: Vec<Tensor<B, 1>>) -> Vec<Tensor<Amp<B>, 1>> {
+    ts.into_iter().map(up).collect()
+}
+
+fn down_group<B: Backend>(g: Group<Amp<B>>) -> Group<B> {
+    Group {
+        params: downs(g.params),
+        first: g.first.map(downs),
+        second: g.second.map(downs),
+    }
+}
+
+fn up_group<B: Backend>(g: Group<B>) -> Group<Amp<B>> {
+    Group {
+        params: ups(g.params),
+        first: g.first.map(ups),
+        second: g.second.map(ups),
+    }
+}

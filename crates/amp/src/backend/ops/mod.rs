@@ -113,7 +113,7 @@ fn conv2d<I: Backend>(
         .tensor()
 }
 
-fn rewrap_primitive<I: Backend>(t: TensorPrimitive<I>) -> TensorPrimitive<Amp<I>> {
+pub(super) fn rewrap_primitive<I: Backend>(t: TensorPrimitive<I>) -> TensorPrimitive<Amp<I>> {
     match t {
         TensorPrimitive::Float(t) => TensorPrimitive::Float(t),
         TensorPrimitive::QFloat(q) => TensorPrimitive::QFloat(q),
@@ -134,7 +134,7 @@ fn unwrap_transaction<I: Backend>(t: TransactionPrimitive<Amp<I>>) -> Transactio
     TransactionPrimitive::new(t.read_floats, t.read_qfloats, t.read_ints, t.read_bools)
 }
 
-fn unwrap_primitive<I: Backend>(t: TensorPrimitive<Amp<I>>) -> TensorPrimitive<I> {
+pub(super) fn unwrap_primitive<I: Backend>(t: TensorPrimitive<Amp<I>>) -> TensorPrimitive<I> {
     match t {
         TensorPrimitive::Float(t) => TensorPrimitive::Float(t),
         TensorPrimitive::QFloat(q) => TensorPrimitive::QFloat(q),
