@@ -1,6 +1,6 @@
 //! What the run loop asks of a model: logits for a batch of flattened
-//! samples. greentrain's own models ([`crate::model::Model`]) and yours
-//! ([`crate::own`]) meet here.
+//! samples. greentrain's own models (`model::Model`) and yours
+//! (`own::OwnModel`) meet here.
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};

@@ -247,7 +247,7 @@ pub struct RunRecord {
     /// reaching it cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetRecord>,
-    /// A run of your own model ([`crate::own`]): the program that trains
+    /// A run of your own model (`own.rs`): the program that trains
     /// it, which `greentrain resume` runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own: Option<OwnRecord>,
@@ -256,7 +256,7 @@ pub struct RunRecord {
 /// The program behind an own-model run, as it was started.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OwnRecord {
-    /// What the program calls its model ([`crate::own::OwnModel::name`]).
+    /// What the program calls its model (`OwnModel::name`).
     pub model: String,
     /// The executable (absolute).
     pub program: std::path::PathBuf,

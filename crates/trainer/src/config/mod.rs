@@ -82,7 +82,7 @@ pub enum ModelKind {
     /// one-channel images.
     Resnet,
     /// Your own Burn model, trained through the library
-    /// ([`crate::own`]): its program builds it, so `greentrain --config`
+    /// (`own.rs`): its program builds it, so `greentrain --config`
     /// cannot, and `greentrain resume` runs that program again.
     Own,
 }
