@@ -2,7 +2,9 @@
 //! run: run.json, metrics.csv, emissions.csv, checkpoints, energy and CO2,
 //! and `greentrain report` / `greentrain resume` on the folder it writes.
 //!
-//!     cargo run --release --example own_model -- --out runs [--precision fp16] [--epochs N] [--device cpu|wgpu|cuda:0]
+//!     cargo run --release --example own_model -- --out runs [--precision fp16] [--epochs N] [--device cpu|wgpu|cuda:0] [--set key=value]...
+//!
+//! `--set` changes any key of configs/own_model.toml, as `greentrain --set` does.
 //!
 //! The network is plain Burn: no greentrain type inside it. Mixed precision
 //! comes from the backend greentrain runs it on (`greentrain_amp::Amp`).
@@ -88,15 +90,16 @@ fn main() -> ExitCode {
             "--precision" => value().map(|v| sets.push(format!("precision.mode={v}"))),
             "--epochs" => value().map(|v| sets.push(format!("train.epochs={v}"))),
             "--device" => value().and_then(|v| v.parse().map(|d| device = d)),
+            "--set" => value().map(|v| sets.push(v)),
             _ => Err(format!("unknown argument {a}")),
         };
         if let Err(e) = parsed {
-            eprintln!("own_model: {e}\nusage: own_model --out DIR [--precision fp16] [--epochs N] [--device cpu]");
+            eprintln!("own_model: {e}\nusage: own_model --out DIR [--precision fp16] [--epochs N] [--device cpu] [--set key=value]...");
             return ExitCode::from(2);
         }
     }
     let Some(out) = out else {
-        eprintln!("usage: own_model --out DIR [--precision fp16] [--epochs N] [--device cpu]");
+        eprintln!("usage: own_model --out DIR [--precision fp16] [--epochs N] [--device cpu] [--set key=value]...");
         return ExitCode::from(2);
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/own_model.toml");
