@@ -78,6 +78,7 @@ pub struct ScaleState<B: Backend> {
 
 impl<B: Backend> ScaleState<B> {
     /// Whether a kernel can take this state and `found`: all one-element f32.
+    #[cfg_attr(not(feature = "cube"), allow(dead_code))]
     pub(crate) fn kernel_ready(&self, found: &Tensor<B, 1>) -> bool {
         [&self.scale, &self.tracker, &self.skipped, found]
             .iter()
@@ -171,6 +172,7 @@ impl ForeachBackend for burn_flex::Flex {}
 
 /// Whether the kernels can take these tensors: every one f32, and each
 /// list's lengths equal to the parameters'.
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
 pub(crate) fn kernel_ready<B: Backend>(lists: &[&[Tensor<B, 1>]]) -> bool {
     let Some(first) = lists.first() else {
         return false;

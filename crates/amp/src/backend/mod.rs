@@ -1,39 +1,4 @@
-//! Autocast as a backend: `Amp<B>` runs whatever a model calls under the op
-//! policy, so an unmodified `burn::nn` module gets mixed precision by a type
-//! change alone (`Amp<Autodiff<Flex>>` instead of `Autodiff<Flex>`).
-//!
-//! Place it **above** Autodiff. There it sees the ops the tensor API calls
-//! (`linear`, `conv2d`, `softmax`, `layer_norm`, `attention`, `gelu`), and
-//! its casts go through Autodiff's `float_cast`, whose backward casts the
-//! gradient back: parameters stay f32 and so do their gradients. Below
-//! Autodiff it would see only the pieces, and gradients would come back in
-//! the compute dtype.
-//!
-//! The policy is off until [`autocast`] turns it on for the current thread
-//! (PyTorch's `with torch.autocast(...)`): outside it `Amp<B>` is `B`, except
-//! that binary ops on two float dtypes promote to the wider one instead of
-//! failing. Which op runs in which dtype: [`rule`] and `docs/amp-ops.md`.
-//!
-//! ```
-//! use burn::backend::{Autodiff, Flex};
-//! use burn::nn::LinearConfig;
-//! use burn::tensor::{activation, DType, Tensor};
-//! use greentrain_amp::{autocast, Amp, Precision};
-//!
-//! type B = Amp<Autodiff<Flex>>;
-//! let device = Default::default();
-//! let layer = LinearConfig::new(4, 3).init::<B>(&device);
-//! let x = Tensor::<B, 2>::ones([2, 4], &device);
-//!
-//! let _on = autocast(Precision::Fp16);
-//! let y = layer.forward(x);                      // a product: f16
-//! assert_eq!(y.dtype(), DType::F16);
-//! let p = activation::softmax(y, 1);             // a softmax: f32
-//! assert_eq!(p.dtype(), DType::F32);
-//! let grads = p.sum().backward();
-//! let g = layer.weight.grad(&grads).unwrap();    // master weights' gradient: f32
-//! assert_eq!(g.dtype(), DType::F32);
-//! ```
+//! `Amp<B>`: autocast as a backend decorator (the docs are on [`Amp`]).
 
 mod ops;
 mod state;
@@ -51,8 +16,42 @@ use greentrain_matmul::{MatmulBackend, MatmulKernel};
 pub use ops::{rule, rules, Rule};
 pub use state::{autocast, autocast_dtype, AutocastGuard};
 
-/// A backend that applies the autocast policy to every op before handing
-/// it to `B` (see the [module documentation](self)).
+/// Autocast as a backend: `Amp<B>` runs whatever a model calls under the op
+/// policy, so an unmodified `burn::nn` module gets mixed precision by a type
+/// change alone (`Amp<Autodiff<Flex>>` instead of `Autodiff<Flex>`).
+///
+/// Place it **above** Autodiff. There it sees the ops the tensor API calls
+/// (`linear`, `conv2d`, `softmax`, `layer_norm`, `attention`, `gelu`), and
+/// its casts go through Autodiff's `float_cast`, whose backward casts the
+/// gradient back: parameters stay f32 and so do their gradients. Below
+/// Autodiff it would see only the pieces, and gradients would come back in
+/// the compute dtype.
+///
+/// The policy is off until [`autocast`] turns it on for the current thread
+/// (PyTorch's `with torch.autocast(...)`): outside it `Amp<B>` is `B`, except
+/// that binary ops on two float dtypes promote to the wider one instead of
+/// failing. Which op runs in which dtype: [`rule`] and `docs/amp-ops.md`.
+///
+/// ```
+/// use burn::backend::{Autodiff, Flex};
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{activation, DType, Tensor};
+/// use greentrain_amp::{autocast, Amp, Precision};
+///
+/// type B = Amp<Autodiff<Flex>>;
+/// let device = Default::default();
+/// let layer = LinearConfig::new(4, 3).init::<B>(&device);
+/// let x = Tensor::<B, 2>::ones([2, 4], &device);
+///
+/// let _on = autocast(Precision::Fp16);
+/// let y = layer.forward(x);                      // a product: f16
+/// assert_eq!(y.dtype(), DType::F16);
+/// let p = activation::softmax(y, 1);             // a softmax: f32
+/// assert_eq!(p.dtype(), DType::F32);
+/// let grads = p.sum().backward();
+/// let g = layer.weight.grad(&grads).unwrap();    // master weights' gradient: f32
+/// assert_eq!(g.dtype(), DType::F32);
+/// ```
 #[derive(Clone, Copy, Default, Debug)]
 pub struct Amp<B>(PhantomData<B>);
 
