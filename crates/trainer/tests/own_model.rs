@@ -376,6 +376,28 @@ fn steps_on<B: AutodiffBackend, M: AutodiffModule<Amp<B>> + Network<Amp<B>>>(
     assert!(check.1 > 0);
 }
 
+/// A few of `docs/amp-ops.md`'s rules on `Amp<B>` under fp16: a product in
+/// f16, softmax and sums in f32, mixed inputs promoted, gelu kept.
+fn op_dtypes<B: AutodiffBackend>(device: &B::Device) {
+    use burn::tensor::{activation, DType};
+    let _on = autocast(Precision::Fp16);
+    let x = Tensor::<Amp<B>, 2>::ones([4, 8], device);
+    let h = x.clone().matmul(x.clone().transpose());
+    assert_eq!(h.dtype(), DType::F16, "matmul");
+    assert_eq!(
+        activation::softmax(h.clone(), 1).dtype(),
+        DType::F32,
+        "softmax"
+    );
+    assert_eq!(h.clone().sum_dim(1).dtype(), DType::F32, "sum");
+    assert_eq!(activation::gelu(h.clone()).dtype(), DType::F16, "gelu");
+    assert_eq!(
+        (h + Tensor::<Amp<B>, 2>::ones([4, 4], device)).dtype(),
+        DType::F32,
+        "add"
+    );
+}
+
 /// The same unmodified models step on wgpu (lavapipe here) under fp16 and
 /// bf16 as on flex.
 #[test]
@@ -405,6 +427,7 @@ fn own_models_step_on_flex_and_wgpu() {
         steps_on::<W, _>(ConvNet::<Amp<W>>::new(&gpu), &gpu, p);
         steps_on::<W, _>(Encoder::<Amp<W>>::new(&gpu), &gpu, p);
     }
+    op_dtypes::<W>(&gpu);
     // In greentrain's run on wgpu, Amp hands the loss scaler's and Adam's
     // steps to the backend's fused foreach kernels.
     let out = tempfile::tempdir().unwrap();
