@@ -59,14 +59,21 @@ pub fn conv2d_with<B: Backend>(
     with_bias(y, bias)
 }
 
+/// `y` plus a bias per channel. On flex, as rows `[batch x channels,
+/// positions]` plus a per-row column: flex walks the `[1, C, 1, 1]`
+/// broadcast one element at a time, and that add was a fifth of a LeNet-5
+/// training step (docs/BENCHMARKS.md). The same additions either way; the
+/// bias gradient sums in another order. Other backends keep the broadcast.
 fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
-    match bias {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
-        }
-        None => y,
+    let Some(b) = bias else {
+        return y;
+    };
+    let [n, c, h, w] = y.dims();
+    if !is::<B, Autodiff<Flex>>() && !is::<B, Flex>() {
+        return y + b.reshape([1, c, 1, 1]);
     }
+    let column = b.reshape([1, c]).expand([n, c]).reshape([n * c, 1]);
+    (y.reshape([n * c, h * w]) + column).reshape([n, c, h, w])
 }
 
 /// Burn's [`module::conv2d`], routed to the shifted-product gradients where
