@@ -81,7 +81,9 @@ impl OwnModel for Mnist {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
     let (mut out, mut sets, mut device) = (None, vec![], DeviceSpec::Cpu);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));

@@ -115,10 +115,22 @@ pub fn train<O: OwnModel>(model: &O, req: TrainRequest) -> Result<Outcome, Failu
         .map_err(|e| Failure::Runtime(anyhow!("cannot name this program: {e}")))?;
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Runtime(anyhow!("cannot name the current folder: {e}")))?;
+    // run.json holds them as text: a non-UTF-8 argument is refused, not
+    // recorded altered (`env::args` would panic on it).
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                Failure::Usage(anyhow!(
+                    "the argument {a:?} is not UTF-8: run.json could not record it for resume"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let own = OwnRecord {
         model: model.name(),
         program,
-        args: std::env::args().skip(1).collect(),
+        args,
         cwd,
     };
     let spec = req.device;
