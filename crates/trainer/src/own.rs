@@ -147,29 +147,36 @@ pub fn resume<O: OwnModel>(
     quiet: bool,
 ) -> Result<Outcome, Failure> {
     let name = model.name();
-    let recorded = crate::record::RunRecord::load(run_dir).ok().map(|r| r.own);
-    if let Some(Some(own)) = &recorded {
-        if own.model != name {
-            return Err(Failure::Usage(anyhow!(
+    let mismatch = |own: &OwnRecord| {
+        (own.model != name).then(|| {
+            Failure::Usage(anyhow!(
                 "{}: a run of the model {:?}, and this program trains {name:?}",
                 run_dir.display(),
                 own.model
-            )));
+            ))
+        })
+    };
+    // Named before reopening, which refuses a finished run first.
+    if let Some(own) = crate::record::RunRecord::load(run_dir)
+        .ok()
+        .and_then(|r| r.own)
+    {
+        if let Some(e) = mismatch(&own) {
+            return Err(e);
         }
     }
     let (spec, setup) = reopen(run_dir, device, quiet, &[])?;
-    match &setup.record.own {
-        Some(own) if own.model == name => run(spec, setup, model),
-        Some(own) => Err(Failure::Usage(anyhow!(
-            "{}: a run of the model {:?}, and this program trains {name:?}",
-            run_dir.display(),
-            own.model
-        ))),
-        None => Err(Failure::Usage(anyhow!(
+    let refused = match &setup.record.own {
+        Some(own) => mismatch(own),
+        None => Some(Failure::Usage(anyhow!(
             "{}: a run of greentrain's own {:?} model: `greentrain resume` continues it",
             run_dir.display(),
             setup.config.model.kind
         ))),
+    };
+    match refused {
+        Some(e) => Err(e),
+        None => run(spec, setup, model),
     }
 }
 

@@ -2,7 +2,8 @@
 //! process-wide.
 
 use greentrain_trainer::checkpoint::Checkpoint;
-use greentrain_trainer::train::{clear_interrupt, request_interrupt};
+mod common;
+use common::{epoch_figures, interrupted_once_checkpointed};
 use greentrain_trainer::{config, resume, train, DeviceSpec, TrainRequest};
 use std::path::PathBuf;
 
@@ -37,24 +38,8 @@ fn interrupted_run_resumes(file: &str, sets: &[&str]) {
     let whole = train(req("whole")).unwrap();
 
     let cut_req = req("cut");
-    let cut_dir = out.path().join("cut");
-    let running = std::thread::spawn(move || train(cut_req));
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_dir(&cut_dir)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.path().join("checkpoint.bin").exists())
-        })
-        .unwrap_or(false)
-    {
-        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    // Past the epoch end's record writing, into epoch 2's steps.
-    std::thread::sleep(std::time::Duration::from_millis(30));
-    request_interrupt();
-    let cut = running.join().unwrap().unwrap();
-    clear_interrupt();
+    let cut =
+        interrupted_once_checkpointed(&out.path().join("cut"), move || train(cut_req)).unwrap();
     assert_eq!(cut.status, "interrupted");
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cut.run_dir.join("run.json")).unwrap())
@@ -71,13 +56,7 @@ fn interrupted_run_resumes(file: &str, sets: &[&str]) {
     let done = resume(&cut.run_dir, None, true).unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(done.record.resumed, 1);
-    let strip = |r: &greentrain_trainer::record::RunRecord| {
-        r.epochs
-            .iter()
-            .map(|e| (e.train_loss, e.test_loss, e.test_accuracy, e.loss_scale))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(strip(&done.record), strip(&whole.record));
+    assert_eq!(epoch_figures(&done.record), epoch_figures(&whole.record));
     assert_eq!(
         Checkpoint::load(&done.run_dir).unwrap().model,
         Checkpoint::load(&whole.run_dir).unwrap().model

@@ -20,7 +20,8 @@ use greentrain_trainer::checkpoint::Checkpoint;
 use greentrain_trainer::config::{self, ModelKind};
 use greentrain_trainer::network::Network;
 use greentrain_trainer::own::{self, OwnModel};
-use greentrain_trainer::train::{clear_interrupt, request_interrupt};
+mod common;
+use common::{epoch_figures, interrupted_once_checkpointed};
 use greentrain_trainer::{DeviceSpec, TrainRequest};
 
 /// Conv, batch norm, max pool, linear over 8x8 digit images.
@@ -248,22 +249,7 @@ fn an_interrupted_own_run_resumes_to_the_same_result() {
     let whole = own::train(&Convs, request(&sets, out.path().join("whole"))).unwrap();
     let cut_dir = out.path().join("cut");
     let cut_req = request(&sets, cut_dir.clone());
-    let running = std::thread::spawn(move || own::train(&Convs, cut_req));
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_dir(&cut_dir)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.path().join("checkpoint.bin").exists())
-        })
-        .unwrap_or(false)
-    {
-        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(30));
-    request_interrupt();
-    let cut = running.join().unwrap().unwrap();
-    clear_interrupt();
+    let cut = interrupted_once_checkpointed(&cut_dir, move || own::train(&Convs, cut_req)).unwrap();
     assert_eq!(cut.status, "interrupted");
     let state = Checkpoint::load(&cut.run_dir).unwrap().state;
     assert!(
@@ -275,13 +261,7 @@ fn an_interrupted_own_run_resumes_to_the_same_result() {
     let done = own::resume(&Convs, &cut.run_dir, None, true).unwrap();
     assert_eq!(done.status, "completed");
     assert_eq!(done.record.resumed, 1);
-    let strip = |r: &greentrain_trainer::record::RunRecord| {
-        r.epochs
-            .iter()
-            .map(|e| (e.train_loss, e.test_loss, e.test_accuracy, e.loss_scale))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(strip(&done.record), strip(&whole.record));
+    assert_eq!(epoch_figures(&done.record), epoch_figures(&whole.record));
     let weights = |dir: &std::path::Path| values(Checkpoint::load(dir).unwrap().model);
     assert_eq!(weights(&done.run_dir), weights(&whole.run_dir));
 }
