@@ -1,0 +1,251 @@
+//! greentrain's models are plain Burn modules run under `Amp<B>`. Their
+//! numbers on flex are pinned here: each model's logits, loss, every
+//! parameter's gradient and the parameters after the step (batch norm's
+//! running statistics included) hash to the values the models gave when
+//! every op went through `Autocast` one call at a time (commit 87ca842), in
+//! fp32, fp16 and bf16. A changed op order, cast or reduction shows as a
+//! different hash.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use greentrain_amp::{Autocast, Precision};
+use greentrain_trainer::config::ModelSection;
+use greentrain_trainer::model::Model;
+use sha2::{Digest, Sha256};
+
+type B = Autodiff<Flex>;
+
+/// A model kind from its `[model]` table, the sample shape, the classes and
+/// the vocabulary (token models).
+struct Case {
+    name: &'static str,
+    toml: &'static str,
+    shape: &'static [usize],
+    classes: usize,
+    vocab: Option<usize>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "mlp",
+        toml: "kind = \"mlp\"\nhidden = [32, 32]\nresidual = true",
+        shape: &[64],
+        classes: 10,
+        vocab: None,
+    },
+    Case {
+        name: "lenet5",
+        toml: "kind = \"lenet5\"",
+        shape: &[28, 28],
+        classes: 10,
+        vocab: None,
+    },
+    Case {
+        name: "mnist1d_cnn",
+        toml: "kind = \"mnist1d_cnn\"\nchannels = 8",
+        shape: &[40],
+        classes: 10,
+        vocab: None,
+    },
+    Case {
+        name: "transformer_pre_gelu",
+        toml: "kind = \"transformer\"\nd_model = 16\nheads = 2\nd_mlp = 32\nlayers = 2\n\
+               activation = \"gelu\"\nnorm = \"pre\"",
+        shape: &[5],
+        classes: 7,
+        vocab: Some(9),
+    },
+    Case {
+        name: "transformer_post_tied",
+        toml: "kind = \"transformer\"\nd_model = 16\nheads = 4\nd_mlp = 32\nlayers = 1\n\
+               norm = \"post\"\ntied = true\ncausal = true",
+        shape: &[5],
+        classes: 7,
+        vocab: Some(9),
+    },
+    Case {
+        name: "resnet8",
+        toml: "kind = \"resnet\"\ndepth = 8\nwidth = 4",
+        shape: &[3, 8, 8],
+        classes: 10,
+        vocab: None,
+    },
+];
+
+/// Every parameter's value, and its gradient where it has one, in visiting
+/// order, as f32 bytes.
+struct Collect<'a, A: AutodiffBackend> {
+    grads: &'a A::Gradients,
+    hash: Sha256,
+}
+
+impl<A: AutodiffBackend> ModuleVisitor<A> for Collect<'_, A> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+        let value = param.val();
+        if let Some(g) = value.grad(self.grads) {
+            self.hash.update(f32_bytes(g.cast(DType::F32).into_data()));
+        }
+        self.hash.update(f32_bytes(value.inner().into_data()));
+    }
+}
+
+fn f32_bytes(d: TensorData) -> Vec<u8> {
+    let v: Vec<f32> = d.convert::<f32>().to_vec().unwrap();
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Deterministic inputs: token ids for token models, values in [-1, 1]
+/// otherwise; labels below `classes`.
+fn batch(case: &Case, n: usize) -> (Vec<f32>, Vec<i64>) {
+    let features: usize = case.shape.iter().product();
+    let x = (0..n * features)
+        .map(|i| match case.vocab {
+            Some(v) => ((i * 7 + i / 3) % v) as f32,
+            None => ((i * 37 % 17) as f32 - 8.0) / 8.0,
+        })
+        .collect();
+    let y = (0..n)
+        .map(|i| ((i * 5 + 3) % case.classes) as i64)
+        .collect();
+    (x, y)
+}
+
+/// One forward and backward: the hash of the logits (as f32), the loss,
+/// every gradient and every parameter afterwards.
+fn fingerprint(case: &Case, precision: Precision) -> String {
+    let spec: ModelSection = toml::from_str(case.toml).unwrap();
+    let dev = Default::default();
+    let model = Model::<B>::new(&spec, case.shape, case.classes, 1, case.vocab, 11, &dev);
+    let n = 6;
+    let (x, y) = batch(case, n);
+    let features: usize = case.shape.iter().product();
+    let x = Tensor::<B, 2>::from_data(TensorData::new(x, [n, features]), &dev);
+    let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), &dev);
+    let ac = Autocast::new(precision);
+    let logits = model.forward(x, &ac);
+    let loss = ac.cross_entropy(logits.clone(), y);
+    let mut hash = Sha256::new();
+    hash.update(f32_bytes(logits.cast(DType::F32).inner().into_data()));
+    hash.update(f32_bytes(loss.clone().inner().into_data()));
+    let grads = loss.backward();
+    let mut c = Collect::<B> {
+        grads: &grads,
+        hash,
+    };
+    model.visit(&mut c);
+    format!("{:x}", c.hash.finalize())
+}
+
+/// What the models gave when each op went through `Autocast` (87ca842).
+const PINNED: &[(&str, &str, &str)] = &[
+    (
+        "mlp",
+        "fp32",
+        "a6ab56069e2ca6bbeb7b1fa744a0d794c4929de92f18574b29f99ed8719a734e",
+    ),
+    (
+        "mlp",
+        "fp16",
+        "2cda502463792579f386c73aa725815c6cdf961afca73078d9ae3798d129af6e",
+    ),
+    (
+        "mlp",
+        "bf16",
+        "7d0f801631c9db96aa5b531e0032b78e372a38f0bd2705d938b4cbab473fa34c",
+    ),
+    (
+        "lenet5",
+        "fp32",
+        "8a547555586f19e1d051425a62b0e90525ce9bd1937237368af35bb607f0bf2b",
+    ),
+    (
+        "lenet5",
+        "fp16",
+        "afa83c7c115bb1ffe098b9f0625041090518b9db80b06708e7472567fc68c5df",
+    ),
+    (
+        "lenet5",
+        "bf16",
+        "07cef0bd05601a6a8396eb3dca5207efc2561ed2c79a2ae1e9e3d596624c8a40",
+    ),
+    (
+        "mnist1d_cnn",
+        "fp32",
+        "afa0b7efb8132c4dec40c7797bc691e6c0df6124e0600eb1612532ce9efe276c",
+    ),
+    (
+        "mnist1d_cnn",
+        "fp16",
+        "666a6293fcb8f59e40a65a8be62631ca75824c6508dec2dae75abfb2de5dd05a",
+    ),
+    (
+        "mnist1d_cnn",
+        "bf16",
+        "34e28497177cfe9725b4d2a9a12f3e7dce3e5d9f87861f67e10ac97eb0ebb6b4",
+    ),
+    (
+        "transformer_pre_gelu",
+        "fp32",
+        "21048958f11dc2ba7a1c7e4872eb7c3861bf05b38e812738626cfeed9c3c21ec",
+    ),
+    (
+        "transformer_pre_gelu",
+        "fp16",
+        "9f07975775f24a05c6e449e4040e5e41be7ab5d61414cc512e21e6251bf1aa8e",
+    ),
+    (
+        "transformer_pre_gelu",
+        "bf16",
+        "16a36453a7c28d4ec5d3e54a3f075889399203b943f34044e981092ca3d18e27",
+    ),
+    (
+        "transformer_post_tied",
+        "fp32",
+        "b5f960f8b011476ecd76bc02723e160b913c399d823e31b084acf4722c84de7e",
+    ),
+    (
+        "transformer_post_tied",
+        "fp16",
+        "b73718282236079854be78f232af13b26d3c51a8390d42433c2f9b76d21b80a4",
+    ),
+    (
+        "transformer_post_tied",
+        "bf16",
+        "7a6f567153909c39efe5c21643cf2d09f75f7724d06d87ddeb6ee1174364a201",
+    ),
+    (
+        "resnet8",
+        "fp32",
+        "5d07da598a1a70d92e9d5f84da5dda9ea2785bd9436b8b13e686bfc4bf1d175e",
+    ),
+    (
+        "resnet8",
+        "fp16",
+        "d4ae3514970a74bbbea87865c42ba3f8a4549cd54a5751518ac0d6abc96bb2af",
+    ),
+    (
+        "resnet8",
+        "bf16",
+        "24e121406b1cd9bdebb20fb2e6f2962a8d328d6d1b416f4d8719976ae65557fb",
+    ),
+];
+
+#[test]
+fn models_give_the_numbers_they_gave_through_autocast() {
+    let mut got = Vec::new();
+    for case in CASES {
+        for p in [Precision::Fp32, Precision::Fp16, Precision::Bf16] {
+            got.push((case.name, p.as_str(), fingerprint(case, p)));
+        }
+    }
+    for (name, p, h) in &got {
+        println!("    (\"{name}\", \"{p}\", \"{h}\"),");
+    }
+    let want: Vec<(&str, &str, String)> = PINNED
+        .iter()
+        .map(|(a, b, c)| (*a, *b, c.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
