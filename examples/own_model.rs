@@ -15,7 +15,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
-use greentrain_amp::{AmpBackend, Autocast};
+use greentrain_amp::AmpBackend;
 use greentrain_trainer::network::Network;
 use greentrain_trainer::own::{self, OwnModel};
 use greentrain_trainer::{config, DeviceSpec, Failure, TrainRequest};
@@ -60,7 +60,7 @@ impl<B: Backend> SmallCnn<B> {
 
 /// What greentrain's run asks: logits from flattened 28x28 images.
 impl<B: Backend> Network<B> for SmallCnn<B> {
-    fn logits(&self, x: Tensor<B, 2>, _: &Autocast) -> Tensor<B, 2> {
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let n = x.dims()[0];
         self.forward(x.reshape([n, 1, 28, 28]))
     }

@@ -40,14 +40,16 @@ pub mod grads;
 mod norm;
 mod optim;
 mod policy;
+mod products;
 pub mod readback;
 mod scaler;
 mod sums;
 
-pub use backend::{autocast, autocast_dtype, rule, rules, Amp, AutocastGuard, Rule};
+pub use backend::{autocast, autocast_dtype, rule, rules, use_kernels, Amp, AutocastGuard, Rule};
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
 /// How [`Autocast::conv2d`] computes a convolution.
 pub use greentrain_flexconv::ConvPath;
+pub use norm::batch_norm;
 pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
 pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
 pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepReport};

@@ -22,12 +22,34 @@
 use crate::sums::split_of;
 use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, FloatDType, Tensor};
+use greentrain_matmul::MatmulBackend;
+
+/// Burn's [`BatchNorm`] layer applied as greentrain applies it, for a plain
+/// model (one that calls `batch_norm(&self.bn, x)` where it would call
+/// `self.bn.forward(x)`): in f32 whatever `x`'s dtype (the statistics of
+/// 16-bit activations lose too much in 16 bits), with PyTorch's semantics
+/// (running statistics updated in training, used in evaluation), in a
+/// layout every backend broadcasts fast, and with its sums in two stages
+/// where the backend's are serial per output and the thread's policy splits
+/// sums ([`crate::Autocast::enter`]). The output is f32.
+pub fn batch_norm<B: MatmulBackend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let x = if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    };
+    let split = crate::backend::current().split_sums && B::gt_split_sums(&x.device());
+    batch_norm_split(layer, x, split)
+}
 
 /// `layer` applied to `x` `[batch, channels, ...]` in `x`'s dtype (f32 under
 /// autocast), updating the running statistics when autodiff is on; `split`:
 /// sums in two stages.
-pub(crate) fn batch_norm<B: Backend, const D: usize>(
+pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
     split: bool,

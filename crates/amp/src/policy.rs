@@ -301,6 +301,21 @@ impl Autocast {
         Self { conv, ..self }
     }
 
+    /// Puts this policy on the current thread until the guard drops: the
+    /// precision (as [`crate::autocast`] does) and the kernels `Amp<B>`'s
+    /// products, linear layers, layer norms and convolutions take, so that
+    /// a plain Burn model on `Amp<B>` computes what this policy's methods
+    /// compute.
+    #[must_use = "the policy is on only while the guard lives"]
+    pub fn enter(&self) -> crate::AutocastGuard {
+        crate::backend::enter(crate::backend::State {
+            dtype: crate::backend::compute_dtype(self.precision),
+            matmul: self.matmul,
+            split_sums: self.split_sums,
+            conv: self.conv,
+        })
+    }
+
     /// The mode.
     pub fn precision(&self) -> Precision {
         self.precision
@@ -391,7 +406,8 @@ impl Autocast {
     /// Burn's linear broadcasts the weight over the leading dimensions, and
     /// its weight gradient is then a batched `x^T dy` that materialises one
     /// `d_in x d_out` matrix per batch element before summing them (4 GiB
-    /// for a 512-wide layer at batch 4096).
+    /// for a 512-wide layer at batch 4096). `Amp<B>`'s linear does the same where
+    /// greentrain's kernels are registered ([`crate::use_kernels`]).
     pub fn linear_raw<B: MatmulBackend, const D: usize>(
         &self,
         x: Tensor<B, D>,
@@ -402,30 +418,14 @@ impl Autocast {
         let weight = self.lower(weight);
         let bias = bias.map(|b| self.lower(b));
         assert_same("linear", &x, &weight);
-        let routed = D >= 2 && B::gt_routes(&x.device(), x.dtype(), self.matmul);
-        // Burn's own linear where neither the product nor the bias sum changes.
-        let burns = !(routed || self.splits::<B>(&x.device()));
-        if D < 2 || (D == 2 && burns) {
+        if D < 2 {
             return linear(x, weight, bias);
         }
-        let lin = |x: Tensor<B, 2>| {
-            if burns {
-                return linear(x, weight, bias);
-            }
-            // The product through greentrain-matmul where it has a kernel.
-            let y = if routed {
-                self.matmul(x, weight)
-            } else {
-                linear(x, weight, None)
-            };
-            match bias {
-                Some(b) => self.add_bias(y, b),
-                None => y,
-            }
-        };
         let mut dims = x.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
-        let y = lin(x.reshape([rows, dims[D - 1]]));
+        let (kernel, split) = (self.matmul, self.split_sums);
+        let x = x.reshape([rows, dims[D - 1]]);
+        let y = crate::products::linear_rows(x, weight, bias, kernel, split);
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
     }
@@ -640,7 +640,7 @@ impl Autocast {
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
         let split = self.splits::<B>(&x.device());
-        crate::norm::batch_norm(layer, self.full(x), split)
+        crate::norm::batch_norm_split(layer, self.full(x), split)
     }
 
     /// Mean cross-entropy of `logits` `[batch, classes]` against class

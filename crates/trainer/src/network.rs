@@ -5,16 +5,15 @@
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use greentrain_amp::Autocast;
 
 /// A model the run can train: logits from samples.
 pub trait Network<B: Backend>: Module<B> {
     /// Logits `[rows, classes]` from samples `[batch, features]` (each
     /// sample flattened, as the dataset's `sample_shape` lays it out; rows
-    /// is batch times the labels per sample). `ac` is the run's policy for
-    /// models that call [`Autocast`] op by op; a model written with
-    /// `burn::nn` ignores it and gets autocast from `greentrain_amp::Amp`.
-    fn logits(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2>;
+    /// is batch times the labels per sample). The run calls it on
+    /// `greentrain_amp::Amp<B>` under its autocast policy, so plain Burn
+    /// code gets mixed precision and greentrain's kernels.
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2>;
 }
 
 /// A [`Network`] on an autodiff backend whose evaluation copy (`valid()`,

@@ -18,7 +18,7 @@
 //! ```no_run
 //! use burn::nn::{Linear, LinearConfig, Relu};
 //! use burn::prelude::*;
-//! use greentrain_amp::{AmpBackend, Autocast};
+//! use greentrain_amp::AmpBackend;
 //! use greentrain_trainer::network::Network;
 //! use greentrain_trainer::own::{self, OwnModel};
 //!
@@ -29,7 +29,7 @@
 //! }
 //!
 //! impl<B: Backend> Network<B> for Net<B> {
-//!     fn logits(&self, x: Tensor<B, 2>, _: &Autocast) -> Tensor<B, 2> {
+//!     fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
 //!         self.out.forward(Relu::new().forward(self.hidden.forward(x)))
 //!     }
 //! }
@@ -226,6 +226,7 @@ impl<O: OwnModel> BackendTask for OwnTask<'_, O> {
     type Out = Result<Outcome, Failure>;
     fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out {
         let model = self.model;
+        crate::train::use_kernels::<B>();
         crate::run::run_on::<Amp<B>, _>(self.setup, device, |c, _, device| {
             <Amp<B> as burn::tensor::backend::Backend>::seed(device, c.run.seed);
             burn::module::Module::map(model.build::<Amp<B>>(device), &mut Renumber(0))

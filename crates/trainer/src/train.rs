@@ -11,7 +11,7 @@ use crate::record::{DatasetRecord, DeviceRecord, RunRecord};
 use crate::run::Setup;
 use crate::status::RunStatus;
 use anyhow::{anyhow, Context};
-use greentrain_amp::AmpBackend;
+use greentrain_amp::{Amp, AmpBackend};
 use greentrain_amp::{Precision, PrecisionChoice};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -369,12 +369,20 @@ pub fn dispatch<T: BackendTask>(spec: DeviceSpec, task: T) -> T::Out {
     }
 }
 
+/// Lets `Amp<B>` run greentrain's kernels on `B` and on its inner backend
+/// (evaluation), as every model in a run is trained on `Amp<B>`.
+pub(crate) fn use_kernels<B: AmpBackend>() {
+    greentrain_amp::use_kernels::<B>();
+    greentrain_amp::use_kernels::<B::InnerBackend>();
+}
+
 struct RunTask(Setup);
 impl BackendTask for RunTask {
     type Out = Result<Outcome, Failure>;
     fn run<B: AmpBackend>(self, device: B::Device) -> Self::Out {
-        crate::run::run_on::<B, _>(self.0, device, |c, d, device| {
-            crate::model::Model::<B>::new(
+        use_kernels::<B>();
+        crate::run::run_on::<Amp<B>, _>(self.0, device, |c, d, device| {
+            crate::model::Model::<Amp<B>>::new(
                 &c.model,
                 &d.sample_shape,
                 d.num_classes,

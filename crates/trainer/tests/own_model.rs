@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use greentrain_amp::{autocast, Amp, AmpBackend, Autocast, GradScaler, Precision, ScalerConfig};
+use greentrain_amp::{autocast, Amp, AmpBackend, GradScaler, Precision, ScalerConfig};
 use greentrain_trainer::checkpoint::Checkpoint;
 use greentrain_trainer::config::{self, ModelKind};
 use greentrain_trainer::network::Network;
@@ -49,7 +49,7 @@ impl<B: Backend> ConvNet<B> {
 }
 
 impl<B: Backend> Network<B> for ConvNet<B> {
-    fn logits(&self, x: Tensor<B, 2>, _: &Autocast) -> Tensor<B, 2> {
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let n = x.dims()[0];
         let h = self.conv.forward(x.reshape([n, 1, 8, 8]));
         let h = self.pool.forward(self.relu.forward(self.norm.forward(h)));
@@ -78,7 +78,7 @@ impl<B: Backend> Encoder<B> {
 }
 
 impl<B: Backend> Network<B> for Encoder<B> {
-    fn logits(&self, x: Tensor<B, 2>, _: &Autocast) -> Tensor<B, 2> {
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let n = x.dims()[0];
         let h = self.embed.forward(x.reshape([n, 8, 8]));
         let h = self.encoder.forward(TransformerEncoderInput::new(h));
@@ -308,7 +308,6 @@ fn steps_on<B: AutodiffBackend, M: AutodiffModule<Amp<B>> + Network<Amp<B>>>(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut optim = AdamConfig::new().init::<Amp<B>, M>();
     let mut scaler = GradScaler::for_precision(precision, ScalerConfig::default());
-    let ac = Autocast::new(Precision::Fp32);
     let mut model = model;
     for step in 0..4 {
         let mut input = x.clone();
@@ -318,7 +317,7 @@ fn steps_on<B: AutodiffBackend, M: AutodiffModule<Amp<B>> + Network<Amp<B>>>(
         }
         let loss = {
             let _on = autocast(precision);
-            loss_fn.forward(model.logits(input, &ac), y.clone())
+            loss_fn.forward(model.logits(input), y.clone())
         };
         let grads = GradientsParams::from_grads(scaler.scale_loss(loss.clone()).backward(), &model);
         let (m, report) = scaler.step(&mut optim, 1e-3, model, grads, None);
@@ -332,7 +331,7 @@ fn steps_on<B: AutodiffBackend, M: AutodiffModule<Amp<B>> + Network<Amp<B>>>(
     }
     let g = {
         let _on = autocast(precision);
-        let loss = loss_fn.forward(model.logits(x, &ac), y);
+        let loss = loss_fn.forward(model.logits(x), y);
         GradientsParams::from_grads(loss.backward(), &model)
     };
     struct Check<'a>(&'a GradientsParams, usize);

@@ -10,12 +10,12 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use greentrain_amp::{Autocast, Precision};
+use greentrain_amp::{Amp, Autocast, Precision};
 use greentrain_trainer::config::ModelSection;
 use greentrain_trainer::model::Model;
 use sha2::{Digest, Sha256};
 
-type B = Autodiff<Flex>;
+type B = Amp<Autodiff<Flex>>;
 
 /// A model kind from its `[model]` table, the sample shape, the classes and
 /// the vocabulary (token models).
@@ -115,6 +115,8 @@ fn batch(case: &Case, n: usize) -> (Vec<f32>, Vec<i64>) {
 /// One forward and backward: the hash of the logits (as f32), the loss,
 /// every gradient and every parameter afterwards.
 fn fingerprint(case: &Case, precision: Precision) -> String {
+    // As the run does: greentrain's kernels beneath `Amp`.
+    greentrain_amp::use_kernels::<Autodiff<Flex>>();
     let spec: ModelSection = toml::from_str(case.toml).unwrap();
     let dev = Default::default();
     let model = Model::<B>::new(&spec, case.shape, case.classes, 1, case.vocab, 11, &dev);
@@ -124,8 +126,11 @@ fn fingerprint(case: &Case, precision: Precision) -> String {
     let x = Tensor::<B, 2>::from_data(TensorData::new(x, [n, features]), &dev);
     let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), &dev);
     let ac = Autocast::new(precision);
-    let logits = model.forward(x, &ac);
-    let loss = ac.cross_entropy(logits.clone(), y);
+    let (logits, loss) = {
+        let _on = ac.enter();
+        let logits = model.forward(x);
+        (logits.clone(), ac.cross_entropy(logits, y))
+    };
     let mut hash = Sha256::new();
     hash.update(f32_bytes(logits.cast(DType::F32).inner().into_data()));
     hash.update(f32_bytes(loss.clone().inner().into_data()));

@@ -4,7 +4,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use greentrain_amp::{Autocast, ConvPath, Precision};
+use greentrain_amp::{Amp, Autocast, ConvPath, Precision};
 use greentrain_trainer::checkpoint::Checkpoint;
 use greentrain_trainer::model::Model;
 use greentrain_trainer::status::RunStatus;
@@ -13,7 +13,7 @@ use greentrain_trainer::{config, DeviceSpec, TrainRequest};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-type B = Autodiff<Flex>;
+type B = Amp<Autodiff<Flex>>;
 
 fn request(out: &Path) -> TrainRequest {
     request_with(out, &[])
@@ -50,10 +50,11 @@ fn resnet_shapes_gradients_and_batch_norm_in_fp32() {
     let model = Model::<B>::new(&c.model, &[64], 10, 1, None, 0, &dev);
     let x: Vec<f32> = (0..3 * 64).map(|i| (i % 17) as f32 / 16.0).collect();
     let x = Tensor::<B, 2>::from_data(TensorData::new(x, [3, 64]), &dev);
-    let fp32 = model.forward(x.clone(), &Autocast::new(Precision::Fp32));
+    let fp32 = model.forward(x.clone());
     assert_eq!(fp32.dims(), [3, 10]);
     let ac = Autocast::new(Precision::Fp16);
-    let logits = model.forward(x, &ac);
+    let _on = ac.enter();
+    let logits = model.forward(x);
     assert_eq!(
         logits.dtype(),
         DType::F16,
@@ -113,7 +114,10 @@ fn step(model: &Model<B>, conv: ConvPath) -> (Vec<f32>, f32) {
     let x: Vec<f32> = (0..3 * 64).map(|i| (i % 17) as f32 / 16.0).collect();
     let x = Tensor::<B, 2>::from_data(TensorData::new(x, [3, 64]), &dev);
     let ac = Autocast::new(Precision::Fp32).with_conv(conv);
-    let logits = model.forward(x, &ac);
+    let logits = {
+        let _on = ac.enter();
+        model.forward(x)
+    };
     let values = logits.clone().into_data().to_vec().unwrap();
     let y = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![1i64, 2, 3], [3]), &dev);
     let g = burn::optim::GradientsParams::from_grads(ac.cross_entropy(logits, y).backward(), model);

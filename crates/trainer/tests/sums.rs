@@ -221,3 +221,89 @@ fn flex_norms_and_loss_are_untouched_by_the_switch() {
     );
     assert_eq!(loss::<F>(&fp32, 1024, &dev), loss::<F>(&one, 1024, &dev));
 }
+
+type P = greentrain_amp::Amp<A>;
+
+/// A linear layer, a layer norm and a batch norm in a row: through
+/// [`Autocast`]'s methods on `B` (`plain` false), or as Burn's modules (and
+/// `greentrain_amp::batch_norm`) called as a plain model calls them, on
+/// `Amp<_>` under `ac.enter()` (`plain` true). The output, the input's and
+/// every parameter's gradient, and the running mean.
+fn layers<B: MatmulBackend + AutodiffBackend>(
+    ac: &Autocast,
+    plain: bool,
+    rows: usize,
+    dev: &B::Device,
+) -> Vec<Vec<f32>> {
+    use burn::module::Param;
+    let _on = plain.then(|| ac.enter());
+    let x = matrix::<B>(rows, 16, 1, dev).require_grad();
+    let lin = burn::nn::Linear {
+        weight: Param::from_tensor(matrix::<B>(16, 16, 2, dev)),
+        bias: Some(Param::from_tensor(matrix::<B>(1, 16, 3, dev).reshape([16]))),
+    };
+    let ln = LayerNormConfig::new(16).init::<B>(dev);
+    let bn = BatchNormConfig::new(4).init::<B>(dev);
+    let h = match plain {
+        true => lin.forward(x.clone()),
+        false => ac.linear(&lin, x.clone()),
+    };
+    let h = h.reshape([rows / 4, 4, 16]);
+    let h = match plain {
+        true => ln.forward(h),
+        false => ac.layer_norm(&ln, h),
+    };
+    let y = match plain {
+        true => greentrain_amp::batch_norm(&bn, h),
+        false => ac.batch_norm(&bn, h),
+    };
+    let r = matrix::<B>(rows, 16, 4, dev).reshape([rows / 4, 4, 16]);
+    let g = (y.clone() * r).sum().backward();
+    let grad = |p: &Param<Tensor<B, 1>>| read(p.val().grad(&g).unwrap());
+    vec![
+        read(y.inner()),
+        read(x.grad(&g).unwrap()),
+        read(lin.weight.val().grad(&g).unwrap()),
+        grad(lin.bias.as_ref().unwrap()),
+        grad(&ln.gamma),
+        grad(ln.beta.as_ref().unwrap()),
+        grad(&bn.gamma),
+        grad(&bn.beta),
+        read(bn.running_mean.value().inner()),
+    ]
+}
+
+/// A plain model's layers on `Amp<B>` compute, bit for bit, what
+/// greentrain's `Autocast` methods compute on `B`, once `B` is registered
+/// (`use_kernels`): on wgpu that is the products through greentrain-matmul
+/// and the bias, layer-norm and batch-norm sums in two stages; on flex,
+/// Burn's ops. In fp32 and fp16, at 4096 rows (every sum split) and 12 (none).
+#[test]
+fn plain_layers_on_amp_take_greentrains_kernels() {
+    type F = Autodiff<Flex>;
+    greentrain_amp::use_kernels::<F>();
+    let dev = Default::default();
+    for p in [Precision::Fp32, Precision::Fp16] {
+        let ac = Autocast::new(p);
+        for rows in [4096, 12] {
+            let (want, got) = (
+                layers::<F>(&ac, false, rows, &dev),
+                layers::<greentrain_amp::Amp<F>>(&ac, true, rows, &dev),
+            );
+            assert_eq!(got, want, "flex, {p}, {rows} rows");
+        }
+    }
+    if !wgpu_ready() {
+        return;
+    }
+    greentrain_amp::use_kernels::<A>();
+    let dev = Default::default();
+    for p in [Precision::Fp32, Precision::Fp16] {
+        let ac = Autocast::new(p);
+        for rows in [4096, 12] {
+            let want = layers::<A>(&ac, false, rows, &dev);
+            let got = layers::<P>(&ac, true, rows, &dev);
+            assert_eq!(got, want, "wgpu, {p}, {rows} rows");
+        }
+    }
+}

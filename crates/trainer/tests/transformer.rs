@@ -11,7 +11,7 @@ use greentrain_trainer::model::Model;
 use greentrain_trainer::{DeviceSpec, TrainRequest};
 use std::path::PathBuf;
 
-type B = Autodiff<Flex>;
+type B = greentrain_amp::Amp<Autodiff<Flex>>;
 
 fn rows(split: &greentrain_trainer::data::Split) -> Vec<[usize; 4]> {
     (0..split.len())
@@ -87,11 +87,14 @@ fn transformer_shapes_gradients_and_autocast_dtypes() {
     let model = Model::<B>::new(&c.model, &[3], 7, 1, Some(8), 0, &dev);
     let tokens: Vec<f32> = vec![1., 2., 7., 3., 6., 7., 0., 0., 7., 5., 4., 7.];
     let x = Tensor::<B, 2>::from_data(TensorData::new(tokens, [4, 3]), &dev);
-    let fp32 = model.forward(x.clone(), &Autocast::new(Precision::Fp32));
+    let fp32 = model.forward(x.clone());
     assert_eq!(fp32.dims(), [4, 7]);
     assert_eq!(fp32.dtype(), DType::F32);
     let ac16 = Autocast::new(Precision::Fp16);
-    let fp16 = model.forward(x.clone(), &ac16);
+    let fp16 = {
+        let _on = ac16.enter();
+        model.forward(x.clone())
+    };
     assert_eq!(
         fp16.dtype(),
         DType::F16,

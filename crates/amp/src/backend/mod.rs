@@ -1,5 +1,6 @@
 //! `Amp<B>`: autocast as a backend decorator (the docs are on [`Amp`]).
 
+mod kernels;
 mod ops;
 mod state;
 
@@ -13,8 +14,10 @@ use burn_backend::{
 use greentrain_foreach::{AdamStep, ForeachBackend, Group, ScaleRule, ScaleState, SgdStep};
 use greentrain_matmul::{MatmulBackend, MatmulKernel};
 
+pub use kernels::use_kernels;
 pub use ops::{rule, rules, Rule};
 pub use state::{autocast, autocast_dtype, AutocastGuard};
+pub(crate) use state::{compute_dtype, current, enter, State};
 
 /// Autocast as a backend: `Amp<B>` runs whatever a model calls under the op
 /// policy, so an unmodified `burn::nn` module gets mixed precision by a type

@@ -1,5 +1,7 @@
-//! Models. Every op goes through [`Autocast`], so the precision policy, not
-//! the model, decides each op's dtype.
+//! Models: plain Burn modules. The run trains them on `Amp<B>`
+//! ([`greentrain_amp::Amp`]), so the precision policy, not the model,
+//! decides each op's dtype, and their products, sums and convolutions take
+//! greentrain's kernels through it.
 //!
 //! Parameters are drawn from the run's own ChaCha stream (PyTorch's default
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), not from the backend's global RNG:
@@ -13,10 +15,10 @@ use crate::config::{ModelKind, ModelSection};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d, PaddingConfig2d};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
-use greentrain_amp::Autocast;
 use greentrain_amp::MatmulBackend;
 use rand::Rng;
 use rand::SeedableRng;
@@ -170,17 +172,18 @@ pub struct Mlp<B: Backend> {
     residual: bool,
 }
 
-impl<B: MatmulBackend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+impl<B: Backend> Mlp<B> {
+    /// Logits from samples `[batch, features]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let last = self.layers.len() - 1;
         let mut h = x;
         for (i, l) in self.layers.iter().enumerate() {
             if i == last {
-                return ac.linear(l, h);
+                return l.forward(h);
             }
-            let [d_in, d_out] = l.weight.val().dims();
+            let [d_in, d_out] = l.weight.dims();
             let adds = self.residual && i > 0 && d_in == d_out;
-            let y = ac.relu(ac.linear(l, h.clone()));
+            let y = relu(l.forward(h.clone()));
             h = if adds { h + y } else { y };
         }
         h
@@ -197,18 +200,19 @@ pub struct LeNet5<B: Backend> {
     out: Linear<B>,
 }
 
-impl<B: MatmulBackend> LeNet5<B> {
-    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+impl<B: Backend> LeNet5<B> {
+    /// Logits from images flattened to `[batch, 784]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let x = x.reshape([n, 1, 28, 28]);
-        let h = ac.relu(ac.conv2d(&self.c1, x)); // 6x28x28 (padding 2)
+        let h = relu(self.c1.forward(x)); // 6x28x28 (padding 2)
         let h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false); // 6x14x14
-        let h = ac.relu(ac.conv2d(&self.c3, h)); // 16x10x10
+        let h = relu(self.c3.forward(h)); // 16x10x10
         let h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false); // 16x5x5
         let h = h.reshape([n, 16 * 5 * 5]);
-        let h = ac.relu(ac.linear(&self.f5, h));
-        let h = ac.relu(ac.linear(&self.f6, h));
-        ac.linear(&self.out, h)
+        let h = relu(self.f5.forward(h));
+        let h = relu(self.f6.forward(h));
+        self.out.forward(h)
     }
 }
 
@@ -222,15 +226,16 @@ pub struct Mnist1dCnn<B: Backend> {
     linear: Linear<B>,
 }
 
-impl<B: MatmulBackend> Mnist1dCnn<B> {
-    fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+impl<B: Backend> Mnist1dCnn<B> {
+    /// Logits from signals `[batch, length]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, len] = x.dims();
         let x = x.reshape([n, 1, len]);
-        let h = ac.relu(ac.conv1d(&self.conv1, x));
-        let h = ac.relu(ac.conv1d(&self.conv2, h));
-        let h = ac.relu(ac.conv1d(&self.conv3, h));
+        let h = relu(self.conv1.forward(x));
+        let h = relu(self.conv2.forward(h));
+        let h = relu(self.conv3.forward(h));
         let [_, c, l] = h.dims();
-        ac.linear(&self.linear, h.reshape([n, c * l]))
+        self.linear.forward(h.reshape([n, c * l]))
     }
 }
 
@@ -408,15 +413,15 @@ impl<B: MatmulBackend> Model<B> {
         }
     }
 
-    /// Logits `[batch, classes]` from flattened samples `[batch, features]`,
-    /// in the policy's compute dtype.
-    pub fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+    /// Logits `[batch, classes]` from flattened samples `[batch, features]`;
+    /// on `Amp<B>`, in the dtypes of the thread's autocast policy.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
-            Model::Mlp(m) => m.forward(x, ac),
-            Model::LeNet5(m) => m.forward(x, ac),
-            Model::Mnist1dCnn(m) => m.forward(x, ac),
-            Model::Transformer(m) => m.forward(x, ac),
-            Model::ResNet(m) => m.forward(x, ac),
+            Model::Mlp(m) => m.forward(x),
+            Model::LeNet5(m) => m.forward(x),
+            Model::Mnist1dCnn(m) => m.forward(x),
+            Model::Transformer(m) => m.forward(x),
+            Model::ResNet(m) => m.forward(x),
         }
     }
 }
@@ -429,8 +434,8 @@ impl<B: MatmulBackend> Model<B> {
 }
 
 impl<B: MatmulBackend> crate::network::Network<B> for Model<B> {
-    fn logits(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
-        self.forward(x, ac)
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward(x)
     }
 }
 
@@ -438,7 +443,6 @@ impl<B: MatmulBackend> crate::network::Network<B> for Model<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use greentrain_amp::Precision;
 
     fn mlp(residual: Option<bool>) -> (Model<Flex>, ModelSection) {
         let mut spec: ModelSection = toml::from_str("kind = \"mlp\"\nhidden = [16, 16]").unwrap();
@@ -455,7 +459,6 @@ mod tests {
     /// are the same either way.
     #[test]
     fn a_residual_mlp_adds_its_equal_width_layers_inputs() {
-        let ac = Autocast::new(Precision::Fp32);
         let x = Tensor::<Flex, 2>::from_data(
             burn::tensor::TensorData::new(
                 (0..32)
@@ -479,11 +482,8 @@ mod tests {
         let want_plain = lin(2, relu(lin(1, h1.clone())));
         let want_res = lin(2, h1.clone() + relu(lin(1, h1)));
         let read = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
-        assert_eq!(
-            read(plain.forward(x.clone(), &ac)),
-            read(want_plain.clone())
-        );
-        assert_eq!(read(res.forward(x, &ac)), read(want_res.clone()));
+        assert_eq!(read(plain.forward(x.clone())), read(want_plain.clone()));
+        assert_eq!(read(res.forward(x)), read(want_res.clone()));
         assert_ne!(read(want_plain), read(want_res));
         assert_eq!(
             crate::run::model_bytes(&plain),

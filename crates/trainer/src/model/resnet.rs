@@ -10,10 +10,10 @@ use super::Init;
 use burn::module::{Module, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use greentrain_amp::Autocast;
-use greentrain_amp::MatmulBackend;
+use greentrain_amp::{batch_norm, MatmulBackend};
 
 /// Two 3x3 convolutions with batch norm, and the shortcut.
 #[derive(Module, Debug)]
@@ -107,22 +107,23 @@ impl<B: MatmulBackend> ResNet<B> {
     }
 
     /// Logits from flattened images `[batch, channels x side x side]`.
-    pub fn forward(&self, x: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+    /// Batch norm through [`batch_norm`] (f32, greentrain's layout), its
+    /// output f32, so the residual stream and the pooling are f32 too.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let x = x.reshape([n, self.channels_in, self.side, self.side]);
-        let mut h = ac.relu(ac.batch_norm(&self.bn, ac.conv2d(&self.stem, x)));
+        let mut h = relu(batch_norm(&self.bn, self.stem.forward(x)));
         for b in &self.blocks {
-            let y = ac.relu(ac.batch_norm(&b.bn1, ac.conv2d(&b.conv1, h.clone())));
-            let y = ac.batch_norm(&b.bn2, ac.conv2d(&b.conv2, y));
+            let y = relu(batch_norm(&b.bn1, b.conv1.forward(h.clone())));
+            let y = batch_norm(&b.bn2, b.conv2.forward(y));
             let short = match &b.shortcut {
-                Some((conv, bn)) => ac.batch_norm(bn, ac.conv2d(conv, h)),
+                Some((conv, bn)) => batch_norm(bn, conv.forward(h)),
                 None => h,
             };
-            h = ac.relu(ac.add(y, short));
+            h = relu(y + short);
         }
-        // Global average pooling in fp32.
         let [_, c, _, _] = h.dims();
-        let pooled = ac.full(h).mean_dim(3).mean_dim(2).reshape([n, c]);
-        ac.linear(&self.fc, pooled)
+        let pooled = h.mean_dim(3).mean_dim(2).reshape([n, c]);
+        self.fc.forward(pooled)
     }
 }

@@ -1,6 +1,6 @@
 //! A transformer over token sequences, for the grokking experiments and as
-//! the model where mixed precision matters most. Under [`Autocast`], the
-//! projections, attention scores and MLP run in 16 bits; softmax,
+//! the model where mixed precision matters most. Under autocast on `Amp<B>`,
+//! the projections, attention scores and MLP run in 16 bits; softmax,
 //! LayerNorm, the residual stream, the embeddings and the loss stay in fp32,
 //! as PyTorch's autocast lists have them.
 
@@ -8,10 +8,9 @@ use super::Init;
 use crate::config::{Activation, Biases, NormPlace, TransformerInit, TransformerSpec};
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::{gelu, relu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use greentrain_amp::Autocast;
-use greentrain_amp::MatmulBackend;
 
 /// One block: multi-head self-attention and an MLP, each with a residual.
 #[derive(Module, Debug)]
@@ -45,7 +44,7 @@ pub struct Transformer<B: Backend> {
     every_position: bool,
 }
 
-impl<B: MatmulBackend> Transformer<B> {
+impl<B: Backend> Transformer<B> {
     /// A transformer for sequences up to `context` tokens from `vocab`,
     /// predicting one of `classes`.
     pub fn new(
@@ -111,7 +110,7 @@ impl<B: MatmulBackend> Transformer<B> {
     /// Logits `[batch, classes]` from token ids `[batch, length]` (as
     /// floats, the way batches arrive); `[batch * length, classes]` when
     /// predicting at every position.
-    pub fn forward(&self, tokens: Tensor<B, 2>, ac: &Autocast) -> Tensor<B, 2> {
+    pub fn forward(&self, tokens: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, t] = tokens.dims();
         let d = self.embed.dims()[1];
         let ids: Tensor<B, 1, Int> = tokens.int().reshape([n * t]);
@@ -119,10 +118,10 @@ impl<B: MatmulBackend> Transformer<B> {
         let pos = self.pos.val().slice([0..t, 0..d]).reshape([1, t, d]);
         let mut x = x + pos.expand([n, t, d]);
         for b in &self.blocks {
-            x = self.block(b, x, ac);
+            x = self.block(b, x);
         }
         if let Some(ln) = &self.ln_final {
-            x = ac.layer_norm(ln, x);
+            x = ln.forward(x);
         }
         let last = if self.every_position {
             x.reshape([n * t, d])
@@ -130,45 +129,47 @@ impl<B: MatmulBackend> Transformer<B> {
             x.slice([0..n, t - 1..t, 0..d]).reshape([n, d])
         };
         match &self.unembed {
-            Some(u) => ac.linear(u, last),
+            Some(u) => u.forward(last),
             None => {
                 let e = self.embed.val().slice([0..self.classes, 0..d]);
-                ac.matmul(last, e.transpose())
+                last.matmul(e.transpose())
             }
         }
     }
 
-    fn block(&self, b: &Block<B>, x: Tensor<B, 3>, ac: &Autocast) -> Tensor<B, 3> {
+    /// Attention and MLP with their residuals; the sums of a 16-bit branch
+    /// and the f32 stream are f32 (`Amp<B>` promotes).
+    fn block(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let norm = |ln: &Option<LayerNorm<B>>, x: Tensor<B, 3>| match ln {
-            Some(ln) => ac.layer_norm(ln, x),
+            Some(ln) => ln.forward(x),
             None => x,
         };
         if self.post_norm {
-            let x = norm(&b.ln1, ac.add(x.clone(), self.attention(b, x, ac)));
-            norm(&b.ln2, ac.add(x.clone(), self.mlp(b, x, ac)))
+            let x = norm(&b.ln1, x.clone() + self.attention(b, x));
+            norm(&b.ln2, x.clone() + self.mlp(b, x))
         } else {
-            let x = ac.add(x.clone(), self.attention(b, norm(&b.ln1, x), ac));
-            ac.add(x.clone(), self.mlp(b, norm(&b.ln2, x), ac))
+            let x = x.clone() + self.attention(b, norm(&b.ln1, x));
+            x.clone() + self.mlp(b, norm(&b.ln2, x))
         }
     }
 
-    fn mlp(&self, b: &Block<B>, x: Tensor<B, 3>, ac: &Autocast) -> Tensor<B, 3> {
-        let h = ac.linear(&b.fc1, x);
-        let h = if self.gelu { ac.gelu(h) } else { ac.relu(h) };
-        ac.linear(&b.fc2, h)
+    fn mlp(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = b.fc1.forward(x);
+        let h = if self.gelu { gelu(h) } else { relu(h) };
+        b.fc2.forward(h)
     }
 
-    /// Multi-head self-attention: scores `q k^T / sqrt(d_head)` in the
-    /// compute dtype, softmax in fp32, then `p v` in the compute dtype.
-    pub fn attention(&self, b: &Block<B>, x: Tensor<B, 3>, ac: &Autocast) -> Tensor<B, 3> {
+    /// Multi-head self-attention: scores `q k^T / sqrt(d_head)` (in the
+    /// compute dtype under autocast), softmax (f32), then `p v`.
+    pub fn attention(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, t, d] = x.dims();
         let (h, dh) = (self.heads, d / self.heads);
         let split = |y: Tensor<B, 3>| y.reshape([n, t, h, dh]).swap_dims(1, 2);
-        let q = split(ac.linear(&b.wq, x.clone()));
-        let k = split(ac.linear(&b.wk, x.clone()));
-        let v = split(ac.linear(&b.wv, x));
-        let scores = ac
-            .matmul(q, k.swap_dims(2, 3))
+        let q = split(b.wq.forward(x.clone()));
+        let k = split(b.wk.forward(x.clone()));
+        let v = split(b.wv.forward(x));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / (dh as f64).sqrt());
         let scores = if self.causal {
             let mask = causal_mask::<B>(t, &scores.device()).expand([n, h, t, t]);
@@ -176,9 +177,9 @@ impl<B: MatmulBackend> Transformer<B> {
         } else {
             scores
         };
-        let p = ac.softmax(scores, 3);
-        let out = ac.matmul(p, v).swap_dims(1, 2).reshape([n, t, d]);
-        ac.linear(&b.wo, out)
+        let p = softmax(scores, 3);
+        let out = p.matmul(v).swap_dims(1, 2).reshape([n, t, d]);
+        b.wo.forward(out)
     }
 
     /// The first block, for tests.
@@ -196,7 +197,6 @@ fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use greentrain_amp::Precision;
 
     type F = burn::backend::Flex;
 
@@ -245,9 +245,8 @@ mod tests {
             .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
             .collect();
         let x = Tensor::<F, 3>::from_data(TensorData::new(xs.clone(), [n, t, d]), &dev);
-        let ac = Autocast::new(Precision::Fp32);
         let got: Vec<f32> = m
-            .attention(m.first_block(), x, &ac)
+            .attention(m.first_block(), x)
             .into_data()
             .to_vec()
             .unwrap();

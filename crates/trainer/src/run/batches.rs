@@ -103,8 +103,8 @@ pub(crate) fn evaluate<B: Backend, N: Network<B>>(
         let (x, y) = data::gather(split, features, chunk);
         let (x, y) = to_tensors::<B>(x, y, features, device);
         let logits = {
-            let _autocast = greentrain_amp::autocast(ac.precision());
-            model.logits(x, ac)
+            let _autocast = ac.enter();
+            model.logits(x)
         };
         let n = chunk.len() * split.targets;
         let pred = logits.clone().argmax(1).reshape([n]);

@@ -89,10 +89,11 @@ impl<B: AmpBackend, M: Trainable<B>> Run<B, M> {
             .model
             .take()
             .expect("the model is back after each step");
-        // Autocast for models on `Amp<B>` (a no-op on other backends), for
-        // the forward and the loss; the backward and the step run outside.
-        let autocast = greentrain_amp::autocast(self.ac.precision());
-        let logits = model.logits(x, &self.ac);
+        // The run's policy for the model on `Amp<B>` (its precision and
+        // kernels), for the forward and the loss; the backward and the
+        // step run outside.
+        let autocast = self.ac.enter();
+        let logits = model.logits(x);
         let hits = logits
             .clone()
             .inner()

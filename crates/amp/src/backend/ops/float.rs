@@ -142,7 +142,7 @@ impl<I: Backend> FloatTensorOps<Self> for Amp<I> {
     }
 
     fn float_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        I::float_matmul(super::low::<I>(lhs), super::low::<I>(rhs))
+        super::matmul::<I>(super::low::<I>(lhs), super::low::<I>(rhs))
     }
 
     fn float_cross(

@@ -13,9 +13,10 @@ mod transaction;
 use burn::tensor::{Tensor, TensorPrimitive as Primitive};
 use burn_backend::ops::{ConvOptions, DeformConv2dBackward, TransactionPrimitive};
 use burn_backend::tensor::FloatTensor;
-use burn_backend::{Backend, DType, TensorMetadata, TensorPrimitive};
+use burn_backend::{Backend, DType, Shape, TensorMetadata, TensorPrimitive};
 
-use super::state::autocast_dtype;
+use super::kernels::kernels;
+use super::state::{autocast_dtype, current};
 use super::Amp;
 
 /// What autocast does to an op's float inputs.
@@ -97,20 +98,100 @@ fn widest(dtypes: impl Iterator<Item = DType>) -> DType {
     wide.unwrap_or(DType::F32)
 }
 
-/// A convolution through greentrain-flexconv, which computes stride-1
-/// convolutions' gradients on `Autodiff<Flex>` faster than Burn and hands
-/// every other backend and geometry to `I::conv2d` unchanged.
+/// A convolution through greentrain-flexconv on this thread's conv path
+/// (`Native` computes stride-1 convolutions' gradients on `Autodiff<Flex>`
+/// faster than Burn and hands every other backend and geometry to
+/// `I::conv2d` unchanged).
 fn conv2d<I: Backend>(
     x: FloatTensor<I>,
     weight: FloatTensor<I>,
     bias: Option<FloatTensor<I>>,
     options: ConvOptions<2>,
 ) -> FloatTensor<I> {
-    let tensor = |t| Tensor::<I, 4>::from_primitive(Primitive::Float(t));
-    let bias = bias.map(|b| Tensor::<I, 1>::from_primitive(Primitive::Float(b)));
-    greentrain_flexconv::conv2d(tensor(x), tensor(weight), bias, options.into())
+    let bias = bias.map(tensor::<I, 1>);
+    let path = current().conv;
+    greentrain_flexconv::conv2d_with(path, tensor(x), tensor(weight), bias, options.into())
         .into_primitive()
         .tensor()
+}
+
+/// A product: greentrain-matmul's kernel for two matrices where `I` has
+/// greentrain's kernels ([`super::use_kernels`]), `I`'s own otherwise.
+fn matmul<I: Backend>(lhs: FloatTensor<I>, rhs: FloatTensor<I>) -> FloatTensor<I> {
+    match kernels::<I>() {
+        Some(k) if lhs.shape().num_dims() == 2 && rhs.shape().num_dims() == 2 => {
+            (k.matmul)(tensor(lhs), tensor(rhs), current().matmul)
+                .into_primitive()
+                .tensor()
+        }
+        _ => I::float_matmul(lhs, rhs),
+    }
+}
+
+/// A linear layer. Where `I` has greentrain's kernels, on rows: inputs of
+/// rank 3 and up flattened to one matrix first, as greentrain's models
+/// always did (Burn's linear broadcasts the weight, and its weight gradient
+/// then materialises one `d_in x d_out` product per leading index before
+/// summing them), the product and the bias gradient through greentrain's
+/// kernels. Elsewhere `I`'s own linear, so that `Amp<I>` with autocast off
+/// computes exactly what `I` does.
+fn linear<I: Backend>(
+    x: FloatTensor<I>,
+    weight: FloatTensor<I>,
+    bias: Option<FloatTensor<I>>,
+) -> FloatTensor<I> {
+    let shape = x.shape();
+    let rank = shape.num_dims();
+    let Some(k) = kernels::<I>().filter(|_| rank >= 2) else {
+        return I::linear(x, weight, bias);
+    };
+    let d_in = shape[rank - 1];
+    let rows: usize = shape[..rank - 1].iter().product();
+    let x = if rank == 2 {
+        x
+    } else {
+        I::float_reshape(x, Shape::new([rows, d_in]))
+    };
+    let s = current();
+    let bias = bias.map(tensor::<I, 1>);
+    let y = (k.linear)(tensor(x), tensor(weight), bias, s.matmul, s.split_sums)
+        .into_primitive()
+        .tensor();
+    if rank == 2 {
+        return y;
+    }
+    let mut dims = shape.to_vec();
+    dims[rank - 1] = y.shape()[1];
+    I::float_reshape(y, Shape::from(dims))
+}
+
+/// Layer norm over the last dimension; where sums split on `I`, the rows
+/// viewed as `[rows / c, c]` so that gamma's and beta's gradients sum in two
+/// stages (`sums.rs`). The statistics are per row either way.
+fn layer_norm<I: Backend>(
+    x: FloatTensor<I>,
+    gamma: FloatTensor<I>,
+    beta: Option<FloatTensor<I>>,
+    epsilon: f64,
+) -> FloatTensor<I> {
+    let shape = x.shape();
+    let rank = shape.num_dims();
+    let split = current().split_sums
+        && kernels::<I>().is_some_and(|k| (k.split_sums)(&I::float_device(&x)));
+    let rows: usize = shape[..rank.saturating_sub(1)].iter().product();
+    let c = crate::sums::split_of(rows);
+    if !split || rank < 2 || c < 2 {
+        return I::layer_norm(x, gamma, beta, epsilon);
+    }
+    let d = shape[rank - 1];
+    let x = I::float_reshape(x, Shape::new([rows / c, c, d]));
+    let y = I::layer_norm(x, gamma, beta, epsilon);
+    I::float_reshape(y, shape)
+}
+
+/// `I`'s primitive as a tensor of rank `D` (the rank the caller checked).
+fn tensor<I: Backend, const D: usize>(t: FloatTensor<I>) -> Tensor<I, D> {
+    Tensor::from_primitive(Primitive::Float(t))
 }
 
 pub(super) fn rewrap_primitive<I: Backend>(t: TensorPrimitive<I>) -> TensorPrimitive<Amp<I>> {

@@ -35,7 +35,7 @@ impl<I: Backend> ModuleOps<Self> for Amp<I> {
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
-        I::linear(
+        super::linear::<I>(
             super::low::<I>(x),
             super::low::<I>(weight),
             bias.map(super::low::<I>),
@@ -765,7 +765,7 @@ impl<I: Backend> ModuleOps<Self> for Amp<I> {
         beta: Option<FloatTensor<Self>>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        I::layer_norm(
+        super::layer_norm::<I>(
             super::full::<I>(tensor),
             super::full::<I>(gamma),
             beta.map(super::full::<I>),
