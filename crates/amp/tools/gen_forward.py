@@ -32,14 +32,15 @@ F32 = {
     "softmin", "layer_norm", "ctc_loss", "interpolate",
 }
 # Ops computed by a function of this crate rather than the inner backend's
-# method: conv2d through greentrain-flexconv (its CPU route on
-# `Autodiff<Flex>`, the conv path), products, linear layers and layer norms
+# method: conv2d and max_pool2d through greentrain-flexconv (its CPU routes
+# on `Autodiff<Flex>`, the conv path), products, linear layers and layer norms
 # through greentrain's kernels where the inner backend is registered.
 CUSTOM = {
     "conv2d": "super::conv2d::<I>",
     "float_matmul": "super::matmul::<I>",
     "linear": "super::linear::<I>",
     "layer_norm": "super::layer_norm::<I>",
+    "max_pool2d": "super::max_pool2d::<I>",
 }
 # Converts a value of the inner backend's type to Amp's, by return type.
 REWRAP = {

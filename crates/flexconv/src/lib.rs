@@ -15,6 +15,7 @@
 pub mod gemm;
 pub mod kernel;
 mod op;
+pub mod pool;
 
 use std::any::Any;
 
@@ -95,6 +96,43 @@ pub fn conv2d<B: Backend>(
     with_bias(y, bias)
 }
 
+/// Burn's [`module::max_pool2d`], computed by [`pool`] on `Autodiff<Flex>`
+/// and Flex where it has no padding or dilation (the same values and
+/// gradients, faster); Burn's everywhere else.
+pub fn max_pool2d<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+) -> Tensor<B, 4> {
+    let flex = is::<B, Autodiff<Flex>>() || is::<B, Flex>();
+    let args = (kernel, stride, padding, dilation, ceil_mode);
+    let route = flex
+        .then(|| {
+            pool::pool_of(
+                x.dims(),
+                x.dtype(),
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            )
+        })
+        .flatten();
+    let Some(p) = route else {
+        let (k, s, pad, d, ceil) = args;
+        return module::max_pool2d(x, k, s, pad, d, ceil);
+    };
+    if is::<B, Flex>() {
+        same(pool::max_pool2d_inner(same(x), p))
+    } else {
+        same(pool::max_pool2d(same(x), p))
+    }
+}
+
 /// Whether [`conv2d`] computes this convolution's gradients itself rather
 /// than through Burn.
 pub fn routes<B: Backend>(
@@ -147,5 +185,5 @@ fn is<A: 'static, B: 'static>() -> bool {
 fn same<A: 'static, B: 'static>(a: A) -> B {
     *(Box::new(a) as Box<dyn Any>)
         .downcast::<B>()
-        .expect("conv2d checked the backend with `is` first")
+        .expect("the caller checked the backend with `is` first")
 }

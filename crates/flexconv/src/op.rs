@@ -97,7 +97,7 @@ fn output(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
 }
 
 /// A tensor's elements in logical order as f32, borrowed when they already are.
-fn floats(t: &FlexTensor) -> Cow<'_, [f32]> {
+pub(crate) fn floats(t: &FlexTensor) -> Cow<'_, [f32]> {
     if let Some(s) = t.as_slice::<f32>() {
         return Cow::Borrowed(s);
     }
@@ -115,7 +115,7 @@ fn widened<T: Copy>(values: &[T], f: fn(T) -> f32) -> Vec<f32> {
 }
 
 /// f32 values as a Flex tensor of `dtype`.
-fn tensor(v: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
+pub(crate) fn tensor(v: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
     FlexTensor::from_data(match dtype {
         DType::F16 => TensorData::new(v.into_iter().map(f16::from_f32).collect(), shape),
         DType::BF16 => TensorData::new(v.into_iter().map(bf16::from_f32).collect(), shape),

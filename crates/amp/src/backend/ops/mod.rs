@@ -115,6 +115,23 @@ fn conv2d<I: Backend>(
         .tensor()
 }
 
+/// Max pooling through greentrain-flexconv, which pools unpadded windows on
+/// `Autodiff<Flex>` and Flex itself (Burn's values and gradients, faster)
+/// and hands everything else to `I::max_pool2d`.
+fn max_pool2d<I: Backend>(
+    x: FloatTensor<I>,
+    kernel_size: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+) -> FloatTensor<I> {
+    let x = tensor::<I, 4>(x);
+    greentrain_flexconv::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+        .into_primitive()
+        .tensor()
+}
+
 /// A product: greentrain-matmul's kernel for two matrices where `I` has
 /// greentrain's kernels ([`super::use_kernels`]), `I`'s own otherwise.
 fn matmul<I: Backend>(lhs: FloatTensor<I>, rhs: FloatTensor<I>) -> FloatTensor<I> {

@@ -674,7 +674,7 @@ impl<I: Backend> ModuleOps<Self> for Amp<I> {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> FloatTensor<Self> {
-        I::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+        super::max_pool2d::<I>(x, kernel_size, stride, padding, dilation, ceil_mode)
     }
 
     fn max_pool2d_with_indices(
