@@ -60,15 +60,19 @@ fn forward(x: &[f32], p: &Pool) -> (Vec<f32>, Vec<u32>) {
                 for c in 0..ow {
                     let (top, left) = (r * p.stride[0], c * p.stride[1]);
                     let mut best = top * w + left;
+                    let mut max = x[best];
                     for i in top..top + p.kernel[0] {
-                        for j in left..left + p.kernel[1] {
-                            // Flex's rule: the first element, then any greater.
-                            if x[i * w + j] > x[best] {
-                                best = i * w + j;
-                            }
+                        let row = &x[i * w + left..i * w + left + p.kernel[1]];
+                        for (j, &v) in row.iter().enumerate() {
+                            // Flex's rule: the first element, then any greater
+                            // (selects, not branches: the comparisons of random
+                            // activations are unpredictable).
+                            let greater = v > max;
+                            max = if greater { v } else { max };
+                            best = if greater { i * w + left + j } else { best };
                         }
                     }
-                    y[r * ow + c] = x[best];
+                    y[r * ow + c] = max;
                     at[r * ow + c] = best as u32;
                 }
             }
