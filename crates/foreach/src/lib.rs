@@ -11,12 +11,12 @@
 //!   group of tensors (as many as the device binds at once), and under Burn's
 //!   fusion (feature `fusion`) the same kernel as a custom fusion operation;
 //! - everywhere else (Flex, any other backend), the same arithmetic in Burn's
-//!   tensor ops ([`reference`]), which is also what the kernels are tested
+//!   tensor ops ([`reference`](mod@reference)), which is also what the kernels are tested
 //!   against.
 //!
 //! Every operation takes the tensors flattened to rank 1, in f32; a kernel
 //! that cannot take its inputs (another dtype, mismatched lengths) falls back
-//! to [`reference`], never to a wrong answer.
+//! to [`reference`](mod@reference), never to a wrong answer.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -107,7 +107,7 @@ pub struct ScaleRule {
 }
 
 /// Operations over many tensors at once. Every method has a default in
-/// Burn's tensor ops ([`reference`]), so any backend can implement this trait
+/// Burn's tensor ops ([`reference`](mod@reference)), so any backend can implement this trait
 /// with an empty `impl`; the CubeCL backends override them with kernels.
 ///
 /// `skip`, where given, is a one-element f32 tensor: where it is above 0 the

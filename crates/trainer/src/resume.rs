@@ -8,7 +8,7 @@
 //! starts again from step 0 with the same seed, keeping the energy already
 //! spent. Nothing in the folder is rewritten until the checkpoint has
 //! loaded (`Run::new`). `train::resume_with` continues what
-//! [`open`] accepts.
+//! `open` accepts.
 
 use crate::checkpoint::{Checkpoint, FILE};
 use crate::config::{self, Config};

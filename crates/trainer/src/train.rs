@@ -1,6 +1,6 @@
 //! The entry points of training (a new run, a resumed one), the set-up they
 //! share, and the one place a backend is picked from a [`DeviceSpec`]; the
-//! run itself is in [`crate::run`].
+//! run itself is in the `run` module.
 
 use crate::config::{Config, LoadedConfig};
 use crate::data::{self, Dataset, Split};

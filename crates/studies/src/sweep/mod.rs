@@ -11,7 +11,7 @@
 //!
 //! The parts, one job each: [`spec`] (the sweep file and its checks),
 //! [`search`] (random, TPE, grid, ASHA's rungs), [`pareto`] (dominance,
-//! the front, ParEGO's scalarisation), [`run`] (trials on worker
+//! the front, ParEGO's scalarisation), [`run`](mod@run) (trials on worker
 //! threads, resuming, budgets), [`report`] (`sweep.json`, tables, figure)
 //! and [`slurm`] (`--emit-slurm`).
 
