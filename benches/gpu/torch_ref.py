@@ -13,10 +13,15 @@ except ImportError:
     sys.exit(3)
 
 def idx(path):
-    raw = gzip.open(path, "rb").read()
-    nd = raw[3]
+    """An IDX file (gzipped or not): u8 (type 0x08) or big-endian f32 (0x0D)."""
+    raw = (gzip.open if path.endswith(".gz") else open)(path, "rb").read()
+    kind, nd = raw[2], raw[3]
     dims = struct.unpack(">" + "I" * nd, raw[4:4 + 4 * nd])
-    return torch.frombuffer(bytearray(raw[4 + 4 * nd:]), dtype=torch.uint8).reshape(dims)
+    body = bytearray(raw[4 + 4 * nd:])
+    if kind == 0x0D:
+        import numpy as np  # PyTorch's own dependency
+        return torch.from_numpy(np.frombuffer(body, dtype=">f4").astype(np.float32)).reshape(dims)
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
 
 def modular(p, train_fraction, seed):
     """All pairs (a, b) with label (a + b) mod p, inputs [a, b, =] as tokens; a seeded split
@@ -31,6 +36,10 @@ def modular(p, train_fraction, seed):
 def data(root, name, seed):
     if name == "modular_transformer":
         return modular(113, 0.5, seed)
+    if name == "mnist1d_cnn":
+        g = lambda n: idx(os.path.join(root, "mnist1d", n))
+        return (g("train-x-idx2-f32"), g("train-y-idx1-ubyte").long(),
+                g("test-x-idx2-f32"), g("test-y-idx1-ubyte").long())
     f = lambda n: os.path.join(root, "mnist", n)
     xs = (idx(f("train-images-idx3-ubyte.gz")).float() / 255 - 0.1307) / 0.3081
     ys = idx(f("train-labels-idx1-ubyte.gz")).long()
@@ -38,7 +47,23 @@ def data(root, name, seed):
     yt = idx(f("t10k-labels-idx1-ubyte.gz")).long()
     return xs.reshape(-1, 784), ys, xt.reshape(-1, 784), yt
 
+class Mnist1dCnn(nn.Module):
+    """configs/mnist1d_cnn.toml (Greydanus & Kobak): three Conv1d (k 5/3/3, stride 2, padding 1)
+    with ReLU at 25 channels, then Linear(25 x 5, 10), for signals of 40."""
+    def __init__(self, c=25, length=40):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Unflatten(1, (1, length)), nn.Conv1d(1, c, 5, 2, 1), nn.ReLU(),
+                                   nn.Conv1d(c, c, 3, 2, 1), nn.ReLU(), nn.Conv1d(c, c, 3, 2, 1), nn.ReLU(),
+                                   nn.Flatten())
+        self.linear = nn.Linear(self.convs(torch.zeros(1, length)).shape[1], 10)
+    def forward(self, x):
+        return self.linear(self.convs(x))
+
 def model(name):
+    if name == "mnist_mlp":
+        return nn.Sequential(nn.Linear(784, 800), nn.ReLU(), nn.Linear(800, 10))
+    if name == "mnist1d_cnn":
+        return Mnist1dCnn()
     if name == "mnist_wide_mlp":
         return nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 10))
     if name == "mnist_lenet5":
@@ -97,7 +122,8 @@ def optimizer(name, params):
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     if name == "modular_transformer":
         return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, eps=1e-8)
-    return torch.optim.Adam(params, lr={"mnist_wide_mlp": 1e-3, "mnist_lenet5": 2e-3}[name], eps=1e-8)
+    lr = {"mnist_wide_mlp": 1e-3, "mnist_lenet5": 2e-3, "mnist_mlp": 1e-3, "mnist1d_cnn": 1e-2}[name]
+    return torch.optim.Adam(params, lr=lr, eps=1e-8)
 
 class Nvml:
     """NVML total-energy counter plus sampled power integrated at 20 Hz."""
@@ -156,9 +182,12 @@ def main():
     a.add_argument("--profile", default="", help="write the top CUDA kernels of 20 profiled steps to this file")
     a.add_argument("--window", type=float, default=0.0,
                    help="seconds: after epoch 1, re-size the later epochs to last about this long")
+    a.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0: PyTorch's default)")
     a.add_argument("--out", required=True)
     args = a.parse_args()
     dev = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     # TF32 off: fp32 means fp32 (PyTorch's matmul default is already off; cuDNN's is on).
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -234,6 +263,7 @@ def main():
     acc = (pred == yt).float().mean().item()
     meter.close() if meter.nv else None
     json.dump({"framework": "pytorch " + torch.__version__, "model": args.model, "mode": args.mode,
+               "threads": torch.get_num_threads(),
                "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
                "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
                "test_accuracy": acc, "skipped_steps": skipped, "epochs": epochs}, open(args.out, "w"), indent=1)

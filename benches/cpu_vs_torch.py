@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""greentrain against PyTorch on the CPU, side by side (issue 39): the same model, batch,
+optimizer, data and thread count, training samples/s of epoch 2 (epoch 1 is warm-up), repeats
+interleaved (greentrain first in odd rounds, PyTorch first in even ones), then per model the
+medians, their ratio and its spread (the lowest greentrain rate over the highest PyTorch one, and
+the other way round). fp32.
+
+    python3 benches/cpu_vs_torch.py [--bin PATH] [--threads 2] [--repeats 3]
+        [--cases "mlp lenet5 mnist1d_cnn resnet20 transformer"] [--install] [--quick]
+
+--install puts PyTorch's CPU wheel in place first (pip, download.pytorch.org/whl/cpu) when
+`import torch` fails; without PyTorch its column says so and greentrain's rates are still
+measured. PyTorch runs benches/gpu/torch_ref.py (its twins of greentrain's configs).
+greentrain's threads are rayon's (RAYON_NUM_THREADS), PyTorch's torch.set_num_threads."""
+import argparse, json, os, statistics, subprocess, sys, tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# case: greentrain config, PyTorch model, batch, steps per epoch (the issue's batches).
+CASES = {
+    "mlp": ("configs/mnist_mlp.toml", "mnist_mlp", 128, 200),
+    "lenet5": ("configs/gpu/mnist_lenet5.toml", "mnist_lenet5", 256, 60),
+    "mnist1d_cnn": ("configs/mnist1d_cnn.toml", "mnist1d_cnn", 100, 40),
+    "resnet20": ("configs/gpu/mnist_resnet20.toml", "mnist_resnet20", 128, 12),
+    "transformer": ("configs/gpu/modular_transformer.toml", "modular_transformer", 512, 12),
+}
+
+def has_torch():
+    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+
+def greentrain(binary, case, threads, out):
+    config, _, batch, steps = CASES[case]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    run = [binary, "--config", config, "--device", "cpu", "--precision", "fp32", "--quiet",
+           "--set", f"data.batch_size={batch}", "--set", f"train.steps_per_epoch={steps}",
+           "--set", "train.epochs=2", "--set", "energy.enabled=false",
+           "--set", f'run.name="side-{case}"', "--out", out]
+    subprocess.run(run, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    newest = max((os.path.join(out, d) for d in os.listdir(out) if d.startswith(f"side-{case}")),
+                 key=os.path.getmtime)
+    return json.load(open(os.path.join(newest, "run.json")))["epochs"][1]["samples_per_s"]
+
+def pytorch(case, threads, out):
+    _, model, batch, steps = CASES[case]
+    path = os.path.join(out, f"torch-{case}.json")
+    run = [sys.executable, "benches/gpu/torch_ref.py", "--model", model, "--mode", "fp32",
+           "--device", "cpu", "--batch", str(batch), "--steps", str(steps), "--epochs", "2",
+           "--threads", str(threads), "--out", path]
+    subprocess.run(run, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    e = json.load(open(path))["epochs"][1]
+    return e["samples"] / e["wall_s"]
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "greentrain"))
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--repeats", type=int, default=3)
+    a.add_argument("--cases", default=" ".join(CASES))
+    a.add_argument("--install", action="store_true")
+    a.add_argument("--quick", action="store_true", help="one repeat, a quarter of the steps (a check, not a figure)")
+    args = a.parse_args()
+    if args.quick:
+        args.repeats = 1
+        for k, (c, m, b, s) in list(CASES.items()):
+            CASES[k] = (c, m, b, max(4, s // 4))
+    if args.install and not has_torch():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "torch",
+                        "--index-url", "https://download.pytorch.org/whl/cpu"], check=True)
+    torch = has_torch()
+    if not torch:
+        print("PyTorch is not installed (--install puts its CPU wheel in place): its column is empty",
+              file=sys.stderr)
+    print(f"| model | batch | greentrain samples/s | PyTorch samples/s | ratio (spread) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as out:
+        for case in args.cases.split():
+            g, t = [], []
+            for r in range(args.repeats):
+                order = ["g", "t"] if r % 2 == 0 else ["t", "g"]
+                for who in order:
+                    if who == "g":
+                        g.append(greentrain(args.bin, case, args.threads, out))
+                    elif torch:
+                        t.append(pytorch(case, args.threads, out))
+            rates = lambda v: ", ".join(f"{x:,.0f}" for x in v) or "-"
+            ratio = "-"
+            if t:
+                ratio = (f"{statistics.median(g) / statistics.median(t):.2f}x "
+                         f"({min(g) / max(t):.2f}-{max(g) / min(t):.2f})")
+            print(f"| {case} | {CASES[case][2]} | {rates(g)} | {rates(t)} | {ratio} |", flush=True)
+
+main()
