@@ -44,6 +44,17 @@ pub(crate) fn add_bias<B: Backend>(y: Tensor<B, 2>, b: Tensor<B, 1>, split: bool
     (y.reshape([rows / c, c, n]) + b).reshape([rows, n])
 }
 
+/// The shape `[rows / c, c, d]` a layer norm over the last dimension of
+/// `dims` runs on where sums split, or `None` where it keeps its shape (a
+/// rank under 2, or rows too few to split). `Amp<B>`'s layer norm and
+/// [`layer_norm`] both ask here.
+pub(crate) fn layer_norm_rows(dims: &[usize]) -> Option<[usize; 3]> {
+    let (&d, lead) = dims.split_last()?;
+    let rows: usize = lead.iter().product();
+    let c = split_of(rows);
+    (!lead.is_empty() && c >= 2).then_some([rows / c, c, d])
+}
+
 /// Burn's layer norm over the last dimension, with the rows viewed as
 /// `[rows / c, c]`: the statistics are per row either way, and the gradients
 /// of gamma and beta (sums over every row) come in two stages.
@@ -53,13 +64,10 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
     split: bool,
 ) -> Tensor<B, D> {
     let dims = x.dims();
-    let d = dims[D - 1];
-    let rows: usize = dims[..D - 1].iter().product();
-    let c = split_of(rows);
-    if !split || D < 2 || c < 2 {
-        return layer.forward(x);
+    match layer_norm_rows(&dims).filter(|_| split) {
+        Some(rows) => layer.forward(x.reshape(rows)).reshape(dims),
+        None => layer.forward(x),
     }
-    layer.forward(x.reshape([rows / c, c, d])).reshape(dims)
 }
 
 /// The mean of a vector, summed in two stages where `split`.
@@ -88,5 +96,15 @@ mod tests {
         assert_eq!(split_of(256), 1);
         assert_eq!(split_of(64), 1);
         assert_eq!(split_of(0), 1);
+    }
+
+    #[test]
+    fn layer_norms_split_their_rows_not_their_features() {
+        use super::layer_norm_rows;
+        assert_eq!(layer_norm_rows(&[64, 16, 32]), Some([32, 32, 32])); // 1024 rows
+        assert_eq!(layer_norm_rows(&[1024, 8]), Some([32, 32, 8]));
+        assert_eq!(layer_norm_rows(&[12, 3, 16]), None); // 36 rows: too few
+        assert_eq!(layer_norm_rows(&[4096]), None); // one row
+        assert_eq!(layer_norm_rows(&[]), None);
     }
 }

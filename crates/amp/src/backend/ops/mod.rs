@@ -192,18 +192,15 @@ fn layer_norm<I: Backend>(
     epsilon: f64,
 ) -> FloatTensor<I> {
     let shape = x.shape();
-    let rank = shape.num_dims();
     let split = current().split_sums
         && kernels::<I>().is_some_and(|k| (k.split_sums)(&I::float_device(&x)));
-    let rows: usize = shape[..rank.saturating_sub(1)].iter().product();
-    let c = crate::sums::split_of(rows);
-    if !split || rank < 2 || c < 2 {
-        return I::layer_norm(x, gamma, beta, epsilon);
+    match crate::sums::layer_norm_rows(&shape).filter(|_| split) {
+        Some(rows) => {
+            let x = I::float_reshape(x, Shape::new(rows));
+            I::float_reshape(I::layer_norm(x, gamma, beta, epsilon), shape)
+        }
+        None => I::layer_norm(x, gamma, beta, epsilon),
     }
-    let d = shape[rank - 1];
-    let x = I::float_reshape(x, Shape::new([rows / c, c, d]));
-    let y = I::layer_norm(x, gamma, beta, epsilon);
-    I::float_reshape(y, shape)
 }
 
 /// `I`'s primitive as a tensor of rank `D` (the rank the caller checked).
