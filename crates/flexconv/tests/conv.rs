@@ -9,20 +9,10 @@ use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use greentrain_flexconv::{conv2d, conv2d_with, routes, ConvPath};
 
-type B = Autodiff<Flex>;
+mod common;
+use common::values;
 
-/// Deterministic values in [-0.5, 0.5).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+type B = Autodiff<Flex>;
 
 fn tensor<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
     let n = shape.iter().product();

@@ -8,24 +8,15 @@ use burn::tensor::module;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use greentrain_flexconv::max_pool2d;
 
+mod common;
+
 type B = Autodiff<Flex>;
 
-/// Values in [-0.5, 0.5), a third of them 0 (ties), from a seed.
+/// [`common::values`] with every third one 0 (ties, as after a ReLU).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|i| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let v = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            if i % 3 == 0 {
-                0.0
-            } else {
-                v
-            }
-        })
-        .collect()
+    let mut v = common::values(n, seed);
+    v.iter_mut().step_by(3).for_each(|x| *x = 0.0);
+    v
 }
 
 type Args = ([usize; 2], [usize; 2], [usize; 2], [usize; 2], bool);
