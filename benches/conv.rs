@@ -7,9 +7,10 @@
 //! input gradient alone and the weight gradient alone (each backward with the
 //! other operand untracked), and the whole forward + backward; greentrain's
 //! output and gradients are checked against Burn's. The strided shape is
-//! Burn's own in both (greentrain routes only stride 1), and so is the
-//! 1-channel forward (too shallow). f32, one line per round; GFLOP/s counts
-//! 2 x N x O x C x Kh x Kw x Ho x Wo per product.
+//! Burn's own in both (greentrain routes only stride 1); greentrain's
+//! 1-channel forward is flexconv's `direct` kernel (Flex's bits). f32, one
+//! line per round; GFLOP/s counts 2 x N x O x C x Kh x Kw x Ho x Wo per
+//! product.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;

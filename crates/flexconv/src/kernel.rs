@@ -56,15 +56,16 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    fn hp(&self) -> usize {
+    pub(crate) fn hp(&self) -> usize {
         self.height + 2 * self.padding[0]
     }
-    fn wp(&self) -> usize {
+    pub(crate) fn wp(&self) -> usize {
         self.width + 2 * self.padding[1]
     }
     /// Whether the forward's products are too shallow (Kw x C_in terms
     /// each) for gemm to beat Flex's own forward: LeNet-5's first layer (5)
     /// measured 1.2-1.4x slower here, its second (30) 2.1-2.4x faster.
+    /// Such a forward is the `direct` module's (or Flex's).
     pub fn shallow(&self) -> bool {
         self.kernel[1] * self.c_in < 8
     }
@@ -202,14 +203,37 @@ fn taps(
     taps
 }
 
-/// The output `[N, C_out, Ho, Wo]` (no bias) of the input `[N, C_in, H, W]`
-/// and the weight `[C_out, C_in, Kh, Kw]`: a correlation of the padded input.
-pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+/// The zero-padded input as a grid, built once for the forward and kept
+/// for the weight gradient.
+pub struct InputGrid(Vec<f32>);
+
+impl InputGrid {
+    pub fn new(x: &[f32], g: &Geometry) -> Self {
+        InputGrid(grid(
+            x,
+            g,
+            g.c_in,
+            [g.height, g.width],
+            g.padding,
+            0,
+            g.reach(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for InputGrid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InputGrid({} values)", self.0.len())
+    }
+}
+
+/// The output `[N, C_out, Ho, Wo]` (no bias) of the input grid and the
+/// weight `[C_out, C_in, Kh, Kw]`: a correlation of the padded input.
+pub fn forward(x: &InputGrid, weight: &[f32], g: &Geometry) -> Vec<f32> {
     let kw = g.kernel[1];
     let (ci, co) = (g.c_in, g.c_out);
     let taps = taps(weight, g, |o, i, y, x| ((y * kw + x) * ci + i) * co + o);
-    let xg = grid(x, g, ci, [g.height, g.width], g.padding, 0, g.reach());
-    let y = correlate(&xg, &taps, g, ci, co);
+    let y = correlate(&x.0, &taps, g, ci, co);
     ungrid(&y, g, co, g.out(), [0, 0])
 }
 
@@ -225,14 +249,14 @@ pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
     ungrid(&dx, g, ci, [g.height, g.width], g.padding)
 }
 
-/// The weight gradient `[C_out, C_in, Kh, Kw]` from the input `[N, C_in, H, W]`
-/// and the output gradient: `dyᵀ x grid` for each kernel row, over groups of
-/// rows summed in a fixed order.
-pub fn weight_grad(x: &[f32], dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
+/// The weight gradient `[C_out, C_in, Kh, Kw]` from the input grid and the
+/// output gradient: `dyᵀ x grid` for each kernel row, over groups of rows
+/// summed in a fixed order.
+pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co, wp, rows) = (g.c_in, g.c_out, g.wp(), g.rows());
     let kc = kw * ci;
-    let xg = grid(x, g, ci, [g.height, g.width], g.padding, 0, g.reach());
+    let xg = &x.0;
     let yg = dy.rows(g);
     // Partial sums over fixed groups of chunks, added in order: the same
     // shape gives the same bits whatever the thread count or scheduling.

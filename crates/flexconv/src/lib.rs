@@ -5,13 +5,15 @@
 //! slowest part of a ResNet step on flex (docs/BENCHMARKS.md). [`conv2d`]
 //! computes stride-1 convolutions and both their gradients as a few large
 //! matrix products over a channels-last copy of the input ([`kernel`]), on
-//! `Autodiff<Flex>` for training and on Flex for evaluation (the forward of
-//! a convolution with very shallow products stays Flex's). Every other
+//! `Autodiff<Flex>` for training and on Flex for evaluation; the forward of
+//! a convolution with very shallow products (a first layer) is [`direct`]'s
+//! register-blocked sums, in Flex's order (Flex's own in 16 bits). Every other
 //! backend, and every other convolution (strided, dilated, grouped,
 //! asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU runs are
 //! untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
 
+pub mod direct;
 pub mod gemm;
 pub mod kernel;
 mod op;
@@ -172,8 +174,9 @@ fn geometry<B: Backend>(
         padding: o.padding,
     };
     let fits = c_in == c_in_w && kh <= height + 2 * o.padding[0] && kw <= width + 2 * o.padding[1];
-    // On Flex alone there is only the forward: shallow ones stay Burn's.
-    let forward_only_and_shallow = is::<B, Flex>() && g.shallow();
+    // On Flex alone there is only the forward: shallow ones stay Burn's
+    // unless the direct kernel computes them.
+    let forward_only_and_shallow = is::<B, Flex>() && g.shallow() && !op::direct(&g, x.dtype());
     (fits && batch > 0 && c_out > 0 && !forward_only_and_shallow).then_some(g)
 }
 

@@ -2,6 +2,7 @@
 //! Flex alone for evaluation: [`kernel`]'s forward and gradients.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -13,6 +14,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{bf16, f16, DType, Tensor, TensorData, TensorPrimitive};
 
+use crate::direct;
 use crate::kernel::{self, Geometry};
 
 /// The dtypes whose tensors the kernels read (as f32) and write back.
@@ -23,8 +25,17 @@ pub fn reads(dtype: DType) -> bool {
 #[derive(Debug)]
 struct ShiftedConv;
 
+/// What the backward reads of the input: the grid the forward built, kept
+/// so that the weight gradient does not build it again, or, where the
+/// forward built none (a shallow one), the input itself.
+#[derive(Clone, Debug)]
+enum Input {
+    Grid(Arc<kernel::InputGrid>, DType),
+    Node(NodeId),
+}
+
 impl Backward<Flex, 2> for ShiftedConv {
-    type State = (NodeId, NodeId, Geometry);
+    type State = (Input, NodeId, Geometry);
 
     fn backward(
         self,
@@ -34,17 +45,26 @@ impl Backward<Flex, 2> for ShiftedConv {
     ) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x_state, w_state, g) = ops.state;
-        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+        let (input, w_state, g) = ops.state;
         let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
+        let (grid, x_dtype) = match input {
+            Input::Grid(grid, dtype) => (Some(grid), dtype),
+            Input::Node(id) => {
+                let x: FlexTensor = checkpointer.retrieve_node_output(id);
+                let grid = node_w
+                    .is_some()
+                    .then(|| Arc::new(kernel::InputGrid::new(&floats(&x), &g)));
+                (grid, x.dtype())
+            }
+        };
         let dy = kernel::OutputGrad::new(&floats(&dy), &g);
         if let Some(node) = node_x {
             let dx = kernel::input_grad(&dy, &floats(&w), &g);
             let shape = [g.batch, g.c_in, g.height, g.width];
-            grads.register::<Flex>(node.id, tensor(dx, shape, x.dtype()));
+            grads.register::<Flex>(node.id, tensor(dx, shape, x_dtype));
         }
-        if let Some(node) = node_w {
-            let dw = kernel::weight_grad(&floats(&x), &dy, &g);
+        if let (Some(node), Some(grid)) = (node_w, grid) {
+            let dw = kernel::weight_grad(&grid, &dy, &g);
             let [kh, kw] = g.kernel;
             grads.register::<Flex>(node.id, tensor(dw, [g.c_out, g.c_in, kh, kw], w.dtype()));
         }
@@ -60,26 +80,34 @@ pub fn conv2d(
 ) -> Tensor<Autodiff<Flex>, 4> {
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
-    let forward = |x: FlexTensor, w: FlexTensor| match g.shallow() {
-        true => Flex::conv2d(x, w, None, options),
-        false => output(&x, &w, &g),
+    let dtype = x.primitive.dtype();
+    let shallow = |x: FlexTensor, w: FlexTensor| match direct(&g, dtype) {
+        true => output(&x, &w, &g),
+        false => Flex::conv2d(x, w, None, options),
     };
     let y = match ShiftedConv
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
-            prep.finish(state, forward(x.primitive, w.primitive))
+        OpsKind::Tracked(mut prep) if g.shallow() => {
+            let state = (Input::Node(prep.checkpoint(&x)), prep.checkpoint(&w), g);
+            prep.finish(state, shallow(x.primitive, w.primitive))
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, w.primitive)),
+        OpsKind::Tracked(mut prep) => {
+            let grid = Arc::new(kernel::InputGrid::new(&floats(&x.primitive), &g));
+            let y = kernel::forward(&grid, &floats(&w.primitive), &g);
+            let state = (Input::Grid(grid, dtype), prep.checkpoint(&w), g);
+            prep.finish(state, output_tensor(y, &g, dtype))
+        }
+        OpsKind::UnTracked(prep) if g.shallow() => prep.finish(shallow(x.primitive, w.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(output(&x.primitive, &w.primitive, &g)),
     };
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
 /// The same convolution on Flex itself (evaluation): no graph to record;
-/// never a [`Geometry::shallow`] one (those stay Burn's).
+/// a [`Geometry::shallow`] one only where [`direct`] computes it.
 pub fn conv2d_inner(x: Tensor<Flex, 4>, w: Tensor<Flex, 4>, g: Geometry) -> Tensor<Flex, 4> {
     let y = output(
         &x.into_primitive().tensor(),
@@ -89,11 +117,27 @@ pub fn conv2d_inner(x: Tensor<Flex, 4>, w: Tensor<Flex, 4>, g: Geometry) -> Tens
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
-/// The convolution's output by [`kernel::forward`], in `x`'s dtype.
+/// Whether a shallow convolution's forward is [`direct::forward`]'s: in f32,
+/// where it gives Flex's bits (Flex sums 16-bit inputs in 16 bits, so those
+/// stay Flex's).
+pub fn direct(g: &Geometry, dtype: DType) -> bool {
+    dtype == DType::F32 && direct::applies(g)
+}
+
+/// The convolution's output by [`kernel::forward`] (by [`direct::forward`]
+/// for a shallow one), in `x`'s dtype.
 fn output(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
+    let y = match g.shallow() {
+        true => direct::forward(&floats(x), &floats(w), g),
+        false => kernel::forward(&kernel::InputGrid::new(&floats(x), g), &floats(w), g),
+    };
+    output_tensor(y, g, x.dtype())
+}
+
+/// The output values as a `[N, C_out, Ho, Wo]` tensor of `dtype`.
+fn output_tensor(y: Vec<f32>, g: &Geometry, dtype: DType) -> FlexTensor {
     let [ho, wo] = g.out();
-    let y = kernel::forward(&floats(x), &floats(w), g);
-    tensor(y, [g.batch, g.c_out, ho, wo], x.dtype())
+    tensor(y, [g.batch, g.c_out, ho, wo], dtype)
 }
 
 /// A tensor's elements in logical order as f32, borrowed when they already are.

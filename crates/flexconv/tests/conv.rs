@@ -149,11 +149,59 @@ fn only_stride_1_symmetric_convolutions_on_flex_are_routed() {
         routes(&inner, &w.clone().inner(), &options(1, 1)),
         "Flex without autodiff (evaluation)"
     );
-    // LeNet's first layer: 5 terms per product, Flex's forward is faster.
+    // LeNet's first layer: 5 terms per product, the direct kernel's in f32,
+    // Flex's own in f16 (Flex sums those in f16).
     let (x1, w1) = (tensor([2, 1, 28, 28], 1), tensor([6, 1, 5, 5], 2));
     assert!(routes(&x1, &w1, &options(1, 2)), "training: the gradients");
     let (x1, w1) = (x1.inner(), w1.inner());
-    assert!(!routes(&x1, &w1, &options(1, 2)), "evaluation: shallow");
+    assert!(
+        routes(&x1, &w1, &options(1, 2)),
+        "evaluation: direct in f32"
+    );
+    let (x1, w1) = (x1.cast(FloatDType::F16), w1.cast(FloatDType::F16));
+    assert!(!routes(&x1, &w1, &options(1, 2)), "evaluation: shallow f16");
+    // Shallow, but more channels than Flex's small-channel kernel takes.
+    let (x5, w5) = (
+        tensor([2, 5, 8, 8], 1).inner(),
+        tensor([20, 5, 1, 1], 2).inner(),
+    );
+    assert!(!routes(&x5, &w5, &options(1, 0)), "evaluation: 1x1 shallow");
+}
+
+/// The shallow first layers' forward equals Flex's bit for bit, in training
+/// (`Autodiff<Flex>`, with its gradients) and in evaluation (Flex alone):
+/// LeNet-5's, ResNet's stem and odd ones (output widths past and short of
+/// 16 columns, 4 input channels, output channels not a multiple of 4, a
+/// kernel as large as the padded image, non-square kernels and padding).
+#[test]
+fn shallow_forwards_are_flexs_bits() {
+    for (x, w, pad) in [
+        ([3, 1, 28, 28], [6, 1, 5, 5], 2),  // LeNet c1
+        ([2, 1, 28, 28], [16, 1, 3, 3], 1), // ResNet stem
+        ([2, 2, 9, 37], [5, 2, 3, 3], 1),   // 37 columns: 16 + 16 + 5
+        ([1, 4, 6, 5], [2, 4, 2, 1], 0),    // 4 channels, 2 x 1 kernel
+        ([2, 1, 3, 3], [3, 1, 7, 7], 2),    // kernel = padded image
+        ([1, 3, 11, 4], [7, 3, 2, 2], 1),   // 3 outputs past a block of 4
+    ] {
+        let opts = options(1, pad);
+        let (xt, wt) = (tensor(x, 1), tensor(w, 2));
+        assert!(routes(&xt, &wt, &opts), "{x:?} {w:?}");
+        let burn = data(module::conv2d(xt.clone(), wt.clone(), None, opts.clone()));
+        let ours = data(conv2d(xt.clone(), wt.clone(), None, opts.clone()));
+        same_bits(&ours, &burn, &format!("training {x:?} {w:?}"));
+        let (xi, wi) = (xt.inner(), wt.inner());
+        assert!(routes(&xi, &wi, &opts));
+        let inner = data(conv2d(xi.clone(), wi.clone(), None, opts.clone()));
+        let flex = data(module::conv2d(xi, wi, None, opts));
+        same_bits(&inner, &flex, &format!("evaluation {x:?} {w:?}"));
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32], case: &str) {
+    assert_eq!(a.len(), b.len(), "{case}: sizes");
+    let differ = a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits());
+    let (n, first) = (differ.clone().count(), differ.clone().next());
+    assert_eq!(n, 0, "{case}: {n} values differ, the first {first:?}");
 }
 
 #[test]
