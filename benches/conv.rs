@@ -6,11 +6,10 @@
 //! LeNet-5's two 5x5 ones (MNIST, batch 512 by default): the forwards, the
 //! input gradient alone and the weight gradient alone (each backward with the
 //! other operand untracked), and the whole forward + backward; greentrain's
-//! output and gradients are checked against Burn's. The strided shape is
-//! Burn's own in both (greentrain routes only stride 1); greentrain's
-//! 1-channel forward is flexconv's `direct` kernel (Flex's bits). f32, one
-//! line per round; GFLOP/s counts 2 x N x O x C x Kh x Kw x Ho x Wo per
-//! product.
+//! output and gradients are checked against Burn's. greentrain computes the
+//! strided shape as stride-1 convolutions over the input's phases, and the
+//! 1-channel layer with flexconv's `direct` kernel. f32, one line per round;
+//! GFLOP/s counts 2 x N x O x C x Kh x Kw x Ho x Wo per product.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;

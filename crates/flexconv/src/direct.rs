@@ -1,10 +1,13 @@
-//! The forward of a convolution too shallow for matrix products: a first
-//! layer on 1- to 4-channel images (LeNet-5's and ResNet's), where a
-//! product row would have 3 to 25 terms. Flex computes these one kernel
-//! tap at a time over the whole output plane, loading and storing every
-//! output value once per tap (a quarter of a LeNet-5 step, docs/BENCHMARKS.md);
-//! here 16 output columns of 4 output channels stay in registers across
-//! all the taps, read from a zero-padded copy of the image.
+//! The forward and the weight gradient of a convolution too shallow for
+//! matrix products: a first layer on 1- to 4-channel images (LeNet-5's and
+//! ResNet's), where a product row would have 3 to 25 terms. Flex computes
+//! the forward one kernel tap at a time over the whole output plane, loading
+//! and storing every output value once per tap (a quarter of a LeNet-5
+//! step, docs/BENCHMARKS.md), and the shifted products' weight gradient is
+//! a gemm with a 6 x 5 result over 2,048-row sums. Here 16 output columns of
+//! 4 output channels stay in registers across all the taps (forward), or 16
+//! columns' products of one tap for 4 channels across the whole image
+//! (weight gradient), read from a zero-padded copy of the image.
 //!
 //! Each output sums its terms in Flex's order (input channel, kernel row,
 //! kernel column; multiply, then add, from +0), so the values are Flex's bit
@@ -38,6 +41,38 @@ pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     out.par_chunks_mut(g.c_out * ho * wo)
         .zip(x.par_chunks(g.c_in * g.height * g.width))
         .for_each(|(dst, src)| image(dst, &padded(src, g, row), &taps, g, row));
+    out
+}
+
+/// The weight gradient `[C_out, C_in, Kh, Kw]` from the input `[N, C_in, H, W]`
+/// and the output gradient `[N, C_out, Ho, Wo]`: per image, each weight's
+/// products summed in 16 lanes of output columns held in registers, the
+/// lanes then added in order, and the images' sums added in image order,
+/// so the bits do not depend on the thread count.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let [ho, wo] = g.out();
+    let row = (wo.div_ceil(LANES) * LANES + g.kernel[1] - 1).max(g.wp());
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(g.c_in * g.height * g.width)
+        .zip(dy.par_chunks(g.c_out * ho * wo))
+        .map(|(src, d)| image_grad(&padded(src, g, row), &lanes(d, g), g, row))
+        .collect();
+    let mut sum = vec![0f32; g.c_out * g.c_in * g.kernel[0] * g.kernel[1]];
+    for p in &partials {
+        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    sum
+}
+
+/// One image's output gradient with each row widened to whole LANES with
+/// zeros, `[C_out][Ho][Wo rounded up]`.
+fn lanes(dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let [_, wo] = g.out();
+    let width = wo.div_ceil(LANES) * LANES;
+    let mut out = vec![0f32; dy.len() / wo * width];
+    for (line, d) in dy.chunks_exact(wo).zip(out.chunks_exact_mut(width)) {
+        d[..wo].copy_from_slice(line);
+    }
     out
 }
 
@@ -112,6 +147,73 @@ unsafe fn image_avx2(
     row: usize,
 ) {
     image_body(dst, src, taps, g, row)
+}
+
+/// One image's weight gradient, on the widest vector unit this CPU has (no
+/// fused multiply-add on any, so the same bits).
+fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { image_grad_avx512(src, dy, g, row) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { image_grad_avx2(src, dy, g, row) };
+        }
+    }
+    image_grad_body(src, dy, g, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn image_grad_avx512(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
+    image_grad_body(src, dy, g, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn image_grad_avx2(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
+    image_grad_body(src, dy, g, row)
+}
+
+/// `dw[o][i][t][s] = sum_(y, x) dy[o][y][x] * src[i][y + t][x + s]` for one
+/// image, BLOCK output channels of one tap at a time, summed per lane over
+/// rows and column blocks, then across the lanes in order.
+#[inline(always)]
+fn image_grad_body(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
+    let ([kh, kw], [ho, wo], hp) = (g.kernel, g.out(), g.hp());
+    let width = wo.div_ceil(LANES) * LANES;
+    let per_out = g.c_in * kh * kw;
+    let mut out = vec![0f32; g.c_out * per_out];
+    for o0 in (0..g.c_out).step_by(BLOCK) {
+        let channels = BLOCK.min(g.c_out - o0);
+        for k in 0..per_out {
+            let (i, t, s) = (k / (kh * kw), k / kw % kh, k % kw);
+            let mut acc = [[0f32; LANES]; BLOCK];
+            for y in 0..ho {
+                let line = &src[(i * hp + y + t) * row + s..][..width];
+                for x0 in (0..width).step_by(LANES) {
+                    let v: [f32; LANES] = line[x0..x0 + LANES].try_into().expect("padded");
+                    let mut d = [[0f32; LANES]; BLOCK];
+                    for (b, d) in d.iter_mut().enumerate().take(channels) {
+                        let at = ((o0 + b) * ho + y) * width + x0;
+                        *d = dy[at..at + LANES].try_into().expect("lanes");
+                    }
+                    for b in 0..BLOCK {
+                        for j in 0..LANES {
+                            acc[b][j] += d[b][j] * v[j];
+                        }
+                    }
+                }
+            }
+            for (b, a) in acc.iter().enumerate().take(channels) {
+                out[(o0 + b) * per_out + k] = a.iter().fold(0.0, |sum, v| sum + v);
+            }
+        }
+    }
+    out
 }
 
 /// `dst[o][y][x] = sum_(i, t, s) w[o][i][t][s] * src[i][y + t][x + s]`, in
@@ -198,5 +300,52 @@ mod tests {
                 plain
             );
         }
+        let dy: Vec<f32> = (0..g.c_out * ho * wo)
+            .map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5)
+            .collect();
+        let lanes = lanes(&dy, &g);
+        let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let plain = bits(image_grad_body(&src, &lanes, &g, row));
+        assert_eq!(bits(image_grad(&src, &lanes, &g, row)), plain);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            assert_eq!(
+                bits(unsafe { image_grad_avx2(&src, &lanes, &g, row) }),
+                plain
+            );
+        }
+    }
+
+    /// The weight gradient sums the images in their order, whatever the
+    /// number of threads.
+    #[test]
+    fn the_weight_gradient_has_the_same_bits_on_any_thread_count() {
+        let g = Geometry {
+            batch: 37,
+            c_in: 1,
+            c_out: 6,
+            height: 28,
+            width: 28,
+            kernel: [5, 5],
+            padding: [2, 2],
+        };
+        let x: Vec<f32> = (0..37 * 784)
+            .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let dy: Vec<f32> = (0..37 * 6 * 784)
+            .map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5)
+            .collect();
+        let on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let dw = pool.install(|| weight_grad(&x, &dy, &g));
+            dw.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = on(1);
+        assert_eq!(on(2), one);
+        assert_eq!(on(5), one);
     }
 }

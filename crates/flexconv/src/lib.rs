@@ -7,10 +7,11 @@
 //! matrix products over a channels-last copy of the input ([`kernel`]), on
 //! `Autodiff<Flex>` for training and on Flex for evaluation; the forward of
 //! a convolution with very shallow products (a first layer) is [`direct`]'s
-//! register-blocked sums, in Flex's order (Flex's own in 16 bits). Every other
-//! backend, and every other convolution (strided, dilated, grouped,
-//! asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU runs are
-//! untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
+//! register-blocked sums, in Flex's order (Flex's own in 16 bits). In
+//! training, a strided convolution is the sum of stride-1 ones over the
+//! input's phases ([`strided`]). Every other backend, and every other convolution (dilated,
+//! grouped, asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU
+//! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
 
 pub mod direct;
@@ -18,6 +19,7 @@ pub mod gemm;
 pub mod kernel;
 mod op;
 pub mod pool;
+pub mod strided;
 
 use std::any::Any;
 
@@ -87,6 +89,10 @@ pub fn conv2d<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     options: PaddedConvOptions<2>,
 ) -> Tensor<B, 4> {
+    if let Some(s) = strided(&x, &weight, &options) {
+        let y: Tensor<B, 4> = same(strided::conv2d(same(x), same(weight), s));
+        return with_bias(y, bias);
+    }
     let Some(geometry) = geometry(&x, &weight, &options) else {
         return module::conv2d(x, weight, bias, options);
     };
@@ -142,7 +148,22 @@ pub fn routes<B: Backend>(
     weight: &Tensor<B, 4>,
     options: &PaddedConvOptions<2>,
 ) -> bool {
-    geometry(x, weight, options).is_some()
+    strided(x, weight, options).is_some() || geometry(x, weight, options).is_some()
+}
+
+/// The plan when [`conv2d`] takes this strided convolution apart into
+/// stride-1 ones ([`strided`]): on `Autodiff<Flex>` (for its gradients:
+/// Flex's own strided forward is faster, so evaluation keeps it), in a
+/// dtype the kernels read.
+fn strided<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    options: &PaddedConvOptions<2>,
+) -> Option<strided::Strided> {
+    let flex = is::<B, Autodiff<Flex>>();
+    let dtype = op::reads(x.dtype()) && x.dtype() == weight.dtype();
+    let plan = strided::Strided::of(x.dims(), weight.dims(), options);
+    plan.filter(|_| flex && dtype)
 }
 
 /// The geometry when this convolution takes the shifted-product path:

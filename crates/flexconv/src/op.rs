@@ -34,6 +34,12 @@ enum Input {
     Node(NodeId),
 }
 
+/// The input as the backward found it.
+enum Kept {
+    Grid(Arc<kernel::InputGrid>),
+    Input(FlexTensor),
+}
+
 impl Backward<Flex, 2> for ShiftedConv {
     type State = (Input, NodeId, Geometry);
 
@@ -47,24 +53,31 @@ impl Backward<Flex, 2> for ShiftedConv {
         let dy = grads.consume::<Flex>(&ops.node);
         let (input, w_state, g) = ops.state;
         let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
-        let (grid, x_dtype) = match input {
-            Input::Grid(grid, dtype) => (Some(grid), dtype),
+        let (x, x_dtype) = match input {
+            Input::Grid(grid, dtype) => (Kept::Grid(grid), dtype),
             Input::Node(id) => {
                 let x: FlexTensor = checkpointer.retrieve_node_output(id);
-                let grid = node_w
-                    .is_some()
-                    .then(|| Arc::new(kernel::InputGrid::new(&floats(&x), &g)));
-                (grid, x.dtype())
+                let dtype = x.dtype();
+                (Kept::Input(x), dtype)
             }
         };
-        let dy = kernel::OutputGrad::new(&floats(&dy), &g);
+        let dy = floats(&dy);
+        let dy_grid = std::cell::OnceCell::new();
+        let dy_grid = || dy_grid.get_or_init(|| kernel::OutputGrad::new(&dy, &g));
         if let Some(node) = node_x {
-            let dx = kernel::input_grad(&dy, &floats(&w), &g);
+            let dx = kernel::input_grad(dy_grid(), &floats(&w), &g);
             let shape = [g.batch, g.c_in, g.height, g.width];
             grads.register::<Flex>(node.id, tensor(dx, shape, x_dtype));
         }
-        if let (Some(node), Some(grid)) = (node_w, grid) {
-            let dw = kernel::weight_grad(&grid, &dy, &g);
+        if let Some(node) = node_w {
+            let dw = match x {
+                Kept::Grid(grid) => kernel::weight_grad(&grid, dy_grid(), &g),
+                Kept::Input(x) if direct::applies(&g) => direct::weight_grad(&floats(&x), &dy, &g),
+                Kept::Input(x) => {
+                    let grid = kernel::InputGrid::new(&floats(&x), &g);
+                    kernel::weight_grad(&grid, dy_grid(), &g)
+                }
+            };
             let [kh, kw] = g.kernel;
             grads.register::<Flex>(node.id, tensor(dw, [g.c_out, g.c_in, kh, kw], w.dtype()));
         }

@@ -125,8 +125,20 @@ fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
     check([3, 6, 14, 14], [16, 6, 5, 5], true, 1, 0, false, 1e-5); // LeNet c3
     check([2, 3, 7, 5], [4, 3, 3, 2], false, 1, 1, false, 1e-5); // non-square
     check([1, 2, 4, 4], [3, 2, 4, 4], false, 1, 0, false, 1e-5); // kernel = image
-                                                                 // Strided convolutions are not routed (only_stride_1_...): Burn runs
-                                                                 // them, and comparing Burn with itself here would test nothing.
+    check([2, 1, 28, 28], [16, 1, 3, 3], false, 1, 1, false, 1e-5); // ResNet stem (direct)
+    check([2, 2, 9, 37], [5, 2, 3, 3], true, 1, 1, false, 1e-5); // direct, 37 columns
+    check([1, 4, 6, 5], [7, 4, 2, 1], false, 1, 0, false, 1e-5); // direct, 4 channels
+}
+
+/// Strided convolutions as sums of stride-1 ones over the input's phases.
+#[test]
+fn strided_gradients_match_burns() {
+    check([4, 16, 16, 16], [32, 16, 3, 3], false, 2, 1, false, 1e-5); // ResNet stage 2
+    check([2, 8, 9, 9], [12, 8, 3, 3], true, 2, 1, false, 1e-5); // odd image
+    check([2, 8, 8, 8], [16, 8, 1, 1], false, 2, 0, false, 1e-5); // 1x1 shortcut
+    check([2, 9, 11, 10], [5, 9, 5, 4], true, 3, 2, false, 1e-5); // stride 3, 5x4 kernel
+    check([2, 9, 7, 7], [4, 9, 2, 2], false, 2, 0, false, 1e-5); // 2x2 kernel, stride 2
+    check([2, 8, 10, 10], [8, 8, 3, 3], false, 2, 1, true, 2e-2); // f16
 }
 
 #[test]
@@ -136,10 +148,13 @@ fn half_precision_inputs_get_gradients_of_their_dtype() {
 }
 
 #[test]
-fn only_stride_1_symmetric_convolutions_on_flex_are_routed() {
+fn symmetric_undilated_convolutions_on_flex_are_routed() {
     let (x, w) = (tensor([2, 4, 8, 8], 1), tensor([4, 4, 3, 3], 2));
     assert!(routes(&x, &w, &options(1, 1)));
-    assert!(!routes(&x, &w, &options(2, 1)), "strided");
+    assert!(
+        routes(&x, &w, &options(2, 1)),
+        "strided: as stride-1 phases"
+    );
     let asym = PaddedConvOptions::asymmetric([1, 1], [1, 1], [0, 0], [1, 1], 1);
     assert!(!routes(&x, &w, &asym), "asymmetric padding");
     let dilated = PaddedConvOptions::asymmetric([1, 1], [1, 1], [1, 1], [2, 2], 1);
