@@ -35,7 +35,7 @@ pub fn applies(g: &Geometry) -> bool {
 /// and the weight `[C_out, C_in, Kh, Kw]`, one image per task.
 pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [ho, wo] = g.out();
-    let row = (wo.div_ceil(LANES) * LANES + g.kernel[1] - 1).max(g.wp());
+    let row = padded_row(g);
     let taps = taps(weight, g);
     let mut out = vec![0f32; g.batch * g.c_out * ho * wo];
     out.par_chunks_mut(g.c_out * ho * wo)
@@ -51,7 +51,7 @@ pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
 /// so the bits do not depend on the thread count.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let [ho, wo] = g.out();
-    let row = (wo.div_ceil(LANES) * LANES + g.kernel[1] - 1).max(g.wp());
+    let row = padded_row(g);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(g.c_in * g.height * g.width)
         .zip(dy.par_chunks(g.c_out * ho * wo))
@@ -68,12 +68,23 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 /// zeros, `[C_out][Ho][Wo rounded up]`.
 fn lanes(dy: &[f32], g: &Geometry) -> Vec<f32> {
     let [_, wo] = g.out();
-    let width = wo.div_ceil(LANES) * LANES;
+    let width = lane_width(g);
     let mut out = vec![0f32; dy.len() / wo * width];
     for (line, d) in dy.chunks_exact(wo).zip(out.chunks_exact_mut(width)) {
         d[..wo].copy_from_slice(line);
     }
     out
+}
+
+/// The output width rounded up to whole LANES.
+fn lane_width(g: &Geometry) -> usize {
+    g.out()[1].div_ceil(LANES) * LANES
+}
+
+/// The length of a padded image row: every tap of every lane block reads
+/// inside it.
+fn padded_row(g: &Geometry) -> usize {
+    (lane_width(g) + g.kernel[1] - 1).max(g.wp())
 }
 
 /// One image's channels zero-padded, each `Hp` rows of `row` values.
@@ -183,8 +194,8 @@ unsafe fn image_grad_avx2(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> 
 /// rows and column blocks, then across the lanes in order.
 #[inline(always)]
 fn image_grad_body(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    let ([kh, kw], [ho, wo], hp) = (g.kernel, g.out(), g.hp());
-    let width = wo.div_ceil(LANES) * LANES;
+    let ([kh, kw], [ho, _], hp) = (g.kernel, g.out(), g.hp());
+    let width = lane_width(g);
     let per_out = g.c_in * kh * kw;
     let mut out = vec![0f32; g.c_out * per_out];
     for o0 in (0..g.c_out).step_by(BLOCK) {
@@ -283,7 +294,7 @@ mod tests {
             .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
             .collect();
         let [ho, wo] = g.out();
-        let row = (wo.div_ceil(LANES) * LANES + g.kernel[1] - 1).max(g.wp());
+        let row = padded_row(&g);
         let (src, taps) = (padded(&x, &g, row), taps(&w, &g));
         let run = |f: &dyn Fn(&mut [f32])| {
             let mut out = vec![0f32; g.c_out * ho * wo];
