@@ -30,18 +30,12 @@ struct ShiftedConv;
 /// forward built none (a shallow one), the input itself.
 #[derive(Clone, Debug)]
 enum Input {
-    Grid(Arc<kernel::InputGrid>, DType),
+    Grid(Arc<kernel::InputGrid>),
     Node(NodeId),
 }
 
-/// The input as the backward found it.
-enum Kept {
-    Grid(Arc<kernel::InputGrid>),
-    Input(FlexTensor),
-}
-
 impl Backward<Flex, 2> for ShiftedConv {
-    type State = (Input, NodeId, Geometry);
+    type State = (Input, DType, NodeId, Geometry);
 
     fn backward(
         self,
@@ -51,16 +45,8 @@ impl Backward<Flex, 2> for ShiftedConv {
     ) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (input, w_state, g) = ops.state;
+        let (input, x_dtype, w_state, g) = ops.state;
         let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
-        let (x, x_dtype) = match input {
-            Input::Grid(grid, dtype) => (Kept::Grid(grid), dtype),
-            Input::Node(id) => {
-                let x: FlexTensor = checkpointer.retrieve_node_output(id);
-                let dtype = x.dtype();
-                (Kept::Input(x), dtype)
-            }
-        };
         let dy = floats(&dy);
         let dy_grid = std::cell::OnceCell::new();
         let dy_grid = || dy_grid.get_or_init(|| kernel::OutputGrad::new(&dy, &g));
@@ -70,12 +56,17 @@ impl Backward<Flex, 2> for ShiftedConv {
             grads.register::<Flex>(node.id, tensor(dx, shape, x_dtype));
         }
         if let Some(node) = node_w {
-            let dw = match x {
-                Kept::Grid(grid) => kernel::weight_grad(&grid, dy_grid(), &g),
-                Kept::Input(x) if direct::applies(&g) => direct::weight_grad(&floats(&x), &dy, &g),
-                Kept::Input(x) => {
-                    let grid = kernel::InputGrid::new(&floats(&x), &g);
-                    kernel::weight_grad(&grid, dy_grid(), &g)
+            let dw = match input {
+                Input::Grid(grid) => kernel::weight_grad(&grid, dy_grid(), &g),
+                Input::Node(id) => {
+                    let x: FlexTensor = checkpointer.retrieve_node_output(id);
+                    let x = floats(&x);
+                    match direct::applies(&g) {
+                        true => direct::weight_grad(&x, &dy, &g),
+                        false => {
+                            kernel::weight_grad(&kernel::InputGrid::new(&x, &g), dy_grid(), &g)
+                        }
+                    }
                 }
             };
             let [kh, kw] = g.kernel;
@@ -104,13 +95,18 @@ pub fn conv2d(
         .stateful()
     {
         OpsKind::Tracked(mut prep) if g.shallow() => {
-            let state = (Input::Node(prep.checkpoint(&x)), prep.checkpoint(&w), g);
+            let state = (
+                Input::Node(prep.checkpoint(&x)),
+                dtype,
+                prep.checkpoint(&w),
+                g,
+            );
             prep.finish(state, shallow(x.primitive, w.primitive))
         }
         OpsKind::Tracked(mut prep) => {
             let grid = Arc::new(kernel::InputGrid::new(&floats(&x.primitive), &g));
             let y = kernel::forward(&grid, &floats(&w.primitive), &g);
-            let state = (Input::Grid(grid, dtype), prep.checkpoint(&w), g);
+            let state = (Input::Grid(grid), dtype, prep.checkpoint(&w), g);
             prep.finish(state, output_tensor(y, &g, dtype))
         }
         OpsKind::UnTracked(prep) if g.shallow() => prep.finish(shallow(x.primitive, w.primitive)),

@@ -128,6 +128,7 @@ fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
     check([2, 1, 28, 28], [16, 1, 3, 3], false, 1, 1, false, 1e-5); // ResNet stem (direct)
     check([2, 2, 9, 37], [5, 2, 3, 3], true, 1, 1, false, 1e-5); // direct, 37 columns
     check([1, 4, 6, 5], [7, 4, 2, 1], false, 1, 0, false, 1e-5); // direct, 4 channels
+    check([2, 2, 8, 8], [20, 2, 3, 3], true, 1, 1, false, 1e-5); // shallow, 20 outputs: Flex's forward
 }
 
 /// Strided convolutions as sums of stride-1 ones over the input's phases.
