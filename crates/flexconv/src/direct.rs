@@ -24,6 +24,43 @@ const LANES: usize = 16;
 /// Output channels summed together, sharing each input load.
 const BLOCK: usize = 4;
 
+/// `fn $name(args)` calling `$body`, built three times: for AVX-512, for
+/// AVX2 and for the baseline, the widest this CPU has chosen at run time.
+/// None fuses a multiply and an add, so all give the same bits; the AVX
+/// builds keep their names for the tests.
+macro_rules! widest {
+    ($(#[$doc:meta])* fn $name:ident / $avx512:ident / $avx2:ident
+        ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { $avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
+            $body($($arg),*)
+        }
+    };
+}
+
 /// Whether [`forward`] computes this convolution with Flex's bits: the
 /// shapes Flex gives its own small-channel kernel (1 to 4 input channels,
 /// 2 to 16 output channels, not 1x1), among the shallow ones.
@@ -119,74 +156,16 @@ fn taps(weight: &[f32], g: &Geometry) -> Vec<[f32; BLOCK]> {
     taps
 }
 
-/// One image, on the widest vector unit this CPU has (the same arithmetic
-/// on each: no fused multiply-add, so the same bits).
-fn image(dst: &mut [f32], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { image_avx512(dst, src, taps, g, row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { image_avx2(dst, src, taps, g, row) };
-        }
-    }
-    image_body(dst, src, taps, g, row)
+widest! {
+    /// One image's forward.
+    fn image / image_avx512 / image_avx2
+        (dst: &mut [f32], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) = image_body
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn image_avx512(
-    dst: &mut [f32],
-    src: &[f32],
-    taps: &[[f32; BLOCK]],
-    g: &Geometry,
-    row: usize,
-) {
-    image_body(dst, src, taps, g, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn image_avx2(
-    dst: &mut [f32],
-    src: &[f32],
-    taps: &[[f32; BLOCK]],
-    g: &Geometry,
-    row: usize,
-) {
-    image_body(dst, src, taps, g, row)
-}
-
-/// One image's weight gradient, on the widest vector unit this CPU has (no
-/// fused multiply-add on any, so the same bits).
-fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { image_grad_avx512(src, dy, g, row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { image_grad_avx2(src, dy, g, row) };
-        }
-    }
-    image_grad_body(src, dy, g, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn image_grad_avx512(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    image_grad_body(src, dy, g, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn image_grad_avx2(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    image_grad_body(src, dy, g, row)
+widest! {
+    /// One image's weight gradient.
+    fn image_grad / image_grad_avx512 / image_grad_avx2
+        (src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> = image_grad_body
 }
 
 /// `dw[o][i][t][s] = sum_(y, x) dy[o][y][x] * src[i][y + t][x + s]` for one

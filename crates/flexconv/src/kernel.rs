@@ -56,6 +56,24 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The shape of `x` `[N, C_in, H, W]` convolved with `weight`
+    /// `[C_out, C_in, Kh, Kw]` under `padding` on each side, where the
+    /// kernels compute it: matching channels, a kernel inside the padded
+    /// image, and something to compute.
+    pub fn of(x: [usize; 4], weight: [usize; 4], padding: [usize; 2]) -> Option<Self> {
+        let ([batch, c_in, height, width], [c_out, c_w, kh, kw]) = (x, weight);
+        let fits = kh <= height + 2 * padding[0] && kw <= width + 2 * padding[1];
+        let some = batch > 0 && c_out > 0 && kh > 0 && kw > 0;
+        (c_in == c_w && fits && some).then_some(Geometry {
+            batch,
+            c_in,
+            c_out,
+            height,
+            width,
+            kernel: [kh, kw],
+            padding,
+        })
+    }
     pub(crate) fn hp(&self) -> usize {
         self.height + 2 * self.padding[0]
     }

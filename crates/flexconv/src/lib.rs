@@ -152,53 +152,47 @@ pub fn routes<B: Backend>(
 }
 
 /// The plan when [`conv2d`] takes this strided convolution apart into
-/// stride-1 ones ([`strided`]): on `Autodiff<Flex>` (for its gradients:
-/// Flex's own strided forward is faster, so evaluation keeps it), in a
-/// dtype the kernels read.
+/// stride-1 ones ([`strided`]): on `Autodiff<Flex>` only (for its
+/// gradients: Flex's own strided forward is faster, so evaluation keeps it).
 fn strided<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     options: &PaddedConvOptions<2>,
 ) -> Option<strided::Strided> {
-    let flex = is::<B, Autodiff<Flex>>();
-    let dtype = op::reads(x.dtype()) && x.dtype() == weight.dtype();
-    let plan = strided::Strided::of(x.dims(), weight.dims(), options);
-    plan.filter(|_| flex && dtype)
+    let g = shape(x, weight, options).filter(|_| is::<B, Autodiff<Flex>>())?;
+    strided::Strided::new(g, options.options.stride)
 }
 
 /// The geometry when this convolution takes the shifted-product path:
-/// `Autodiff<Flex>` or Flex, stride 1, no dilation, one group, the same
-/// padding on both sides, a float dtype the kernels read.
+/// stride 1, and on Flex alone (only the forward) not a shallow one that
+/// the direct kernel does not compute (those stay Burn's).
 fn geometry<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     options: &PaddedConvOptions<2>,
 ) -> Option<Geometry> {
-    if !is::<B, Autodiff<Flex>>() && !is::<B, Flex>() {
-        return None;
-    }
-    let o = &options.options;
-    let plain = o.stride == [1, 1] && o.dilation == [1, 1] && o.groups == 1;
-    let symmetric = options.padding_end.is_none_or(|end| end == o.padding);
-    if !plain || !symmetric || !op::reads(x.dtype()) || x.dtype() != weight.dtype() {
-        return None;
-    }
-    let [batch, c_in, height, width] = x.dims();
-    let [c_out, c_in_w, kh, kw] = weight.dims();
-    let g = Geometry {
-        batch,
-        c_in,
-        c_out,
-        height,
-        width,
-        kernel: [kh, kw],
-        padding: o.padding,
-    };
-    let fits = c_in == c_in_w && kh <= height + 2 * o.padding[0] && kw <= width + 2 * o.padding[1];
-    // On Flex alone there is only the forward: shallow ones stay Burn's
-    // unless the direct kernel computes them.
+    let g = shape(x, weight, options)?;
     let forward_only_and_shallow = is::<B, Flex>() && g.shallow() && !op::direct(&g, x.dtype());
-    (fits && batch > 0 && c_out > 0 && !forward_only_and_shallow).then_some(g)
+    (options.options.stride == [1, 1] && !forward_only_and_shallow).then_some(g)
+}
+
+/// The shape of a convolution flexconv computes, at any stride:
+/// `Autodiff<Flex>` or Flex, no dilation, one group, the same padding on
+/// both sides, a float dtype the kernels read ([`Geometry::of`] checks the
+/// rest).
+fn shape<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    options: &PaddedConvOptions<2>,
+) -> Option<Geometry> {
+    let o = &options.options;
+    let flex = is::<B, Autodiff<Flex>>() || is::<B, Flex>();
+    let plain = o.dilation == [1, 1] && o.groups == 1;
+    let symmetric = options.padding_end.is_none_or(|end| end == o.padding);
+    let dtype = op::reads(x.dtype()) && x.dtype() == weight.dtype();
+    (flex && plain && symmetric && dtype)
+        .then(|| Geometry::of(x.dims(), weight.dims(), o.padding))
+        .flatten()
 }
 
 fn is<A: 'static, B: 'static>() -> bool {

@@ -21,7 +21,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::kernel::{self, Geometry};
@@ -36,29 +35,11 @@ pub struct Strided {
 }
 
 impl Strided {
-    /// The plan for this convolution when [`crate::conv2d`] takes it apart:
-    /// strided, undilated, one group, the same padding on both sides.
-    pub fn of(x: [usize; 4], weight: [usize; 4], options: &PaddedConvOptions<2>) -> Option<Self> {
-        let o = &options.options;
-        let ([batch, c_in, height, width], [c_out, c_w, kh, kw]) = (x, weight);
-        let symmetric = options.padding_end.is_none_or(|end| end == o.padding);
-        let fits = kh <= height + 2 * o.padding[0] && kw <= width + 2 * o.padding[1];
-        let plain = o.dilation == [1, 1] && o.groups == 1 && symmetric && c_in == c_w;
-        let strided = o.stride != [1, 1] && o.stride.iter().all(|s| *s > 0);
-        let some = batch > 0 && c_out > 0 && kh > 0 && kw > 0;
-        let g = Geometry {
-            batch,
-            c_in,
-            c_out,
-            height,
-            width,
-            kernel: [kh, kw],
-            padding: o.padding,
-        };
-        (plain && strided && fits && some).then_some(Strided {
-            g,
-            stride: o.stride,
-        })
+    /// The plan for a convolution of shape `g` with `stride`, when it is
+    /// strided.
+    pub fn new(g: Geometry, stride: [usize; 2]) -> Option<Self> {
+        let strided = stride != [1, 1] && stride.iter().all(|s| *s > 0);
+        strided.then_some(Strided { g, stride })
     }
 
     /// The output's height and width.
