@@ -13,6 +13,8 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::layout::{self, Place};
+
 /// Rows of the grid per task: small enough that a task's slice of the
 /// grid and its output stay in a core's L2 cache across the K products.
 const CHUNK: usize = 2048;
@@ -114,44 +116,28 @@ fn grid(
     front: usize,
     tail: usize,
 ) -> Vec<f32> {
-    let (hp, wp, [h, w]) = (g.hp(), g.wp(), hw);
-    let image = hp * wp * c;
+    let (place, image) = (place(g, hw, at), g.hp() * g.wp() * c);
     let mut out = vec![0f32; (front + g.rows() + tail) * c];
     out[front * c..(front * c + g.batch * image)]
         .par_chunks_mut(image)
-        .zip(x.par_chunks(c * h * w))
-        .for_each(|(dst, src)| {
-            for y in 0..h {
-                let row = &mut dst[((y + at[0]) * wp + at[1]) * c..][..w * c];
-                for ch in 0..c {
-                    let s = &src[(ch * h + y) * w..][..w];
-                    for (xx, v) in s.iter().enumerate() {
-                        row[xx * c + ch] = *v;
-                    }
-                }
-            }
-        });
+        .zip(x.par_chunks(c * hw[0] * hw[1]))
+        .for_each(|(dst, src)| layout::to_rows(src, dst, c, place));
     out
 }
 
 /// The `[N, C, h, w]` block of a grid at offset `at`.
 fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) -> Vec<f32> {
-    let (hp, wp, [h, w]) = (g.hp(), g.wp(), hw);
-    let mut out = vec![0f32; g.batch * c * h * w];
-    out.par_chunks_mut(c * h * w)
-        .zip(grid.par_chunks(hp * wp * c))
-        .for_each(|(dst, src)| {
-            for y in 0..h {
-                let row = &src[((y + at[0]) * wp + at[1]) * c..][..w * c];
-                for ch in 0..c {
-                    let d = &mut dst[(ch * h + y) * w..][..w];
-                    for (xx, v) in d.iter_mut().enumerate() {
-                        *v = row[xx * c + ch];
-                    }
-                }
-            }
-        });
+    let (place, image) = (place(g, hw, at), g.hp() * g.wp() * c);
+    let mut out = vec![0f32; g.batch * c * hw[0] * hw[1]];
+    out.par_chunks_mut(c * hw[0] * hw[1])
+        .zip(grid.par_chunks(image))
+        .for_each(|(dst, src)| layout::to_planes(src, dst, c, place));
     out
+}
+
+/// Where an `h x w` block at offset `at` lies in each image of the grid.
+fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
+    Place { w, wp: g.wp(), at }
 }
 
 /// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wp + kw, i] * taps[kh][kw][i][j]`

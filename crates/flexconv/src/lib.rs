@@ -17,6 +17,7 @@
 pub mod direct;
 pub mod gemm;
 pub mod kernel;
+mod layout;
 mod op;
 pub mod pool;
 pub mod strided;
