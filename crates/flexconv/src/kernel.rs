@@ -1,14 +1,18 @@
 //! The arithmetic on plain slices, no Burn types.
 //!
 //! A stride-1 convolution over a zero-padded image laid out channels-last
-//! ("the grid", `[N, Hp, Wp, C]` flattened to rows of C) is a sum of K
+//! ("the grid", `[N, Hg, Wg, C]` flattened to rows of C) is a sum of K
 //! matrix products: for kernel row `kh`, output row `r` reads grid rows
-//! `r + kh*Wp .. r + kh*Wp + Kw`, which are contiguous, so the product's
+//! `r + kh*Wg .. r + kh*Wg + Kw`, which are contiguous, so the product's
 //! left operand is the grid itself, offset and read with a row stride of C.
 //! No im2col is built: the only copies are the grids (about the size of the
 //! input). Rows whose window runs past an image edge compute values that
 //! are thrown away (the output is read back from the grid's top-left
-//! corner), about (Hp*Wp)/(Ho*Wo) - 1 of the work.
+//! corner), about (Hg*Wg)/(Ho*Wo) - 1 of the work. Neighbouring rows and
+//! images share their zero padding (a row's right padding is the next
+//! row's left, an image's bottom the next one's top), so `Wg = W + P`
+//! rather than `W + 2P`: a 7x7 image with padding 1 computes 64 rows for
+//! its 49 outputs, not 81.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -96,16 +100,30 @@ impl Geometry {
             self.wp() + 1 - self.kernel[1],
         ]
     }
+    /// The grid's rows and columns per image: the image and one side's
+    /// padding, the other side's being the neighbour's; both sides where the
+    /// output would be larger than that (a kernel no wider than the padding).
+    fn grid_hw(&self) -> [usize; 2] {
+        let gap = |k: usize, p: usize| if k > p { p } else { 2 * p };
+        [
+            self.height + gap(self.kernel[0], self.padding[0]),
+            self.width + gap(self.kernel[1], self.padding[1]),
+        ]
+    }
+    fn image_rows(&self) -> usize {
+        let [hg, wg] = self.grid_hw();
+        hg * wg
+    }
     fn rows(&self) -> usize {
-        self.batch * self.hp() * self.wp()
+        self.batch * self.image_rows()
     }
     /// How far past a row the last kernel tap reads.
     fn reach(&self) -> usize {
-        (self.kernel[0] - 1) * self.wp() + self.kernel[1] - 1
+        (self.kernel[0] - 1) * self.grid_hw()[1] + self.kernel[1] - 1
     }
 }
 
-/// `[N, C, h, w]` into a zeroed `[N, Hp, Wp, C]` grid at offset `at`,
+/// `[N, C, h, w]` into a zeroed `[N, Hg, Wg, C]` grid at offset `at`,
 /// with `front` and `tail` zero rows around it.
 fn grid(
     x: &[f32],
@@ -116,7 +134,7 @@ fn grid(
     front: usize,
     tail: usize,
 ) -> Vec<f32> {
-    let (place, image) = (place(g, hw, at), g.hp() * g.wp() * c);
+    let (place, image) = (place(g, hw, at), g.image_rows() * c);
     let mut out = vec![0f32; (front + g.rows() + tail) * c];
     out[front * c..(front * c + g.batch * image)]
         .par_chunks_mut(image)
@@ -127,7 +145,7 @@ fn grid(
 
 /// The `[N, C, h, w]` block of a grid at offset `at`.
 fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) -> Vec<f32> {
-    let (place, image) = (place(g, hw, at), g.hp() * g.wp() * c);
+    let (place, image) = (place(g, hw, at), g.image_rows() * c);
     let mut out = vec![0f32; g.batch * c * hw[0] * hw[1]];
     out.par_chunks_mut(c * hw[0] * hw[1])
         .zip(grid.par_chunks(image))
@@ -137,14 +155,18 @@ fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) 
 
 /// Where an `h x w` block at offset `at` lies in each image of the grid.
 fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
-    Place { w, wp: g.wp(), at }
+    Place {
+        w,
+        wp: g.grid_hw()[1],
+        at,
+    }
 }
 
-/// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wp + kw, i] * taps[kh][kw][i][j]`
+/// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wg + kw, i] * taps[kh][kw][i][j]`
 /// for every grid row r: a correlation with `c` input and `n` output channels.
 fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Vec<f32> {
     let [kh, kw] = g.kernel;
-    let (wp, kc) = (g.wp(), kw * c);
+    let (wp, kc) = (g.grid_hw()[1], kw * c);
     let mut out = vec![0f32; g.rows() * n];
     out.par_chunks_mut(CHUNK * n)
         .enumerate()
@@ -258,7 +280,7 @@ pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
 /// summed in a fixed order.
 pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
-    let (ci, co, wp, rows) = (g.c_in, g.c_out, g.wp(), g.rows());
+    let (ci, co, wp, rows) = (g.c_in, g.c_out, g.grid_hw()[1], g.rows());
     let kc = kw * ci;
     let xg = &x.0;
     let yg = dy.rows(g);

@@ -129,6 +129,9 @@ fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
     check([2, 2, 9, 37], [5, 2, 3, 3], true, 1, 1, false, 1e-5); // direct, 37 columns
     check([1, 4, 6, 5], [7, 4, 2, 1], false, 1, 0, false, 1e-5); // direct, 4 channels
     check([2, 2, 8, 8], [20, 2, 3, 3], true, 1, 1, false, 1e-5); // shallow, 20 outputs: Flex's forward
+    check([2, 8, 5, 6], [4, 8, 1, 1], true, 1, 1, false, 1e-5); // padding wider than the kernel
+    check([2, 4, 5, 5], [3, 4, 2, 3], false, 1, 2, false, 1e-5); // padding shared across columns, not rows
+    check([48, 16, 14, 14], [16, 16, 3, 3], true, 1, 1, false, 1e-5); // many chunks and row groups
 }
 
 /// Strided convolutions as sums of stride-1 ones over the input's phases.
