@@ -56,6 +56,9 @@ fn forward(x: &[f32], p: &Pool) -> (Vec<f32>, Vec<u32>) {
         .zip(at.par_chunks_mut(plane_out))
         .zip(x.par_chunks(plane_in))
         .for_each(|((y, at), x)| {
+            if p.kernel == [2, 2] && p.stride == [2, 2] {
+                return halves(x, y, at, [w, ow]);
+            }
             for r in 0..oh {
                 for c in 0..ow {
                     let (top, left) = (r * p.stride[0], c * p.stride[1]);
@@ -78,6 +81,28 @@ fn forward(x: &[f32], p: &Pool) -> (Vec<f32>, Vec<u32>) {
             }
         });
     (y, at)
+}
+
+/// One plane's 2 x 2 windows every 2 (LeNet-5's): the same rule over
+/// pairs of rows, fixed sizes that the compiler unrolls and vectorises (the
+/// general loop took a sixth of a LeNet-5 training step).
+fn halves(x: &[f32], y: &mut [f32], at: &mut [u32], [w, ow]: [usize; 2]) {
+    let rows = y.chunks_exact_mut(ow).zip(at.chunks_exact_mut(ow));
+    for (r, (y, at)) in rows.enumerate() {
+        let top = &x[2 * r * w..][..2 * ow];
+        let bottom = &x[(2 * r + 1) * w..][..2 * ow];
+        let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for (c, ((t, b), (y, at))) in pairs.zip(y.iter_mut().zip(at)).enumerate() {
+            let (mut max, mut best) = (t[0], 0);
+            for (v, off) in [(t[1], 1), (b[0], w), (b[1], w + 1)] {
+                let greater = v > max;
+                max = if greater { v } else { max };
+                best = if greater { off } else { best };
+            }
+            *y = max;
+            *at = (2 * r * w + 2 * c + best) as u32;
+        }
+    }
 }
 
 /// The input's gradient: each output's gradient added at its argmax, in
