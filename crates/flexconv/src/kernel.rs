@@ -65,11 +65,14 @@ impl Geometry {
     /// The shape of `x` `[N, C_in, H, W]` convolved with `weight`
     /// `[C_out, C_in, Kh, Kw]` under `padding` on each side, where the
     /// kernels compute it: matching channels, a kernel inside the padded
-    /// image, and something to compute.
+    /// image, and something to compute (no dimension 0).
     pub fn of(x: [usize; 4], weight: [usize; 4], padding: [usize; 2]) -> Option<Self> {
         let ([batch, c_in, height, width], [c_out, c_w, kh, kw]) = (x, weight);
         let fits = kh <= height + 2 * padding[0] && kw <= width + 2 * padding[1];
-        let some = batch > 0 && c_out > 0 && kh > 0 && kw > 0;
+        // Empty inputs go to Burn: a zero-sized image has no rows to chunk.
+        let some = [batch, c_in, height, width, c_out, kh, kw]
+            .iter()
+            .all(|d| *d > 0);
         (c_in == c_w && fits && some).then_some(Geometry {
             batch,
             c_in,

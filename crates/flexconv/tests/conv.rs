@@ -163,6 +163,12 @@ fn symmetric_undilated_convolutions_on_flex_are_routed() {
     assert!(!routes(&x, &w, &asym), "asymmetric padding");
     let dilated = PaddedConvOptions::asymmetric([1, 1], [1, 1], [1, 1], [2, 2], 1);
     assert!(!routes(&x, &w, &dilated), "dilated");
+    for (x, w) in [([2, 4, 0, 8], [4, 4, 3, 3]), ([2, 0, 8, 8], [4, 0, 3, 3])] {
+        let (x, w) = (tensor(x, 1), tensor(w, 2));
+        assert!(!routes(&x, &w, &options(1, 1)), "empty: Burn's");
+        let y = conv2d(x, w, None, options(1, 1));
+        assert_eq!(y.dims()[0], 2);
+    }
     let inner: Tensor<Flex, 4> = x.clone().inner();
     assert!(
         routes(&inner, &w.clone().inner(), &options(1, 1)),
