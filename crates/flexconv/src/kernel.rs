@@ -15,6 +15,8 @@
 //! its 49 outputs, not 81.
 
 use gemm::{gemm, Parallelism};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::layout::{self, Place};
@@ -149,11 +151,27 @@ fn grid(
 /// The `[N, C, h, w]` block of a grid at offset `at`.
 fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) -> Vec<f32> {
     let (place, image) = (place(g, hw, at), g.image_rows() * c);
-    let mut out = vec![0f32; g.batch * c * hw[0] * hw[1]];
-    out.par_chunks_mut(c * hw[0] * hw[1])
-        .zip(grid.par_chunks(image))
-        .for_each(|(dst, src)| layout::to_planes(src, dst, c, place));
-    out
+    // SAFETY: to_planes writes every value of each image's chunk.
+    unsafe {
+        unzeroed(g.batch * c * hw[0] * hw[1], |out| {
+            out.par_chunks_mut(c * hw[0] * hw[1])
+                .zip(grid.par_chunks(image))
+                .for_each(|(dst, src)| layout::to_planes(src, dst, c, place))
+        })
+    }
+}
+
+/// `len` values that `fill` writes, not zeroed first: the products' and
+/// transposes' outputs, a memset the size of a grid each otherwise.
+///
+/// # Safety
+/// `fill` writes every value of the slice it is given.
+unsafe fn unzeroed(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: fill wrote all len values (this function's contract).
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Where an `h x w` block at offset `at` lies in each image of the grid.
@@ -170,26 +188,30 @@ fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
 fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (wp, kc) = (g.grid_hw()[1], kw * c);
-    let mut out = vec![0f32; g.rows() * n];
-    out.par_chunks_mut(CHUNK * n)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            let (r0, m) = (i * CHUNK, dst.len() / n);
-            for t in 0..kh {
-                // SAFETY: rows r0 .. r0 + m of the output; the grid is read up to
-                // row r0 + m - 1 + reach, inside it (the caller's grid has `reach`
-                // rows beyond rows()); taps holds kh blocks of kc x n.
-                unsafe {
-                    product(
-                        [m, n, kc],
-                        (dst.as_mut_ptr(), n, t > 0),
-                        View(grid.as_ptr().add((r0 + t * wp) * c), c, 1),
-                        View(taps.as_ptr().add(t * kc * n), n, 1),
-                    );
-                }
+    let chunk = |(i, dst): (usize, &mut [MaybeUninit<f32>])| {
+        let (r0, m) = (i * CHUNK, dst.len() / n);
+        for t in 0..kh {
+            // SAFETY: rows r0 .. r0 + m of the output; the grid is read up to
+            // row r0 + m - 1 + reach, inside it (the caller's grid has `reach`
+            // rows beyond rows()); taps holds kh blocks of kc x n.
+            unsafe {
+                product(
+                    [m, n, kc],
+                    (dst.as_mut_ptr().cast(), n, t > 0),
+                    View(grid.as_ptr().add((r0 + t * wp) * c), c, 1),
+                    View(taps.as_ptr().add(t * kc * n), n, 1),
+                );
             }
-        });
-    out
+        }
+    };
+    // SAFETY: each chunk's first product (t = 0, kh >= 1) does not read its
+    // destination and writes all of it: gemm stores without loading where
+    // it does not accumulate.
+    unsafe {
+        unzeroed(g.rows() * n, |out| {
+            out.par_chunks_mut(CHUNK * n).enumerate().for_each(chunk)
+        })
+    }
 }
 
 /// The output gradient `[N, C_out, Ho, Wo]` as a grid, built once for both

@@ -5,6 +5,8 @@
 //! blocks in AVX2 registers it is a few shuffles per block. Pure data
 //! movement: every path gives the same values.
 
+use std::mem::MaybeUninit;
+
 /// Where an image's pixels lie among a grid's rows: pixel `(y, x)` of a
 /// `w`-wide image is row `(y + at[0]) * wp + x + at[1]`.
 #[derive(Clone, Copy, Debug)]
@@ -67,19 +69,21 @@ pub(crate) fn to_rows(planes: &[f32], grid: &mut [f32], c: usize, place: Place) 
     }
 }
 
-/// The inverse of [`to_rows`]: the image in the grid back into `planes`.
+/// The inverse of [`to_rows`]: the image in the grid back into `planes`,
+/// every value of which it writes.
 ///
 /// # Panics
-/// If the grid is shorter than the image's rows.
-pub(crate) fn to_planes(grid: &[f32], planes: &mut [f32], c: usize, place: Place) {
-    let hw = planes.len() / c.max(1);
+/// If the grid is shorter than the image's rows, or `planes` not `c` rows.
+pub(crate) fn to_planes(grid: &[f32], planes: &mut [MaybeUninit<f32>], c: usize, place: Place) {
+    assert!(c > 0 && planes.len().is_multiple_of(c), "c rows of pixels");
+    let hw = planes.len() / c;
     assert!(grid.len() >= place.reach(hw, c), "the grid holds the image");
     // SAFETY: as in to_rows.
     unsafe {
         transpose(
             Way::ToPlanes,
             grid.as_ptr(),
-            planes.as_mut_ptr(),
+            planes.as_mut_ptr().cast(),
             [c, hw],
             place,
         )
@@ -257,8 +261,10 @@ mod tests {
                 moved += inside as usize;
             }
             assert_eq!(moved, c * h * w);
-            let mut back = vec![0f32; c * h * w];
+            let mut back = vec![MaybeUninit::new(-2f32); c * h * w];
             to_planes(&grid, &mut back, c, place);
+            // SAFETY: every value was initialised (to -2, then moved over).
+            let back: Vec<f32> = back.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert_eq!(back, planes, "c {c}, h {h}, w {w}");
         }
     }
