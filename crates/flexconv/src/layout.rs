@@ -1,9 +1,9 @@
 //! Images between Burn's planes (`[C, H, W]`, a channel's pixels in a row)
 //! and the kernels' grid rows (a pixel's channels in a row): a transpose.
-//! Element by element it cost a fifth of ResNet-20's training time on the
-//! CPU, more than half of what the products around it took; in 8 x 8
-//! blocks in AVX2 registers it is a few shuffles per block. Pure data
-//! movement: every path gives the same values.
+//! Element by element the moves took a fifth of a ResNet-20 run on the CPU
+//! (perf, training and evaluation); in 8 x 8 blocks in AVX2 registers each
+//! block is a few shuffles. Pure data movement: every path gives the same
+//! values.
 
 use std::mem::MaybeUninit;
 
