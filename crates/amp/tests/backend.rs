@@ -486,3 +486,77 @@ fn convolutions_keep_the_flexconv_route() {
         x.grad(&g_direct).unwrap().into_data()
     );
 }
+
+/// A 1-D convolution under `Amp<Autodiff<Flex>>` is greentrain-flexconv's
+/// 2-D one over rows one high (the same bits as calling it so), within
+/// 1e-5 of Burn's own conv1d in value and gradients; a dilated one stays
+/// Burn's, bit for bit.
+#[test]
+fn conv1d_takes_the_2d_route_with_burns_numbers() {
+    let _rng = rng();
+    let _off = autocast(Precision::Fp32);
+    let device = Default::default();
+    // (stride, padding, dilation, kernel): MNIST-1D's, stride 1, dilated.
+    for (s, p, d, k) in [(2, 2, 1, 5), (1, 1, 1, 3), (1, 2, 2, 3)] {
+        let what = format!("stride {s}, padding {p}, dilation {d}, kernel {k}");
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x: Tensor<P, 3> = Tensor::random([3, 4, 40], normal, &device).require_grad();
+        let w: Tensor<P, 3> = Tensor::random([5, 4, k], normal, &device).require_grad();
+        let b: Tensor<P, 1> = Tensor::random([5], normal, &device).require_grad();
+        let options = burn::tensor::ops::ConvOptions::new([s], [p], [d], 1);
+        let burn =
+            burn::tensor::module::conv1d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+        let g_burn = burn.clone().sum().backward();
+        let amp = |t: &Tensor<P, 3>| Tensor::<A, 3>::from_data(t.to_data(), &dev()).require_grad();
+        let (xa, wa) = (amp(&x), amp(&w));
+        let ba = Tensor::<A, 1>::from_data(b.to_data(), &dev()).require_grad();
+        let via_amp =
+            burn::tensor::module::conv1d(xa.clone(), wa.clone(), Some(ba.clone()), options);
+        let g_amp = via_amp.clone().sum().backward();
+        let values = |t: TensorData| t.to_vec::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: Vec<f32>, part: &str| {
+            let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert_eq!(a.len(), b.len(), "{what}: {part}");
+            assert!(
+                err <= 1e-5 * top,
+                "{what}: {part} differs by {err:e} of {top:e}"
+            );
+            if d > 1 {
+                assert_eq!(a, b, "{what}: {part}, Burn's own");
+            }
+        };
+        close(values(via_amp.to_data()), values(burn.to_data()), "output");
+        close(
+            values(xa.grad(&g_amp).unwrap().into_data()),
+            values(x.grad(&g_burn).unwrap().into_data()),
+            "input gradient",
+        );
+        close(
+            values(wa.grad(&g_amp).unwrap().into_data()),
+            values(w.grad(&g_burn).unwrap().into_data()),
+            "weight gradient",
+        );
+        close(
+            values(ba.grad(&g_amp).unwrap().into_data()),
+            values(b.grad(&g_burn).unwrap().into_data()),
+            "bias gradient",
+        );
+        let (x2, w2) = (
+            x.clone().unsqueeze_dim::<4>(2),
+            w.clone().unsqueeze_dim::<4>(2),
+        );
+        let wide = burn::tensor::ops::ConvOptions::new([1, s], [0, p], [1, d], 1);
+        if d == 1 {
+            let flexconv = greentrain_flexconv::conv2d(x2, w2, Some(b.clone()), wide.into());
+            assert_eq!(
+                values(via_amp.to_data()),
+                values(flexconv.squeeze_dim::<3>(2).to_data()),
+                "{what}: flexconv's bits"
+            );
+        }
+    }
+}

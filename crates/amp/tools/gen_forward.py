@@ -32,10 +32,11 @@ F32 = {
     "softmin", "layer_norm", "ctc_loss", "interpolate",
 }
 # Ops computed by a function of this crate rather than the inner backend's
-# method: conv2d and max_pool2d through greentrain-flexconv (its CPU routes
+# method: conv1d, conv2d and max_pool2d through greentrain-flexconv (its CPU routes
 # on `Autodiff<Flex>`, the conv path), products, linear layers and layer norms
 # through greentrain's kernels where the inner backend is registered.
 CUSTOM = {
+    "conv1d": "super::conv1d::<I>",
     "conv2d": "super::conv2d::<I>",
     "float_matmul": "super::matmul::<I>",
     "linear": "super::linear::<I>",

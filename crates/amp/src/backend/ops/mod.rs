@@ -18,6 +18,7 @@ use burn_backend::{Backend, DType, Shape, TensorMetadata, TensorPrimitive};
 use super::kernels::kernels;
 use super::state::{autocast_dtype, current};
 use super::Amp;
+use greentrain_flexconv::ConvPath;
 
 /// What autocast does to an op's float inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,44 @@ fn widest(dtypes: impl Iterator<Item = DType>) -> DType {
         });
     }
     wide.unwrap_or(DType::F32)
+}
+
+/// A 1-D convolution as a 2-D one over images one row high where
+/// greentrain-flexconv computes that (`Autodiff<Flex>` and Flex on the
+/// native path): Flex's own conv1d runs its general 3-D kernel after
+/// strided copies, which took more than a third of the MNIST-1D CNN's step.
+/// Everything else keeps `I::conv1d`.
+fn conv1d<I: Backend>(
+    x: FloatTensor<I>,
+    weight: FloatTensor<I>,
+    bias: Option<FloatTensor<I>>,
+    options: ConvOptions<1>,
+) -> FloatTensor<I> {
+    let (x2, w2) = (
+        tensor::<I, 3>(x.clone()).unsqueeze_dim::<4>(2),
+        tensor::<I, 3>(weight.clone()).unsqueeze_dim::<4>(2),
+    );
+    let o = &options;
+    let wide = ConvOptions::new(
+        [1, o.stride[0]],
+        [0, o.padding[0]],
+        [1, o.dilation[0]],
+        o.groups,
+    );
+    let native = current().conv == ConvPath::Native;
+    if !native || !greentrain_flexconv::routes(&x2, &w2, &wide.clone().into()) {
+        return I::conv1d(x, weight, bias, options);
+    }
+    let y = conv2d::<I>(
+        x2.into_primitive().tensor(),
+        w2.into_primitive().tensor(),
+        bias,
+        wide,
+    );
+    tensor::<I, 4>(y)
+        .squeeze_dim::<3>(2)
+        .into_primitive()
+        .tensor()
 }
 
 /// A convolution through greentrain-flexconv on this thread's conv path

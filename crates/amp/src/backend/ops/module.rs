@@ -75,7 +75,7 @@ impl<I: Backend> ModuleOps<Self> for Amp<I> {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<1>,
     ) -> FloatTensor<Self> {
-        I::conv1d(
+        super::conv1d::<I>(
             super::low::<I>(x),
             super::low::<I>(weight),
             bias.map(super::low::<I>),
