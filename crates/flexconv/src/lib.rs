@@ -75,7 +75,7 @@ fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<
         return y;
     };
     let [n, c, h, w] = y.dims();
-    if !is::<B, Autodiff<Flex>>() && !is::<B, Flex>() {
+    if !on_flex::<B>() {
         return y + b.reshape([1, c, 1, 1]);
     }
     let column = b.reshape([1, c]).expand([n, c]).reshape([n * c, 1]);
@@ -116,7 +116,7 @@ pub fn max_pool2d<B: Backend>(
     dilation: [usize; 2],
     ceil_mode: bool,
 ) -> Tensor<B, 4> {
-    let flex = is::<B, Autodiff<Flex>>() || is::<B, Flex>();
+    let flex = on_flex::<B>();
     let args = (kernel, stride, padding, dilation, ceil_mode);
     let route = flex
         .then(|| {
@@ -187,13 +187,19 @@ fn shape<B: Backend>(
     options: &PaddedConvOptions<2>,
 ) -> Option<Geometry> {
     let o = &options.options;
-    let flex = is::<B, Autodiff<Flex>>() || is::<B, Flex>();
+    let flex = on_flex::<B>();
     let plain = o.dilation == [1, 1] && o.groups == 1;
     let symmetric = options.padding_end.is_none_or(|end| end == o.padding);
     let dtype = op::reads(x.dtype()) && x.dtype() == weight.dtype();
     (flex && plain && symmetric && dtype)
         .then(|| Geometry::of(x.dims(), weight.dims(), o.padding))
         .flatten()
+}
+
+/// Whether `B` is Flex or `Autodiff<Flex>`, the backends this crate's own
+/// kernels serve (callers check it before building anything for them).
+pub fn on_flex<B: Backend>() -> bool {
+    is::<B, Autodiff<Flex>>() || is::<B, Flex>()
 }
 
 fn is<A: 'static, B: 'static>() -> bool {

@@ -110,6 +110,10 @@ fn conv1d<I: Backend>(
     bias: Option<FloatTensor<I>>,
     options: ConvOptions<1>,
 ) -> FloatTensor<I> {
+    let native = current().conv == ConvPath::Native;
+    if !native || !greentrain_flexconv::on_flex::<I>() {
+        return I::conv1d(x, weight, bias, options);
+    }
     let (x2, w2) = (
         tensor::<I, 3>(x.clone()).unsqueeze_dim::<4>(2),
         tensor::<I, 3>(weight.clone()).unsqueeze_dim::<4>(2),
@@ -121,8 +125,7 @@ fn conv1d<I: Backend>(
         [1, o.dilation[0]],
         o.groups,
     );
-    let native = current().conv == ConvPath::Native;
-    if !native || !greentrain_flexconv::routes(&x2, &w2, &wide.clone().into()) {
+    if !greentrain_flexconv::routes(&x2, &w2, &wide.clone().into()) {
         return I::conv1d(x, weight, bias, options);
     }
     let y = conv2d::<I>(
