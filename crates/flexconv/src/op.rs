@@ -50,28 +50,43 @@ impl Backward<Flex, 2> for ShiftedConv {
         let dy = floats(&dy);
         let dy_grid = std::cell::OnceCell::new();
         let dy_grid = || dy_grid.get_or_init(|| kernel::OutputGrad::new(&dy, &g));
-        if let Some(node) = node_x {
-            let dx = kernel::input_grad(dy_grid(), &floats(&w), &g);
-            let shape = [g.batch, g.c_in, g.height, g.width];
-            grads.register::<Flex>(node.id, tensor(dx, shape, x_dtype));
-        }
-        if let Some(node) = node_w {
-            let dw = match input {
-                Input::Grid(grid) => kernel::weight_grad(&grid, dy_grid(), &g),
-                Input::Node(id) => {
-                    let x: FlexTensor = checkpointer.retrieve_node_output(id);
-                    let x = floats(&x);
-                    match direct::applies(&g) {
-                        true => direct::weight_grad(&x, &dy, &g),
-                        false => {
-                            kernel::weight_grad(&kernel::InputGrid::new(&x, &g), dy_grid(), &g)
-                        }
-                    }
+        let dx = node_x
+            .as_ref()
+            .map(|_| kernel::input_grad(dy_grid(), &floats(&w), &g));
+        let dw = node_w.as_ref().map(|_| match input {
+            Input::Grid(grid) => kernel::weight_grad(&grid, dy_grid(), &g),
+            Input::Node(id) => {
+                let x: FlexTensor = checkpointer.retrieve_node_output(id);
+                let x = floats(&x);
+                match direct::applies(&g) {
+                    true => direct::weight_grad(&x, &dy, &g),
+                    false => kernel::weight_grad(&kernel::InputGrid::new(&x, &g), dy_grid(), &g),
                 }
-            };
-            let [kh, kw] = g.kernel;
-            grads.register::<Flex>(node.id, tensor(dw, [g.c_out, g.c_in, kh, kw], w.dtype()));
-        }
+            }
+        });
+        let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
+        register(grads, ids, [dx, dw], &g, [x_dtype, w.dtype()]);
+    }
+}
+
+/// Registers a convolution's input gradient (`[N, C_in, H, W]` in the
+/// input's dtype) and weight gradient (`[C_out, C_in, Kh, Kw]` in the
+/// weight's), each where its parent is tracked and it was computed.
+pub(crate) fn register(
+    grads: &mut Gradients,
+    [node_x, node_w]: [Option<NodeId>; 2],
+    [dx, dw]: [Option<Vec<f32>>; 2],
+    g: &Geometry,
+    [x_dtype, w_dtype]: [DType; 2],
+) {
+    let [kh, kw] = g.kernel;
+    if let (Some(id), Some(dx)) = (node_x, dx) {
+        let shape = [g.batch, g.c_in, g.height, g.width];
+        grads.register::<Flex>(id, tensor(dx, shape, x_dtype));
+    }
+    if let (Some(id), Some(dw)) = (node_w, dw) {
+        let shape = [g.c_out, g.c_in, kh, kw];
+        grads.register::<Flex>(id, tensor(dw, shape, w_dtype));
     }
 }
 

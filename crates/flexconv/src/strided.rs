@@ -24,7 +24,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::kernel::{self, Geometry};
-use crate::op::{floats, tensor};
+use crate::op::{floats, register, tensor};
 
 /// One strided convolution: the whole shape (its `kernel` and `padding`)
 /// and the stride.
@@ -205,15 +205,8 @@ impl Backward<Flex, 2> for PhasedConv {
         let weight = node_x.is_some().then_some(&weight[..]);
         let grids = node_w.is_some().then_some(&grids[..]);
         let (dx, dw) = backward(&floats(&dy), weight, grids, &s);
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            let shape = [s.g.batch, s.g.c_in, s.g.height, s.g.width];
-            grads.register::<Flex>(node.id, tensor(dx, shape, x_dtype));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            let [kh, kw] = s.g.kernel;
-            let shape = [s.g.c_out, s.g.c_in, kh, kw];
-            grads.register::<Flex>(node.id, tensor(dw, shape, w.dtype()));
-        }
+        let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
+        register(grads, ids, [dx, dw], &s.g, [x_dtype, w.dtype()]);
     }
 }
 
