@@ -17,16 +17,22 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// The grid rows of pixels `p .. p + N` (one division, then steps).
+    /// A walk over the grid rows of pixels `p, p + 1, ...`.
+    #[inline(always)]
+    fn walk(&self, p: usize) -> Walk {
+        Walk {
+            place: *self,
+            y: p / self.w,
+            x: p % self.w,
+        }
+    }
+
+    /// The grid rows of pixels `p .. p + N`.
     #[inline(always)]
     fn rows<const N: usize>(&self, p: usize) -> [usize; N] {
-        let ((mut y, mut x), mut rows) = ((p / self.w, p % self.w), [0; N]);
+        let (mut walk, mut rows) = (self.walk(p), [0; N]);
         for row in &mut rows {
-            *row = (y + self.at[0]) * self.wp + x + self.at[1];
-            x += 1;
-            if x == self.w {
-                (x, y) = (0, y + 1);
-            }
+            *row = walk.step();
         }
         rows
     }
@@ -37,6 +43,27 @@ impl Place {
             0 => 0,
             _ => (self.rows::<1>(hw - 1)[0] + 1) * c,
         }
+    }
+}
+
+/// Pixels' grid rows one after another: one division to start, then steps.
+struct Walk {
+    place: Place,
+    y: usize,
+    x: usize,
+}
+
+impl Walk {
+    /// This pixel's grid row; moves to the next pixel.
+    #[inline(always)]
+    fn step(&mut self) -> usize {
+        let p = &self.place;
+        let row = (self.y + p.at[0]) * p.wp + self.x + p.at[1];
+        self.x += 1;
+        if self.x == p.w {
+            (self.x, self.y) = (0, self.y + 1);
+        }
+        row
     }
 }
 
@@ -131,8 +158,9 @@ unsafe fn tails(
     [c8, p8]: [usize; 2],
     place: Place,
 ) {
+    let mut walk = place.walk(0);
     for p in 0..hw {
-        let row = place.rows::<1>(p)[0];
+        let row = walk.step();
         for ch in if p < p8 { c8 } else { 0 }..c {
             let (s, d) = offsets(way, [c, hw], ch, p, row);
             // SAFETY: channel ch < c of pixel p < hw (the caller's contract).
