@@ -25,8 +25,19 @@ use crate::layout::{self, Place};
 /// grid and its output stay in a core's L2 cache across the K products.
 const CHUNK: usize = 2048;
 
-/// Chunks summed into one partial weight gradient.
+/// The most chunks summed into one partial weight gradient.
 const GROUP: usize = 4;
+
+/// Partial weight gradients wanted at least, where there are rows for them:
+/// with one partial per 4 chunks, ResNet-20's 7x7 layers (8,192 grid rows
+/// at batch 128) had one partial, so one core computed their weight gradient.
+const PARTIALS: usize = 8;
+
+/// Chunks per partial weight gradient for `rows` grid rows: from the shape
+/// alone, so the sums' order (and bits) is the same on any thread count.
+fn group_chunks(rows: usize) -> usize {
+    (rows / (CHUNK * PARTIALS)).clamp(1, GROUP)
+}
 
 /// A matrix in a buffer: its first element, row stride and column stride.
 #[derive(Clone, Copy)]
@@ -166,7 +177,7 @@ fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) 
 ///
 /// # Safety
 /// `fill` writes every value of the slice it is given.
-unsafe fn unzeroed(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+pub(crate) unsafe fn unzeroed(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
     // SAFETY: fill wrote all len values (this function's contract).
@@ -221,7 +232,13 @@ pub struct OutputGrad(Vec<f32>);
 
 impl OutputGrad {
     pub fn new(dy: &[f32], g: &Geometry) -> Self {
-        OutputGrad(grid(dy, g, g.c_out, g.out(), [0, 0], g.reach(), 0))
+        Self::within(dy, g, g.out())
+    }
+
+    /// From an output gradient `hw` in size, at most `g.out()`: zero beyond
+    /// (a strided convolution's output is its phase stack's, cut).
+    pub fn within(dy: &[f32], g: &Geometry, hw: [usize; 2]) -> Self {
+        OutputGrad(grid(dy, g, g.c_out, hw, [0, 0], g.reach(), 0))
     }
 
     /// The grid without the front rows.
@@ -272,6 +289,22 @@ impl InputGrid {
     }
 }
 
+impl InputGrid {
+    /// The grid of an unpadded geometry with `fill(n, rows)` writing image
+    /// n's rows (zeroed first): pixel `(y, x)` is row `y * width + x`,
+    /// `c_in` values.
+    pub(crate) fn of_pixels(g: &Geometry, fill: impl Fn(usize, &mut [f32]) + Sync) -> Self {
+        assert_eq!(g.padding, [0, 0], "rows of pixels, no padding");
+        let image = g.image_rows() * g.c_in;
+        let mut out = vec![0f32; (g.rows() + g.reach()) * g.c_in];
+        out[..g.batch * image]
+            .par_chunks_mut(image)
+            .enumerate()
+            .for_each(|(n, rows)| fill(n, rows));
+        InputGrid(out)
+    }
+}
+
 impl std::fmt::Debug for InputGrid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "InputGrid({} values)", self.0.len())
@@ -281,23 +314,34 @@ impl std::fmt::Debug for InputGrid {
 /// The output `[N, C_out, Ho, Wo]` (no bias) of the input grid and the
 /// weight `[C_out, C_in, Kh, Kw]`: a correlation of the padded input.
 pub fn forward(x: &InputGrid, weight: &[f32], g: &Geometry) -> Vec<f32> {
+    forward_within(x, weight, g, g.out())
+}
+
+/// [`forward`]'s output cut to its top-left `hw` (at most `g.out()`).
+pub fn forward_within(x: &InputGrid, weight: &[f32], g: &Geometry, hw: [usize; 2]) -> Vec<f32> {
     let kw = g.kernel[1];
     let (ci, co) = (g.c_in, g.c_out);
     let taps = taps(weight, g, |o, i, y, x| ((y * kw + x) * ci + i) * co + o);
     let y = correlate(&x.0, &taps, g, ci, co);
-    ungrid(&y, g, co, g.out(), [0, 0])
+    ungrid(&y, g, co, hw, [0, 0])
 }
 
 /// The input gradient `[N, C_in, H, W]` from the output gradient and the
 /// weight `[C_out, C_in, Kh, Kw]`: a correlation of the zero-surrounded
 /// output gradient with the flipped, transposed kernel.
 pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let dx = input_grad_rows(dy, weight, g);
+    ungrid(&dx, g, g.c_in, [g.height, g.width], g.padding)
+}
+
+/// [`input_grad`] as grid rows, `c_in` values each: for an unpadded
+/// geometry image n's pixel `(y, x)` is row `n * height * width + y * width + x`.
+pub(crate) fn input_grad_rows(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co) = (g.c_in, g.c_out);
     let flipped = |o, i, y, x| (((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i;
     let taps = taps(weight, g, flipped);
-    let dx = correlate(&dy.0, &taps, g, co, ci);
-    ungrid(&dx, g, ci, [g.height, g.width], g.padding)
+    correlate(&dy.0, &taps, g, co, ci)
 }
 
 /// The weight gradient `[C_out, C_in, Kh, Kw]` from the input grid and the
@@ -311,7 +355,7 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     let yg = dy.rows(g);
     // Partial sums over fixed groups of chunks, added in order: the same
     // shape gives the same bits whatever the thread count or scheduling.
-    let group = GROUP * CHUNK;
+    let group = group_chunks(rows) * CHUNK;
     let partials: Vec<Vec<f32>> = (0..rows.div_ceil(group))
         .into_par_iter()
         .map(|gi| {
@@ -347,4 +391,19 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
         *v = sum[(y * co + o) * kc + x * ci + i];
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_gradients_split_into_enough_partials_for_every_core() {
+        // 7x7 images at batch 128: 8,192 grid rows, four partials of one chunk.
+        assert_eq!(group_chunks(8192), 1);
+        assert_eq!(8192_usize.div_ceil(group_chunks(8192) * CHUNK), 4);
+        // 28x28 at batch 128: 29 x 29 x 128 rows, capped at GROUP chunks.
+        assert_eq!(group_chunks(29 * 29 * 128), GROUP);
+        assert_eq!(group_chunks(100), 1);
+    }
 }

@@ -8,8 +8,8 @@
 //! `Autodiff<Flex>` for training and on Flex for evaluation; the forward of
 //! a convolution with very shallow products (a first layer) is [`direct`]'s
 //! register-blocked sums, in Flex's order (Flex's own in 16 bits). In
-//! training, a strided convolution is the sum of stride-1 ones over the
-//! input's phases ([`strided`]). Every other backend, and every other convolution (dilated,
+//! training, a strided convolution is one stride-1 convolution over the
+//! input's phases stacked as channels ([`strided`]). Every other backend, and every other convolution (dilated,
 //! grouped, asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).

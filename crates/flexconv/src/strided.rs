@@ -1,15 +1,20 @@
-//! A strided convolution as stride-1 ones. With stride s, kernel tap
+//! A strided convolution as one stride-1 convolution over the input's
+//! phases stacked as channels ("space to depth"). With stride s, kernel tap
 //! `(t, u)` of output `(y, x)` reads padded input `(s*y + t, s*x + u)`: row
-//! `y + t / s` of the input's phase `(t % s, u % s)`, the rows and columns
-//! congruent to it mod s. So the convolution is the sum over the s x s
-//! phases of a stride-1, unpadded convolution of that phase with the taps
-//! that fall on it: the same products, no wasted work, each by
-//! [`crate::kernel`]'s shifted products (forward and both gradients), where
+//! `y + t / s`, column `x + u / s` of the input's phase `(t % s, u % s)` (the
+//! rows and columns congruent to it mod s). Stacking the phases that have
+//! taps as channels, `[N, P*C, Hp/s, Wp/s]`, the convolution is a stride-1,
+//! unpadded one of that stack with a `ceil(Kh/s) x ceil(Kw/s)` kernel whose
+//! taps past the real kernel are zero: a 3x3 stride-2 layer computes 16 taps
+//! for 9 (1.78x the products), but as one [`crate::kernel`] correlation
+//! (forward and both gradients) 4x as deep, where the phases one by one were
+//! four shallow products over 16-32 terms, each with its own copies, at
+//! about a quarter of the stride-1 layers' GFLOP/s (docs/BENCHMARKS.md).
 //! Burn's flex computes a strided weight gradient as a convolution over the
-//! whole output gradient (ResNet-20's two stride-2 layers,
-//! docs/BENCHMARKS.md). The input gradient of a phase is its own positions
-//! of the input's, so the phases' gradients are placed, not summed.
+//! whole output gradient. Each input position lies in one phase, so the
+//! stack's gradient is placed back, not summed.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -24,6 +29,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::kernel::{self, Geometry};
+use crate::layout::{self, Place};
 use crate::op::{floats, register, tensor};
 
 /// One strided convolution: the whole shape (its `kernel` and `padding`)
@@ -48,148 +54,157 @@ impl Strided {
         [(self.g.hp() - kh) / sh + 1, (self.g.wp() - kw) / sw + 1]
     }
 
-    /// The phases with taps: their offsets and stride-1 geometries (a phase
-    /// is `Hp / s` rows of `Wp / s`, rounded up, zero where past the input).
-    fn phases(&self) -> Vec<([usize; 2], Geometry)> {
+    /// Phases with taps per row and per column: `min(s, k)` (a 1x1 kernel
+    /// reads one phase of s x s).
+    fn phases(&self) -> [usize; 2] {
         let ([kh, kw], [sh, sw]) = (self.g.kernel, self.stride);
-        let mut phases = Vec::new();
-        for a in 0..sh.min(kh) {
-            for b in 0..sw.min(kw) {
-                let g = Geometry {
-                    height: self.g.hp().div_ceil(sh),
-                    width: self.g.wp().div_ceil(sw),
-                    kernel: [(kh - a).div_ceil(sh), (kw - b).div_ceil(sw)],
-                    padding: [0, 0],
-                    ..self.g
-                };
-                phases.push(([a, b], g));
+        [sh.min(kh), sw.min(kw)]
+    }
+
+    /// The stride-1 convolution over the stacked phases: phase `(a, b)`'s
+    /// channel `c` is channel `(a * phases[1] + b) * C + c`, a phase is
+    /// `Hp / s` rows of `Wp / s`, rounded up (zero past the input).
+    fn stacked(&self) -> Geometry {
+        let ([kh, kw], [sh, sw], [pa, pb]) = (self.g.kernel, self.stride, self.phases());
+        Geometry {
+            c_in: pa * pb * self.g.c_in,
+            height: self.g.hp().div_ceil(sh),
+            width: self.g.wp().div_ceil(sw),
+            kernel: [kh.div_ceil(sh), kw.div_ceil(sw)],
+            padding: [0, 0],
+            ..self.g
+        }
+    }
+
+    /// Where an image lies in its padded, channels-last copy: rows and
+    /// columns of whole strides (`s * Hq` by `s * Wq`), zero past the input.
+    fn padded(&self, st: &Geometry) -> Place {
+        Place {
+            w: self.g.width,
+            wp: self.stride[1] * st.width,
+            at: self.g.padding,
+        }
+    }
+
+    /// Calls `f(run in the stack's rows, run in the padded copy)` for each
+    /// run of `P_w * C` values they share: for phase row `a`, stack pixel
+    /// `(i, j)`'s phases `(a, 0..P_w)` are padded pixels `(s*i + a, s*j ..)`,
+    /// side by side in both.
+    fn runs(&self, st: &Geometry, mut f: impl FnMut(Range<usize>, Range<usize>)) {
+        let ([sh, sw], [pa, pb], c) = (self.stride, self.phases(), self.g.c_in);
+        let (run, wide) = (pb * c, sw * st.width);
+        for (i, j) in (0..st.height).flat_map(|i| (0..st.width).map(move |j| (i, j))) {
+            for a in 0..pa {
+                let at = ((i * st.width + j) * pa + a) * run;
+                let from = ((sh * i + a) * wide + sw * j) * c;
+                f(at..at + run, from..from + run);
             }
         }
-        phases
     }
 
-    /// Position `(i, j)` of phase `at` in the unpadded input, if inside it.
-    fn source(&self, at: [usize; 2], i: usize, j: usize) -> Option<(usize, usize)> {
-        let (y, x) = (self.stride[0] * i + at[0], self.stride[1] * j + at[1]);
-        let (y, x) = (
-            y.checked_sub(self.g.padding[0])?,
-            x.checked_sub(self.g.padding[1])?,
-        );
-        (y < self.g.height && x < self.g.width).then_some((y, x))
+    /// The stack's input grid from `[N, C, H, W]` values, through each
+    /// image's padded channels-last copy (a transpose, then runs of `P_w * C`).
+    fn stack(&self, x: &[f32], st: &Geometry) -> kernel::InputGrid {
+        let (c, place) = (self.g.c_in, self.padded(st));
+        let image = c * self.g.height * self.g.width;
+        let padded = self.stride[0] * st.height * place.wp * c;
+        kernel::InputGrid::of_pixels(st, |n, rows| {
+            let mut copy = vec![0f32; padded];
+            layout::to_rows(&x[n * image..(n + 1) * image], &mut copy, c, place);
+            self.runs(st, |to, from| rows[to].copy_from_slice(&copy[from]));
+        })
     }
 
-    /// Phase `at` of `[N, C, H, W]` values, `[N, C, ph.height, ph.width]`.
-    fn phase_of(&self, x: &[f32], at: [usize; 2], ph: &Geometry, c: usize) -> Vec<f32> {
-        let (h, w) = (self.g.height, self.g.width);
-        let mut out = vec![0f32; self.g.batch * c * ph.height * ph.width];
-        out.par_chunks_mut(ph.height * ph.width)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(plane, src)| {
-                for (i, dst) in plane.chunks_exact_mut(ph.width).enumerate() {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        if let Some((y, xx)) = self.source(at, i, j) {
-                            *d = src[y * w + xx];
-                        }
-                    }
-                }
-            });
-        out
-    }
-
-    /// Places phase `at`'s values `[N, C, ph.height, ph.width]` at their
-    /// positions in `dst` `[N, C, H, W]` (padding positions are dropped).
-    fn place(&self, part: &[f32], at: [usize; 2], ph: &Geometry, dst: &mut [f32]) {
-        let (h, w) = (self.g.height, self.g.width);
-        dst.par_chunks_mut(h * w)
-            .zip(part.par_chunks(ph.height * ph.width))
-            .for_each(|(plane, src)| {
-                for (i, line) in src.chunks_exact(ph.width).enumerate() {
-                    for (j, v) in line.iter().enumerate() {
-                        if let Some((y, x)) = self.source(at, i, j) {
-                            plane[y * w + x] = *v;
-                        }
-                    }
-                }
-            });
-    }
-
-    /// The taps of `weight` `[C_out, C_in, Kh, Kw]` on phase `at`.
-    fn taps_of(&self, weight: &[f32], at: [usize; 2], ph: &Geometry) -> Vec<f32> {
-        let ([kh, kw], [sh, sw], [th, tw]) = (self.g.kernel, self.stride, ph.kernel);
-        let mut out = vec![0f32; weight.len() / (kh * kw) * th * tw];
-        for (k, v) in out.iter_mut().enumerate() {
-            let (oc, t, u) = (k / (th * tw), k / tw % th, k % tw);
-            *v = weight[(oc * kh + at[0] + sh * t) * kw + at[1] + sw * u];
+    /// The stack's input gradient (grid rows) placed back at the input's
+    /// positions `[N, C, H, W]` (padding dropped, phases without taps zero).
+    fn unstack(&self, rows: &[f32], st: &Geometry) -> Vec<f32> {
+        let (c, place) = (self.g.c_in, self.padded(st));
+        let image = c * self.g.height * self.g.width;
+        let padded = self.stride[0] * st.height * place.wp * c;
+        // SAFETY: to_planes writes every value of each image's chunk.
+        unsafe {
+            kernel::unzeroed(self.g.batch * image, |dx| {
+                dx.par_chunks_mut(image)
+                    .zip(rows.par_chunks(st.height * st.width * st.c_in))
+                    .for_each(|(dst, src)| {
+                        let mut copy = vec![0f32; padded];
+                        self.runs(st, |from, to| copy[to].copy_from_slice(&src[from]));
+                        layout::to_planes(&copy, dst, c, place);
+                    })
+            })
         }
+    }
+
+    /// Where weight `(o, c, y, x)` sits in the stack's kernel
+    /// `[C_out, P*C, Kh/s, Kw/s]`.
+    fn tap(&self, st: &Geometry, o: usize, c: usize, y: usize, x: usize) -> usize {
+        let ([sh, sw], [_, pb], [th, tw]) = (self.stride, self.phases(), st.kernel);
+        let p = (y % sh) * pb + x % sw;
+        ((o * st.c_in + p * self.g.c_in + c) * th + y / sh) * tw + x / sw
+    }
+
+    /// Calls `f(stack kernel index, weight index)` for each weight.
+    fn taps(&self, st: &Geometry, mut f: impl FnMut(usize, usize)) {
+        let [kh, kw] = self.g.kernel;
+        let (co, ci) = (self.g.c_out, self.g.c_in);
+        for (idx, (o, c)) in (0..co)
+            .flat_map(|o| (0..ci).map(move |c| (o, c)))
+            .enumerate()
+        {
+            for (y, x) in (0..kh).flat_map(|y| (0..kw).map(move |x| (y, x))) {
+                f(self.tap(st, o, c, y, x), idx * kh * kw + y * kw + x);
+            }
+        }
+    }
+
+    /// `weight` `[C_out, C_in, Kh, Kw]` as the stack's kernel, zero where a
+    /// phase's taps run past the real kernel.
+    fn stacked_weight(&self, weight: &[f32], st: &Geometry) -> Vec<f32> {
+        let mut out = vec![0f32; st.c_out * st.c_in * st.kernel[0] * st.kernel[1]];
+        self.taps(st, |s, w| out[s] = weight[w]);
         out
+    }
+
+    /// The stack kernel's gradient at the real kernel's taps.
+    fn unstacked_weight(&self, part: &[f32], st: &Geometry) -> Vec<f32> {
+        let mut dw = vec![0f32; self.g.c_out * self.g.c_in * self.g.kernel[0] * self.g.kernel[1]];
+        self.taps(st, |s, w| dw[w] = part[s]);
+        dw
     }
 }
 
-/// The output `[N, C_out, Ho, Wo]` (no bias), summed over the phases in
-/// order, and the phases' input grids for the weight gradient.
-fn forward(x: &[f32], weight: &[f32], s: &Strided) -> (Vec<f32>, Vec<kernel::InputGrid>) {
-    let [ho, wo] = s.out();
-    let mut y = vec![0f32; s.g.batch * s.g.c_out * ho * wo];
-    let mut grids = Vec::new();
-    for (at, ph) in s.phases() {
-        let grid = kernel::InputGrid::new(&s.phase_of(x, at, &ph, s.g.c_in), &ph);
-        let part = kernel::forward(&grid, &s.taps_of(weight, at, &ph), &ph);
-        let [hq, wq] = ph.out();
-        y.par_chunks_mut(ho * wo)
-            .zip(part.par_chunks(hq * wq))
-            .for_each(|(dst, src)| {
-                for (d, line) in dst.chunks_exact_mut(wo).zip(src.chunks_exact(wq)) {
-                    d.iter_mut().zip(line).for_each(|(d, v)| *d += v);
-                }
-            });
-        grids.push(grid);
-    }
-    (y, grids)
+/// The output `[N, C_out, Ho, Wo]` (no bias) and the stack's input grid,
+/// kept for the weight gradient.
+fn forward(x: &[f32], weight: &[f32], s: &Strided) -> (Vec<f32>, kernel::InputGrid) {
+    let st = s.stacked();
+    let grid = s.stack(x, &st);
+    let y = kernel::forward_within(&grid, &s.stacked_weight(weight, &st), &st, s.out());
+    (y, grid)
 }
 
 /// The input gradient (if `weight` is given) and the weight gradient (if
-/// `grids` are), each phase's from the output gradient widened to its grid.
+/// `grid` is), from the output gradient, zero beyond it in the stack's output.
 fn backward(
     dy: &[f32],
     weight: Option<&[f32]>,
-    grids: Option<&[kernel::InputGrid]>,
+    grid: Option<&kernel::InputGrid>,
     s: &Strided,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let ([ho, wo], g) = (s.out(), &s.g);
-    let mut dx = weight.map(|_| vec![0f32; g.batch * g.c_in * g.height * g.width]);
-    let mut dw = grids.map(|_| vec![0f32; g.c_out * g.c_in * g.kernel[0] * g.kernel[1]]);
-    for (k, (at, ph)) in s.phases().into_iter().enumerate() {
-        let [hq, wq] = ph.out();
-        let mut wide = vec![0f32; g.batch * g.c_out * hq * wq];
-        wide.par_chunks_mut(hq * wq)
-            .zip(dy.par_chunks(ho * wo))
-            .for_each(|(dst, src)| {
-                for (d, line) in dst.chunks_exact_mut(wq).zip(src.chunks_exact(wo)) {
-                    d[..wo].copy_from_slice(line);
-                }
-            });
-        let dyg = kernel::OutputGrad::new(&wide, &ph);
-        if let (Some(dx), Some(w)) = (dx.as_mut(), weight) {
-            let part = kernel::input_grad(&dyg, &s.taps_of(w, at, &ph), &ph);
-            s.place(&part, at, &ph, dx);
-        }
-        if let (Some(dw), Some(grids)) = (dw.as_mut(), grids) {
-            let part = kernel::weight_grad(&grids[k], &dyg, &ph);
-            let ([kh, kw], [th, tw]) = (g.kernel, ph.kernel);
-            for (t, v) in part.iter().enumerate() {
-                let (oc, r, c) = (t / (th * tw), t / tw % th, t % tw);
-                dw[(oc * kh + at[0] + s.stride[0] * r) * kw + at[1] + s.stride[1] * c] = *v;
-            }
-        }
-    }
+    let st = s.stacked();
+    let dyg = kernel::OutputGrad::within(dy, &st, s.out());
+    let dx = weight.map(|w| {
+        let rows = kernel::input_grad_rows(&dyg, &s.stacked_weight(w, &st), &st);
+        s.unstack(&rows, &st)
+    });
+    let dw = grid.map(|grid| s.unstacked_weight(&kernel::weight_grad(grid, &dyg, &st), &st));
     (dx, dw)
 }
 
 #[derive(Debug)]
-struct PhasedConv;
+struct StackedConv;
 
-impl Backward<Flex, 2> for PhasedConv {
-    type State = (Arc<Vec<kernel::InputGrid>>, NodeId, DType, Strided);
+impl Backward<Flex, 2> for StackedConv {
+    type State = (Arc<kernel::InputGrid>, NodeId, DType, Strided);
 
     fn backward(
         self,
@@ -199,12 +214,12 @@ impl Backward<Flex, 2> for PhasedConv {
     ) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (grids, w_state, x_dtype, s) = ops.state;
+        let (grid, w_state, x_dtype, s) = ops.state;
         let w: FlexTensor = checkpointer.retrieve_node_output(w_state);
         let weight = floats(&w);
         let weight = node_x.is_some().then_some(&weight[..]);
-        let grids = node_w.is_some().then_some(&grids[..]);
-        let (dx, dw) = backward(&floats(&dy), weight, grids, &s);
+        let grid = node_w.is_some().then_some(&*grid);
+        let (dx, dw) = backward(&floats(&dy), weight, grid, &s);
         let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
         register(grads, ids, [dx, dw], &s.g, [x_dtype, w.dtype()]);
     }
@@ -219,16 +234,16 @@ pub fn conv2d(
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
     let dtype = x.primitive.dtype();
-    let (y, grids) = forward(&floats(&x.primitive), &floats(&w.primitive), &s);
+    let (y, grid) = forward(&floats(&x.primitive), &floats(&w.primitive), &s);
     let [ho, wo] = s.out();
     let y = tensor(y, [s.g.batch, s.g.c_out, ho, wo], dtype);
-    let y = match PhasedConv
+    let y = match StackedConv
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let state = (Arc::new(grids), prep.checkpoint(&w), dtype, s);
+            let state = (Arc::new(grid), prep.checkpoint(&w), dtype, s);
             prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),

@@ -134,7 +134,7 @@ fn gradients_match_burns_at_resnet_lenet_and_odd_shapes() {
     check([48, 16, 14, 14], [16, 16, 3, 3], true, 1, 1, false, 1e-5); // many chunks and row groups
 }
 
-/// Strided convolutions as sums of stride-1 ones over the input's phases.
+/// Strided convolutions as stride-1 ones over the input's phases stacked as channels.
 #[test]
 fn strided_gradients_match_burns() {
     check([4, 16, 16, 16], [32, 16, 3, 3], false, 2, 1, false, 1e-5); // ResNet stage 2
@@ -142,6 +142,8 @@ fn strided_gradients_match_burns() {
     check([2, 8, 8, 8], [16, 8, 1, 1], false, 2, 0, false, 1e-5); // 1x1 shortcut
     check([2, 9, 11, 10], [5, 9, 5, 4], true, 3, 2, false, 1e-5); // stride 3, 5x4 kernel
     check([2, 9, 7, 7], [4, 9, 2, 2], false, 2, 0, false, 1e-5); // 2x2 kernel, stride 2
+    check([2, 4, 10, 11], [3, 4, 2, 2], true, 3, 1, false, 1e-5); // a phase with no taps
+    check([3, 5, 12, 12], [6, 5, 3, 3], true, 4, 2, false, 1e-5); // stride beyond the kernel
     check([2, 8, 10, 10], [8, 8, 3, 3], false, 2, 1, true, 2e-2); // f16
 }
 
