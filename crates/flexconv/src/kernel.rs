@@ -159,19 +159,6 @@ fn grid(
     out
 }
 
-/// The `[N, C, h, w]` block of a grid at offset `at`.
-fn ungrid(grid: &[f32], g: &Geometry, c: usize, hw: [usize; 2], at: [usize; 2]) -> Vec<f32> {
-    let (place, image) = (place(g, hw, at), g.image_rows() * c);
-    // SAFETY: to_planes writes every value of each image's chunk.
-    unsafe {
-        unzeroed(g.batch * c * hw[0] * hw[1], |out| {
-            out.par_chunks_mut(c * hw[0] * hw[1])
-                .zip(grid.par_chunks(image))
-                .for_each(|(dst, src)| layout::to_planes(src, dst, c, place))
-        })
-    }
-}
-
 /// `len` values that `fill` writes, not zeroed first: the products' and
 /// transposes' outputs, a memset the size of a grid each otherwise.
 ///
@@ -194,33 +181,124 @@ fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
     }
 }
 
+/// A correlation's operands: the grid (`c` channels), the taps
+/// (`kh x kw x c x n`) and the shape.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    grid: &'a [f32],
+    taps: &'a [f32],
+    g: &'a Geometry,
+    c: usize,
+    n: usize,
+}
+
+impl Operands<'_> {
+    /// `out[r, j] = sum_kh sum_(kw, i) grid[r0 + r + kh*Wg + kw, i] * taps[kh][kw][i][j]`
+    /// for the `out.len() / n` rows from grid row `r0`, in chunks of at most
+    /// [`CHUNK`] rows (each one's output stays in cache across the products).
+    fn rows(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
+        let Operands {
+            grid,
+            taps,
+            g,
+            c,
+            n,
+        } = *self;
+        let [kh, kw] = g.kernel;
+        let (wp, kc) = (g.grid_hw()[1], kw * c);
+        assert!(
+            (r0 + out.len() / n + g.reach()) * c <= grid.len(),
+            "rows inside the grid"
+        );
+        for (k, dst) in out.chunks_mut(CHUNK * n).enumerate() {
+            let (r, m) = (r0 + k * CHUNK, dst.len() / n);
+            for t in 0..kh {
+                // SAFETY: rows r .. r + m of the output; the grid is read up
+                // to row r + m - 1 + reach, inside it (asserted above); taps
+                // holds kh blocks of kc x n.
+                unsafe {
+                    product(
+                        [m, n, kc],
+                        (dst.as_mut_ptr().cast(), n, t > 0),
+                        View(grid.as_ptr().add((r + t * wp) * c), c, 1),
+                        View(taps.as_ptr().add(t * kc * n), n, 1),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wg + kw, i] * taps[kh][kw][i][j]`
 /// for every grid row r: a correlation with `c` input and `n` output channels.
 fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Vec<f32> {
-    let [kh, kw] = g.kernel;
-    let (wp, kc) = (g.grid_hw()[1], kw * c);
-    let chunk = |(i, dst): (usize, &mut [MaybeUninit<f32>])| {
-        let (r0, m) = (i * CHUNK, dst.len() / n);
-        for t in 0..kh {
-            // SAFETY: rows r0 .. r0 + m of the output; the grid is read up to
-            // row r0 + m - 1 + reach, inside it (the caller's grid has `reach`
-            // rows beyond rows()); taps holds kh blocks of kc x n.
-            unsafe {
-                product(
-                    [m, n, kc],
-                    (dst.as_mut_ptr().cast(), n, t > 0),
-                    View(grid.as_ptr().add((r0 + t * wp) * c), c, 1),
-                    View(taps.as_ptr().add(t * kc * n), n, 1),
-                );
-            }
-        }
+    let ops = Operands {
+        grid,
+        taps,
+        g,
+        c,
+        n,
     };
     // SAFETY: each chunk's first product (t = 0, kh >= 1) does not read its
     // destination and writes all of it: gemm stores without loading where
     // it does not accumulate.
     unsafe {
         unzeroed(g.rows() * n, |out| {
-            out.par_chunks_mut(CHUNK * n).enumerate().for_each(chunk)
+            out.par_chunks_mut(CHUNK * n)
+                .enumerate()
+                .for_each(|(i, dst)| ops.rows(i * CHUNK, dst))
+        })
+    }
+}
+
+thread_local! {
+    /// A thread's correlation rows on their way to planes, reused (a fresh
+    /// buffer of this size would be fresh pages each time).
+    static SCRATCH: std::cell::RefCell<Vec<MaybeUninit<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`correlate`]'s output block `hw` at `at` of each image, as planes
+/// `[N, n, h, w]`: whole images per task, each one's rows moved to planes
+/// while they are in cache rather than written out as a grid and read back.
+fn correlate_planes(
+    grid: &[f32],
+    taps: &[f32],
+    g: &Geometry,
+    [c, n]: [usize; 2],
+    hw: [usize; 2],
+    at: [usize; 2],
+) -> Vec<f32> {
+    let ops = Operands {
+        grid,
+        taps,
+        g,
+        c,
+        n,
+    };
+    let (image, plane, place) = (g.image_rows(), n * hw[0] * hw[1], place(g, hw, at));
+    let images = (CHUNK / image).max(1);
+    let task = |(i, dst): (usize, &mut [MaybeUninit<f32>])| {
+        SCRATCH.with_borrow_mut(|rows| {
+            let k = dst.len() / plane;
+            if rows.len() < k * image * n {
+                rows.resize(k * image * n, MaybeUninit::uninit());
+            }
+            let rows = &mut rows[..k * image * n];
+            ops.rows(i * images * image, rows);
+            // SAFETY: the products wrote every value (first product of a
+            // chunk without accumulating, as in correlate).
+            let rows: &[f32] = unsafe { &*(rows as *const [MaybeUninit<f32>] as *const [f32]) };
+            for (src, out) in rows.chunks(image * n).zip(dst.chunks_mut(plane)) {
+                layout::to_planes(src, out, n, place);
+            }
+        })
+    };
+    // SAFETY: to_planes writes every value of each image's planes.
+    unsafe {
+        unzeroed(g.batch * plane, |out| {
+            out.par_chunks_mut(images * plane)
+                .enumerate()
+                .for_each(task)
         })
     }
 }
@@ -322,26 +400,30 @@ pub fn forward_within(x: &InputGrid, weight: &[f32], g: &Geometry, hw: [usize; 2
     let kw = g.kernel[1];
     let (ci, co) = (g.c_in, g.c_out);
     let taps = taps(weight, g, |o, i, y, x| ((y * kw + x) * ci + i) * co + o);
-    let y = correlate(&x.0, &taps, g, ci, co);
-    ungrid(&y, g, co, hw, [0, 0])
+    correlate_planes(&x.0, &taps, g, [ci, co], hw, [0, 0])
 }
 
 /// The input gradient `[N, C_in, H, W]` from the output gradient and the
 /// weight `[C_out, C_in, Kh, Kw]`: a correlation of the zero-surrounded
 /// output gradient with the flipped, transposed kernel.
 pub fn input_grad(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
-    let dx = input_grad_rows(dy, weight, g);
-    ungrid(&dx, g, g.c_in, [g.height, g.width], g.padding)
+    let (hw, taps) = ([g.height, g.width], flipped(weight, g));
+    correlate_planes(&dy.0, &taps, g, [g.c_out, g.c_in], hw, g.padding)
 }
 
 /// [`input_grad`] as grid rows, `c_in` values each: for an unpadded
 /// geometry image n's pixel `(y, x)` is row `n * height * width + y * width + x`.
 pub(crate) fn input_grad_rows(dy: &OutputGrad, weight: &[f32], g: &Geometry) -> Vec<f32> {
+    correlate(&dy.0, &flipped(weight, g), g, g.c_out, g.c_in)
+}
+
+/// The input gradient's taps: the kernel flipped, its channels swapped.
+fn flipped(weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co) = (g.c_in, g.c_out);
-    let flipped = |o, i, y, x| (((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i;
-    let taps = taps(weight, g, flipped);
-    correlate(&dy.0, &taps, g, co, ci)
+    taps(weight, g, |o, i, y, x| {
+        (((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i
+    })
 }
 
 /// The weight gradient `[C_out, C_in, Kh, Kw]` from the input grid and the
