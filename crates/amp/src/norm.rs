@@ -20,10 +20,13 @@
 //! statistics.
 
 use crate::sums::split_of;
+use burn::backend::{Autodiff, Flex};
 use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, TensorPrimitive};
+use burn_backend::tensor::FloatTensor;
 use greentrain_matmul::MatmulBackend;
+use std::any::{Any, TypeId};
 
 /// Burn's [`BatchNorm`] layer applied as greentrain applies it, for a plain
 /// model (one that calls `batch_norm(&self.bn, x)` where it would call
@@ -58,6 +61,10 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
         D >= 2,
         "batch norm needs [batch, channels, ...], got rank {D}"
     );
+    let x = match on_flex(layer, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let dims = x.dims();
     let (n, c) = (dims[0], dims[1]);
     let p: usize = dims[2..].iter().product();
@@ -72,6 +79,47 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
     let col = |v: Tensor<B, 1>| per_row(v, n, m).reshape([n * c, 1, 1]);
     let sum = |r: Tensor<B, 3>| channel_sum(r.sum_dim(1).sum_dim(2), n, c, m);
     normalise(layer, rows, (n * p) as f64, col, sum).reshape(dims)
+}
+
+/// Training on `Autodiff<Flex>` (alone or under `Amp`): greentrain-flexconv's
+/// fused batch norm, two passes forward and two backward where the tensor
+/// ops take six and about ten; `Err(x)` for everything else.
+fn on_flex<B: Backend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let flex = TypeId::of::<FloatTensor<B>>() == TypeId::of::<FloatTensor<Autodiff<Flex>>>();
+    if !flex || !B::ad_enabled(&x.device()) || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let (gamma, beta) = (as_flex(layer.gamma.val()), as_flex(layer.beta.val()));
+    let Some((y, stats)) =
+        greentrain_flexconv::norm::batch_norm(as_flex(x.clone()), gamma, beta, layer.epsilon)
+    else {
+        return Err(x);
+    };
+    let device = x.device();
+    let c = stats.mean.len();
+    let mean = Tensor::<B, 1>::from_data(TensorData::new(stats.mean, [c]), &device);
+    let var = Tensor::<B, 1>::from_data(TensorData::new(stats.var, [c]), &device);
+    let count: usize = x.dims().iter().product::<usize>() / c;
+    update_running(layer, mean, var, count as f64);
+    Ok(from_flex(y))
+}
+
+/// A tensor whose primitive is `Autodiff<Flex>`'s (checked by the caller)
+/// as an `Autodiff<Flex>` tensor.
+fn as_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<Autodiff<Flex>, D> {
+    let p: Box<dyn Any> = Box::new(x.into_primitive().tensor());
+    let p = *p.downcast().expect("the primitive checked by the caller");
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// The inverse of [`as_flex`].
+fn from_flex<B: Backend, const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<B, D> {
+    let p: Box<dyn Any> = Box::new(x.into_primitive().tensor());
+    let p = *p.downcast().expect("the primitive checked by the caller");
+    Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
 /// The normalisation on rows of any layout: `col` broadcasts a per-channel

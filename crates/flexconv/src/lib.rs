@@ -13,11 +13,15 @@
 //! grouped, asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
+//! Max pooling ([`max_pool2d`], [`pool`]) and batch norm in training
+//! ([`norm`]) are single operations on Flex too, for the models' other
+//! layers around the convolutions.
 
 pub mod direct;
 pub mod gemm;
 pub mod kernel;
 mod layout;
+pub mod norm;
 mod op;
 pub mod pool;
 pub mod strided;

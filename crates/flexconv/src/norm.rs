@@ -1,0 +1,228 @@
+//! Batch norm in training as one autodiff operation on `Autodiff<Flex>`.
+//!
+//! Composed of tensor ops (greentrain-amp's `batch_norm`), a training step's
+//! batch norm is six full passes forward (sum, centre, square, sum, scale,
+//! shift) and about ten backward, each its own Flex op with its own output;
+//! with the ReLUs and additions around it, that element-wise work was
+//! about a sixth of a ResNet-20 step on the CPU (perf, docs/BENCHMARKS.md).
+//! Here the forward reads the input twice (mean, then the centred
+//! variance) and writes the output once; the backward reads the output
+//! gradient and input once for both per-channel sums and once for the
+//! input gradient.
+//!
+//! PyTorch's semantics: the biased batch variance normalises; the caller
+//! updates the running statistics from the mean and biased variance
+//! returned. Sums run per channel in f64 in a fixed order (images, then
+//! positions), so the bits do not depend on the thread count.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+
+use crate::op::floats;
+
+/// A batch norm's sizes: images, channels, positions per channel plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Planes {
+    n: usize,
+    c: usize,
+    p: usize,
+}
+
+impl Planes {
+    /// The values of channel `ch`, plane by plane (image by image).
+    fn of<'a>(&self, v: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+        let (c, p) = (self.c, self.p);
+        (0..self.n).map(move |i| &v[(i * c + ch) * p..][..p])
+    }
+
+    fn count(&self) -> f64 {
+        (self.n * self.p) as f64
+    }
+}
+
+/// Per-channel statistics: the mean and `1 / sqrt(biased var + eps)`.
+#[derive(Clone, Debug)]
+struct Stats {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+/// Each channel's mean and biased variance (two passes, f64 sums).
+fn stats(x: &[f32], s: Planes, epsilon: f64) -> Stats {
+    let per: Vec<(f32, f32)> = (0..s.c)
+        .into_par_iter()
+        .map(|ch| {
+            let sum: f64 = s.of(x, ch).flatten().map(|v| *v as f64).sum();
+            let mean = sum / s.count();
+            let sq: f64 = s
+                .of(x, ch)
+                .flatten()
+                .map(|v| (*v as f64 - mean).powi(2))
+                .sum();
+            (mean as f32, (sq / s.count()) as f32)
+        })
+        .collect();
+    let (mean, var): (Vec<f32>, Vec<f32>) = per.into_iter().unzip();
+    let inv_std = var
+        .iter()
+        .map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    Stats { mean, var, inv_std }
+}
+
+/// `y = (x - mean) * inv_std * gamma + beta`, plane by plane.
+fn normalise(x: &[f32], st: &Stats, gamma: &[f32], beta: &[f32], s: Planes) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(s.p)
+        .zip(x.par_chunks(s.p))
+        .enumerate()
+        .for_each(|(i, (dst, src))| {
+            let ch = i % s.c;
+            let (m, k) = (st.mean[ch], st.inv_std[ch] * gamma[ch]);
+            let b = beta[ch];
+            dst.iter_mut()
+                .zip(src)
+                .for_each(|(d, v)| *d = (v - m) * k + b);
+        });
+    y
+}
+
+/// The input, gamma and beta gradients from the output gradient:
+/// `dbeta = sum dy`, `dgamma = sum dy * xhat`,
+/// `dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)`.
+fn gradients(
+    dy: &[f32],
+    x: &[f32],
+    st: &Stats,
+    gamma: &[f32],
+    s: Planes,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums: Vec<(f64, f64)> = (0..s.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (m, k) = (st.mean[ch] as f64, st.inv_std[ch] as f64);
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for (g, v) in s.of(dy, ch).zip(s.of(x, ch)) {
+                for (g, v) in g.iter().zip(v) {
+                    sd += *g as f64;
+                    sdx += *g as f64 * (*v as f64 - m) * k;
+                }
+            }
+            (sd, sdx)
+        })
+        .collect();
+    let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(s.p)
+        .zip(dy.par_chunks(s.p).zip(x.par_chunks(s.p)))
+        .enumerate()
+        .for_each(|(i, (dst, (g, v)))| {
+            let ch = i % s.c;
+            let (m, k) = (st.mean[ch], st.inv_std[ch]);
+            let scale = gamma[ch] * k;
+            let (mean_g, mean_gx) = (
+                (sums[ch].0 / s.count()) as f32,
+                (sums[ch].1 / s.count()) as f32,
+            );
+            for ((d, g), v) in dst.iter_mut().zip(g).zip(v) {
+                *d = scale * (g - mean_g - (v - m) * k * mean_gx);
+            }
+        });
+    (dx, dgamma, dbeta)
+}
+
+#[derive(Debug)]
+struct BatchNorm;
+
+impl Backward<Flex, 3> for BatchNorm {
+    type State = (FlexTensor, Arc<Stats>, Vec<f32>, Planes);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, st, gamma, s) = ops.state;
+        let shape = x.shape();
+        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, &gamma, s);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        }
+        if let Some(node) = node_g {
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dgamma, [s.c])),
+            );
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dbeta, [s.c])),
+            );
+        }
+    }
+}
+
+/// The batch statistics a training batch norm normalised with: each
+/// channel's mean and biased variance, for the running statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+/// Batch norm of an f32 `x` `[N, C, ...]` with batch statistics, recorded
+/// for backward; `None` for another dtype or shape (the caller composes it).
+pub fn batch_norm<const D: usize>(
+    x: Tensor<Autodiff<Flex>, D>,
+    gamma: Tensor<Autodiff<Flex>, 1>,
+    beta: Tensor<Autodiff<Flex>, 1>,
+    epsilon: f64,
+) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
+    let dims = x.dims();
+    let s = Planes {
+        n: dims[0],
+        c: *dims.get(1)?,
+        p: dims[2..].iter().product(),
+    };
+    let fits = D >= 2 && x.dtype() == DType::F32 && gamma.dims() == [s.c] && beta.dims() == [s.c];
+    if !fits || gamma.dtype() != DType::F32 || beta.dtype() != DType::F32 || s.n * s.c * s.p == 0 {
+        return None;
+    }
+    let [x, gamma, beta] = [
+        x.into_primitive().tensor(),
+        gamma.into_primitive().tensor(),
+        beta.into_primitive().tensor(),
+    ];
+    let values = floats(&x.primitive).into_owned();
+    let st = stats(&values, s, epsilon);
+    let (g, b) = (
+        floats(&gamma.primitive).into_owned(),
+        floats(&beta.primitive).into_owned(),
+    );
+    let y = normalise(&values, &st, &g, &b, s);
+    let y = FlexTensor::from_data(TensorData::new(y, x.primitive.shape()));
+    let batch = BatchStats {
+        mean: st.mean.clone(),
+        var: st.var.clone(),
+    };
+    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+    let y = match BatchNorm
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive.clone(), Arc::new(st), g, s), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some((Tensor::from_primitive(TensorPrimitive::Float(y)), batch))
+}
