@@ -7,9 +7,9 @@
 //! matrix products over a channels-last copy of the input ([`kernel`]), on
 //! `Autodiff<Flex>` for training and on Flex for evaluation; the forward of
 //! a convolution with very shallow products (a first layer) is [`direct`]'s
-//! register-blocked sums, in Flex's order (Flex's own in 16 bits). In
-//! training, a strided convolution is one stride-1 convolution over the
-//! input's phases stacked as channels ([`strided`]). Every other backend, and every other convolution (dilated,
+//! register-blocked sums, in Flex's order (Flex's own in 16 bits). A
+//! strided convolution is one stride-1 convolution over the input's phases
+//! stacked as channels ([`strided`]), in training and in evaluation. Every other backend, and every other convolution (dilated,
 //! grouped, asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
@@ -95,7 +95,11 @@ pub fn conv2d<B: Backend>(
     options: PaddedConvOptions<2>,
 ) -> Tensor<B, 4> {
     if let Some(s) = strided(&x, &weight, &options) {
-        let y: Tensor<B, 4> = same(strided::conv2d(same(x), same(weight), s));
+        let y: Tensor<B, 4> = if is::<B, Flex>() {
+            same(strided::conv2d_inner(same(x), same(weight), s))
+        } else {
+            same(strided::conv2d(same(x), same(weight), s))
+        };
         return with_bias(y, bias);
     }
     let Some(geometry) = geometry(&x, &weight, &options) else {
@@ -157,15 +161,16 @@ pub fn routes<B: Backend>(
 }
 
 /// The plan when [`conv2d`] takes this strided convolution apart into
-/// stride-1 ones ([`strided`]): on `Autodiff<Flex>` only (for its
-/// gradients: Flex's own strided forward is faster, so evaluation keeps it).
+/// stride-1 ones ([`strided`]): on `Autodiff<Flex>`, and on Flex alone
+/// (evaluation, the forward only) where the stacked products are deep
+/// enough for gemm ([`strided::Strided::deep`]; Flex's own otherwise).
 fn strided<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     options: &PaddedConvOptions<2>,
 ) -> Option<strided::Strided> {
-    let g = shape(x, weight, options).filter(|_| is::<B, Autodiff<Flex>>())?;
-    strided::Strided::new(g, options.options.stride)
+    let s = strided::Strided::new(shape(x, weight, options)?, options.options.stride)?;
+    (is::<B, Autodiff<Flex>>() || s.deep()).then_some(s)
 }
 
 /// The geometry when this convolution takes the shifted-product path:

@@ -54,6 +54,12 @@ impl Strided {
         [(self.g.hp() - kh) / sh + 1, (self.g.wp() - kw) / sw + 1]
     }
 
+    /// Whether the stacked convolution's products are deep enough for gemm
+    /// to beat Flex's own forward ([`Geometry::shallow`]'s rule).
+    pub fn deep(&self) -> bool {
+        !self.stacked().shallow()
+    }
+
     /// Phases with taps per row and per column: `min(s, k)` (a 1x1 kernel
     /// reads one phase of s x s).
     fn phases(&self) -> [usize; 2] {
@@ -248,5 +254,15 @@ pub fn conv2d(
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The same strided convolution on Flex itself (evaluation): no graph to
+/// record, the stack's grid dropped after the forward.
+pub fn conv2d_inner(x: Tensor<Flex, 4>, w: Tensor<Flex, 4>, s: Strided) -> Tensor<Flex, 4> {
+    let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+    let (y, _) = forward(&floats(&x), &floats(&w), &s);
+    let [ho, wo] = s.out();
+    let y = tensor(y, [s.g.batch, s.g.c_out, ho, wo], x.dtype());
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }

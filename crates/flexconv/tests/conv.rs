@@ -233,18 +233,21 @@ fn same_bits(a: &[f32], b: &[f32], case: &str) {
 
 #[test]
 fn evaluation_on_flex_alone_matches_burns_in_its_dtype() {
-    for (x, w, pad, bias) in [
-        ([4, 16, 12, 12], [16, 16, 3, 3], 1, false),
-        ([3, 6, 14, 14], [16, 6, 5, 5], 0, true),
-        ([2, 4, 7, 5], [4, 4, 3, 2], 1, true),
+    for (x, w, stride, pad, bias) in [
+        ([4, 16, 12, 12], [16, 16, 3, 3], 1, 1, false),
+        ([3, 6, 14, 14], [16, 6, 5, 5], 1, 0, true),
+        ([2, 4, 7, 5], [4, 4, 3, 2], 1, 1, true),
+        ([4, 16, 15, 15], [32, 16, 3, 3], 2, 1, false), // ResNet's stride 2, stacked
+        ([2, 8, 9, 9], [16, 8, 1, 1], 2, 0, true),      // 1x1 shortcut, one phase
     ] {
         for (dtype, tol) in [(FloatDType::F32, 1e-5), (FloatDType::F16, 2e-2)] {
             let xt = tensor(x, 1).inner().cast(dtype);
             let wt = tensor(w, 2).inner().cast(dtype);
             let bt = bias.then(|| tensor([w[0]], 3).inner().cast(dtype));
-            assert!(routes(&xt, &wt, &options(1, pad)));
-            let ours = conv2d(xt.clone(), wt.clone(), bt.clone(), options(1, pad));
-            let burn = module::conv2d(xt, wt, bt, options(1, pad));
+            let opts = options(stride, pad);
+            assert!(routes(&xt, &wt, &opts));
+            let ours = conv2d(xt.clone(), wt.clone(), bt.clone(), opts.clone());
+            let burn = module::conv2d(xt, wt, bt, opts);
             assert_eq!(ours.dtype(), burn.dtype());
             assert_eq!(ours.dims(), burn.dims());
             let e = max_rel(&data(ours), &data(burn));
