@@ -92,9 +92,9 @@ fn on_flex<B: Backend, const D: usize>(
     if !flex || !B::ad_enabled(&x.device()) || x.dtype() != DType::F32 {
         return Err(x);
     }
-    let (gamma, beta) = (as_flex(layer.gamma.val()), as_flex(layer.beta.val()));
+    let (gamma, beta) = (retype(layer.gamma.val()), retype(layer.beta.val()));
     let Some((y, stats)) =
-        greentrain_flexconv::norm::batch_norm(as_flex(x.clone()), gamma, beta, layer.epsilon)
+        greentrain_flexconv::norm::batch_norm(retype(x.clone()), gamma, beta, layer.epsilon)
     else {
         return Err(x);
     };
@@ -104,19 +104,13 @@ fn on_flex<B: Backend, const D: usize>(
     let var = Tensor::<B, 1>::from_data(TensorData::new(stats.var, [c]), &device);
     let count: usize = x.dims().iter().product::<usize>() / c;
     update_running(layer, mean, var, count as f64);
-    Ok(from_flex(y))
+    Ok(retype(y))
 }
 
-/// A tensor whose primitive is `Autodiff<Flex>`'s (checked by the caller)
-/// as an `Autodiff<Flex>` tensor.
-fn as_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<Autodiff<Flex>, D> {
-    let p: Box<dyn Any> = Box::new(x.into_primitive().tensor());
-    let p = *p.downcast().expect("the primitive checked by the caller");
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
-/// The inverse of [`as_flex`].
-fn from_flex<B: Backend, const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<B, D> {
+/// `x` as a tensor of backend `To`, whose float primitive is the same type
+/// as `From`'s (`Amp<Autodiff<Flex>>` and `Autodiff<Flex>`; checked by the
+/// caller).
+fn retype<From: Backend, To: Backend, const D: usize>(x: Tensor<From, D>) -> Tensor<To, D> {
     let p: Box<dyn Any> = Box::new(x.into_primitive().tensor());
     let p = *p.downcast().expect("the primitive checked by the caller");
     Tensor::from_primitive(TensorPrimitive::Float(p))

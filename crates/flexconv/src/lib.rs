@@ -9,8 +9,9 @@
 //! a convolution with very shallow products (a first layer) is [`direct`]'s
 //! register-blocked sums, in Flex's order (Flex's own in 16 bits). A
 //! strided convolution is one stride-1 convolution over the input's phases
-//! stacked as channels ([`strided`]), in training and in evaluation. Every other backend, and every other convolution (dilated,
-//! grouped, asymmetric padding), goes to Burn's `conv2d` unchanged, so GPU
+//! stacked as channels ([`strided`]), in training and in evaluation. Every
+//! other backend, and every other convolution (dilated, grouped, asymmetric
+//! padding), goes to Burn's `conv2d` unchanged, so GPU
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
 //! Max pooling ([`max_pool2d`], [`pool`]) and batch norm in training

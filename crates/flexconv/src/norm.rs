@@ -23,9 +23,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use crate::op::floats;
 
@@ -149,26 +150,21 @@ impl Backward<Flex, 3> for BatchNorm {
     type State = (FlexTensor, Arc<Stats>, Vec<f32>, Planes);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_g, node_b] = ops.parents;
+        let [id_x, id_g, id_b] = ops.parents.map(|n| n.map(|n| n.id));
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, st, gamma, s) = ops.state;
-        let shape = x.shape();
         let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, &gamma, s);
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
-        }
-        if let Some(node) = node_g {
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dgamma, [s.c])),
-            );
-        }
-        if let Some(node) = node_b {
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dbeta, [s.c])),
-            );
-        }
+        put(grads, id_x, dx, x.shape());
+        put(grads, id_g, dgamma, [s.c].into());
+        put(grads, id_b, dbeta, [s.c].into());
+    }
+}
+
+/// Registers `values` of `shape` as the gradient of `id`, where tracked.
+fn put(grads: &mut Gradients, id: Option<NodeId>, values: Vec<f32>, shape: Shape) {
+    if let Some(id) = id {
+        let t = FlexTensor::from_data(TensorData::new(values, shape));
+        grads.register::<Flex>(id, t);
     }
 }
 
@@ -194,8 +190,9 @@ pub fn batch_norm<const D: usize>(
         c: *dims.get(1)?,
         p: dims[2..].iter().product(),
     };
-    let fits = D >= 2 && x.dtype() == DType::F32 && gamma.dims() == [s.c] && beta.dims() == [s.c];
-    if !fits || gamma.dtype() != DType::F32 || beta.dtype() != DType::F32 || s.n * s.c * s.p == 0 {
+    let f32s = [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3];
+    let widths = gamma.dims() == [s.c] && beta.dims() == [s.c];
+    if !f32s || !widths || s.n * s.c * s.p == 0 {
         return None;
     }
     let [x, gamma, beta] = [
@@ -203,7 +200,7 @@ pub fn batch_norm<const D: usize>(
         gamma.into_primitive().tensor(),
         beta.into_primitive().tensor(),
     ];
-    let values = floats(&x.primitive).into_owned();
+    let values = floats(&x.primitive);
     let st = stats(&values, s, epsilon);
     let (g, b) = (
         floats(&gamma.primitive).into_owned(),

@@ -82,14 +82,18 @@ impl Strided {
         }
     }
 
-    /// Where an image lies in its padded, channels-last copy: rows and
-    /// columns of whole strides (`s * Hq` by `s * Wq`), zero past the input.
-    fn padded(&self, st: &Geometry) -> Place {
-        Place {
+    /// Where an image lies in its padded, channels-last copy (rows and
+    /// columns of whole strides, `s * Hq` by `s * Wq`, zero past the input),
+    /// and that copy's length.
+    fn padded(&self, st: &Geometry) -> (Place, usize) {
+        let wp = self.stride[1] * st.width;
+        let len = self.stride[0] * st.height * wp * self.g.c_in;
+        let place = Place {
             w: self.g.width,
-            wp: self.stride[1] * st.width,
+            wp,
             at: self.g.padding,
-        }
+        };
+        (place, len)
     }
 
     /// Calls `f(run in the stack's rows, run in the padded copy)` for each
@@ -111,9 +115,8 @@ impl Strided {
     /// The stack's input grid from `[N, C, H, W]` values, through each
     /// image's padded channels-last copy (a transpose, then runs of `P_w * C`).
     fn stack(&self, x: &[f32], st: &Geometry) -> kernel::InputGrid {
-        let (c, place) = (self.g.c_in, self.padded(st));
+        let (c, (place, padded)) = (self.g.c_in, self.padded(st));
         let image = c * self.g.height * self.g.width;
-        let padded = self.stride[0] * st.height * place.wp * c;
         kernel::InputGrid::of_pixels(st, |n, rows| {
             let mut copy = vec![0f32; padded];
             layout::to_rows(&x[n * image..(n + 1) * image], &mut copy, c, place);
@@ -124,9 +127,8 @@ impl Strided {
     /// The stack's input gradient (grid rows) placed back at the input's
     /// positions `[N, C, H, W]` (padding dropped, phases without taps zero).
     fn unstack(&self, rows: &[f32], st: &Geometry) -> Vec<f32> {
-        let (c, place) = (self.g.c_in, self.padded(st));
+        let (c, (place, padded)) = (self.g.c_in, self.padded(st));
         let image = c * self.g.height * self.g.width;
-        let padded = self.stride[0] * st.height * place.wp * c;
         // SAFETY: to_planes writes every value of each image's chunk.
         unsafe {
             kernel::unzeroed(self.g.batch * image, |dx| {
@@ -179,13 +181,14 @@ impl Strided {
     }
 }
 
-/// The output `[N, C_out, Ho, Wo]` (no bias) and the stack's input grid,
-/// kept for the weight gradient.
-fn forward(x: &[f32], weight: &[f32], s: &Strided) -> (Vec<f32>, kernel::InputGrid) {
+/// The output `[N, C_out, Ho, Wo]` (no bias) in `x`'s dtype and the
+/// stack's input grid, kept for the weight gradient.
+fn forward(x: &FlexTensor, weight: &FlexTensor, s: &Strided) -> (FlexTensor, kernel::InputGrid) {
     let st = s.stacked();
-    let grid = s.stack(x, &st);
-    let y = kernel::forward_within(&grid, &s.stacked_weight(weight, &st), &st, s.out());
-    (y, grid)
+    let grid = s.stack(&floats(x), &st);
+    let y = kernel::forward_within(&grid, &s.stacked_weight(&floats(weight), &st), &st, s.out());
+    let [ho, wo] = s.out();
+    (tensor(y, [s.g.batch, s.g.c_out, ho, wo], x.dtype()), grid)
 }
 
 /// The input gradient (if `weight` is given) and the weight gradient (if
@@ -240,9 +243,7 @@ pub fn conv2d(
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
     let dtype = x.primitive.dtype();
-    let (y, grid) = forward(&floats(&x.primitive), &floats(&w.primitive), &s);
-    let [ho, wo] = s.out();
-    let y = tensor(y, [s.g.batch, s.g.c_out, ho, wo], dtype);
+    let (y, grid) = forward(&x.primitive, &w.primitive, &s);
     let y = match StackedConv
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
         .compute_bound()
@@ -261,8 +262,6 @@ pub fn conv2d(
 /// record, the stack's grid dropped after the forward.
 pub fn conv2d_inner(x: Tensor<Flex, 4>, w: Tensor<Flex, 4>, s: Strided) -> Tensor<Flex, 4> {
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
-    let (y, _) = forward(&floats(&x), &floats(&w), &s);
-    let [ho, wo] = s.out();
-    let y = tensor(y, [s.g.batch, s.g.c_out, ho, wo], x.dtype());
+    let (y, _) = forward(&x, &w, &s);
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }

@@ -3,14 +3,13 @@
 //! models use and at odd ones.
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use greentrain_flexconv::{conv2d, conv2d_with, routes, ConvPath};
 
 mod common;
-use common::values;
+use common::{data, values};
 
 type B = Autodiff<Flex>;
 
@@ -28,10 +27,6 @@ struct Grads {
     dx: Vec<f32>,
     dw: Vec<f32>,
     db: Option<Vec<f32>>,
-}
-
-fn data<const D: usize, BK: Backend>(t: Tensor<BK, D>) -> Vec<f32> {
-    t.cast(FloatDType::F32).into_data().to_vec().unwrap()
 }
 
 /// Output and gradients of `sum(conv(x, w, b) * r)` with ours (on `path`)

@@ -41,8 +41,7 @@ fn run(shape: [usize; 4], a: Args, half: bool, ours: bool) -> (Vec<f32>, Vec<f32
     )
     .cast(y.dtype());
     let g = (y.clone() * r).sum().backward();
-    let read = |t: Tensor<Flex, 4>| t.cast(FloatDType::F32).into_data().to_vec::<f32>().unwrap();
-    (read(y.inner()), read(x.grad(&g).unwrap()))
+    (common::data(y.inner()), common::data(x.grad(&g).unwrap()))
 }
 
 fn eval(shape: [usize; 4], a: Args, ours: bool) -> Vec<f32> {
