@@ -169,71 +169,143 @@ widest! {
 }
 
 /// `dw[o][i][t][s] = sum_(y, x) dy[o][y][x] * src[i][y + t][x + s]` for one
-/// image, BLOCK output channels of one tap at a time, summed per lane over
-/// rows and column blocks, then across the lanes in order.
+/// image, BLOCK output channels of up to [`TAPS`] kernel columns at a time
+/// (each output gradient load serves them all, and their sums are
+/// independent chains, not one waiting on the last add), summed per lane
+/// over rows and column blocks, then across the lanes in order.
 #[inline(always)]
 fn image_grad_body(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    let ([kh, kw], [ho, _], hp) = (g.kernel, g.out(), g.hp());
-    let width = lane_width(g);
+    let [kh, kw] = g.kernel;
     let per_out = g.c_in * kh * kw;
     let mut out = vec![0f32; g.c_out * per_out];
     for o0 in (0..g.c_out).step_by(BLOCK) {
-        let channels = BLOCK.min(g.c_out - o0);
-        for k in 0..per_out {
-            let (i, t, s) = (k / (kh * kw), k / kw % kh, k % kw);
-            let mut acc = [[0f32; LANES]; BLOCK];
-            for y in 0..ho {
-                let line = &src[(i * hp + y + t) * row + s..][..width];
-                for x0 in (0..width).step_by(LANES) {
-                    let v: [f32; LANES] = line[x0..x0 + LANES].try_into().expect("padded");
-                    let mut d = [[0f32; LANES]; BLOCK];
-                    for (b, d) in d.iter_mut().enumerate().take(channels) {
-                        let at = ((o0 + b) * ho + y) * width + x0;
-                        *d = dy[at..at + LANES].try_into().expect("lanes");
-                    }
-                    for b in 0..BLOCK {
-                        for j in 0..LANES {
-                            acc[b][j] += d[b][j] * v[j];
-                        }
+        for i in 0..g.c_in {
+            for t in 0..kh {
+                for s0 in (0..kw).step_by(TAPS) {
+                    let at = Tap { o0, i, t, s0 };
+                    match kw - s0 {
+                        1 => tap_grads::<1>(src, dy, g, row, at, &mut out),
+                        2 => tap_grads::<2>(src, dy, g, row, at, &mut out),
+                        3 => tap_grads::<3>(src, dy, g, row, at, &mut out),
+                        4 => tap_grads::<4>(src, dy, g, row, at, &mut out),
+                        _ => tap_grads::<TAPS>(src, dy, g, row, at, &mut out),
                     }
                 }
-            }
-            for (b, a) in acc.iter().enumerate().take(channels) {
-                out[(o0 + b) * per_out + k] = a.iter().fold(0.0, |sum, v| sum + v);
             }
         }
     }
     out
 }
 
-/// `dst[o][y][x] = sum_(i, t, s) w[o][i][t][s] * src[i][y + t][x + s]`, in
-/// that order, for LANES columns of BLOCK channels at a time.
+/// Kernel columns whose weight gradients [`image_grad_body`] sums together:
+/// with BLOCK channels, 20 AVX-512 registers of sums.
+const TAPS: usize = 5;
+
+/// The first of the taps [`tap_grads`] computes: output channels `o0..`,
+/// input channel `i`, kernel row `t`, kernel columns `s0..`.
+#[derive(Clone, Copy)]
+struct Tap {
+    o0: usize,
+    i: usize,
+    t: usize,
+    s0: usize,
+}
+
+/// The weight gradients of `S` neighbouring kernel columns from [`Tap`] on,
+/// for BLOCK output channels, into `out` (`[C_out][C_in][Kh][Kw]`).
 #[inline(always)]
-fn image_body(dst: &mut [f32], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) {
-    let ([kh, kw], [ho, wo], hp) = (g.kernel, g.out(), g.hp());
-    let per_out = g.c_in * kh * kw;
-    for (ob, block) in taps.chunks_exact(per_out).enumerate() {
-        let channels = BLOCK.min(g.c_out - ob * BLOCK);
-        for y in 0..ho {
-            for x0 in (0..wo).step_by(LANES) {
-                let mut acc = [[0f32; LANES]; BLOCK];
-                let mut k = 0;
-                for i in 0..g.c_in {
-                    for t in 0..kh {
-                        let line = &src[(i * hp + y + t) * row + x0..][..LANES + kw - 1];
-                        for s in 0..kw {
-                            let v: [f32; LANES] = line[s..s + LANES].try_into().expect("padded");
-                            accumulate(&mut acc, &v, &block[k]);
-                            k += 1;
-                        }
+fn tap_grads<const S: usize>(
+    src: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    row: usize,
+    Tap { o0, i, t, s0 }: Tap,
+    out: &mut [f32],
+) {
+    let ([kh, kw], [ho, _], hp) = (g.kernel, g.out(), g.hp());
+    let (width, channels) = (lane_width(g), BLOCK.min(g.c_out - o0));
+    let mut acc = [[[0f32; LANES]; BLOCK]; S];
+    for y in 0..ho {
+        let line = &src[(i * hp + y + t) * row + s0..][..width + S - 1];
+        for x0 in (0..width).step_by(LANES) {
+            let mut d = [[0f32; LANES]; BLOCK];
+            for (b, d) in d.iter_mut().enumerate().take(channels) {
+                let at = ((o0 + b) * ho + y) * width + x0;
+                *d = dy[at..at + LANES].try_into().expect("lanes");
+            }
+            for (s, acc) in acc.iter_mut().enumerate() {
+                let v: [f32; LANES] = line[x0 + s..x0 + s + LANES].try_into().expect("padded");
+                for b in 0..BLOCK {
+                    for j in 0..LANES {
+                        acc[b][j] += d[b][j] * v[j];
                     }
                 }
-                let n = LANES.min(wo - x0);
-                for (b, a) in acc.iter().enumerate().take(channels) {
-                    let o = ob * BLOCK + b;
-                    dst[(o * ho + y) * wo + x0..][..n].copy_from_slice(&a[..n]);
+            }
+        }
+    }
+    let per_out = g.c_in * kh * kw;
+    for (s, acc) in acc.iter().enumerate() {
+        for (b, a) in acc.iter().enumerate().take(channels) {
+            let k = (i * kh + t) * kw + s0 + s;
+            out[(o0 + b) * per_out + k] = a.iter().fold(0.0, |sum, v| sum + v);
+        }
+    }
+}
+
+/// `dst[o][y][x] = sum_(i, t, s) w[o][i][t][s] * src[i][y + t][x + s]`, in
+/// that order, for LANES columns of BLOCK channels of [`ROWS`] output rows
+/// at a time (independent sums: one row's chain of adds waited on itself).
+#[inline(always)]
+fn image_body(dst: &mut [f32], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) {
+    let [ho, wo] = g.out();
+    let per_out = g.c_in * g.kernel[0] * g.kernel[1];
+    for (ob, block) in taps.chunks_exact(per_out).enumerate() {
+        for y in (0..ho).step_by(ROWS) {
+            for x0 in (0..wo).step_by(LANES) {
+                let at = [ob, y, x0];
+                match ho - y {
+                    1 => outputs::<1>(dst, src, block, g, row, at),
+                    _ => outputs::<ROWS>(dst, src, block, g, row, at),
                 }
             }
+        }
+    }
+}
+
+/// Output rows [`image_body`] sums together.
+const ROWS: usize = 2;
+
+/// LANES columns from `x0` of `R` output rows from `y` of channel block
+/// `ob`, each output's terms in Flex's order.
+#[inline(always)]
+fn outputs<const R: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    block: &[[f32; BLOCK]],
+    g: &Geometry,
+    row: usize,
+    [ob, y, x0]: [usize; 3],
+) {
+    let ([kh, kw], [ho, wo], hp) = (g.kernel, g.out(), g.hp());
+    let mut acc = [[[0f32; LANES]; BLOCK]; R];
+    let mut k = 0;
+    for i in 0..g.c_in {
+        for t in 0..kh {
+            for s in 0..kw {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let line = &src[(i * hp + y + r + t) * row + x0 + s..][..LANES];
+                    let v: [f32; LANES] = line.try_into().expect("padded");
+                    accumulate(acc, &v, &block[k]);
+                }
+                k += 1;
+            }
+        }
+    }
+    let (n, channels) = (LANES.min(wo - x0), BLOCK.min(g.c_out - ob * BLOCK));
+    for (r, acc) in acc.iter().enumerate() {
+        for (b, a) in acc.iter().enumerate().take(channels) {
+            let o = ob * BLOCK + b;
+            dst[(o * ho + y + r) * wo + x0..][..n].copy_from_slice(&a[..n]);
         }
     }
 }
