@@ -182,7 +182,8 @@ fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
 }
 
 /// A correlation's operands: the grid (`c` channels), the taps
-/// (`kh x kw x c x n`) and the shape.
+/// (`kw x c` rows of `kh x n`: row `x * c + i`, column `y * n + j`) and the
+/// shape.
 #[derive(Clone, Copy)]
 struct Operands<'a> {
     grid: &'a [f32],
@@ -192,11 +193,37 @@ struct Operands<'a> {
     n: usize,
 }
 
+/// The most bytes of one block's [`Operands::stacked`] products: the block
+/// and its sums stay in a core's L2 cache.
+const STACK_BYTES: usize = 512 << 10;
+
+thread_local! {
+    /// A thread's stacked products, reused (fresh pages each block otherwise).
+    static STACKED: std::cell::RefCell<Vec<MaybeUninit<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Operands<'_> {
-    /// `out[r, j] = sum_kh sum_(kw, i) grid[r0 + r + kh*Wg + kw, i] * taps[kh][kw][i][j]`
-    /// for the `out.len() / n` rows from grid row `r0`, in chunks of at most
-    /// [`CHUNK`] rows (each one's output stays in cache across the products).
+    /// `out[r, j] = sum_kh sum_(kw, i) grid[r0 + r + kh*Wg + kw, i] * taps[kw, i][kh, j]`
+    /// for the `out.len() / n` rows from grid row `r0`.
     fn rows(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
+        let g = self.g;
+        assert!(
+            (r0 + out.len() / self.n + g.reach()) * self.c <= self.grid.len(),
+            "rows inside the grid"
+        );
+        // Fewer than 64 output channels fill part of gemm's widest tile
+        // (64 x 6, AVX-512): with every kernel row's channels in one product
+        // its columns are kh times as many.
+        match self.n < 64 && g.kernel[0] > 1 {
+            true => self.stacked(r0, out),
+            false => self.per_kernel_row(r0, out),
+        }
+    }
+
+    /// [`Self::rows`] as one product per kernel row, accumulated in the
+    /// output, in chunks of at most [`CHUNK`] rows (each one's output stays
+    /// in cache across the products).
+    fn per_kernel_row(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
         let Operands {
             grid,
             taps,
@@ -206,30 +233,87 @@ impl Operands<'_> {
         } = *self;
         let [kh, kw] = g.kernel;
         let (wp, kc) = (g.grid_hw()[1], kw * c);
-        assert!(
-            (r0 + out.len() / n + g.reach()) * c <= grid.len(),
-            "rows inside the grid"
-        );
         for (k, dst) in out.chunks_mut(CHUNK * n).enumerate() {
             let (r, m) = (r0 + k * CHUNK, dst.len() / n);
             for t in 0..kh {
                 // SAFETY: rows r .. r + m of the output; the grid is read up
-                // to row r + m - 1 + reach, inside it (asserted above); taps
-                // holds kh blocks of kc x n.
+                // to row r + m - 1 + reach, inside it (asserted in rows); the
+                // taps hold kc rows of kh x n.
                 unsafe {
                     product(
                         [m, n, kc],
                         (dst.as_mut_ptr().cast(), n, t > 0),
                         View(grid.as_ptr().add((r + t * wp) * c), c, 1),
-                        View(taps.as_ptr().add(t * kc * n), n, 1),
+                        View(taps.as_ptr().add(t * n), kh * n, 1),
                     );
                 }
             }
         }
     }
+
+    /// [`Self::rows`] as one product with every kernel row's taps side by
+    /// side (`kh x n` columns), then each output row the sum of kernel row
+    /// t's columns `t * Wg` rows further on, in kernel-row order: the sums
+    /// [`Self::per_kernel_row`] makes, with the same bits.
+    fn stacked(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
+        let Operands {
+            grid,
+            taps,
+            g,
+            c,
+            n,
+        } = *self;
+        let [kh, kw] = g.kernel;
+        let (wp, kc, nk) = (g.grid_hw()[1], kw * c, kh * n);
+        let lag = (kh - 1) * wp;
+        // Each block recomputes the `lag` rows past it: blocks as large as
+        // the cache allows, and at least four times the lag.
+        let block = (STACK_BYTES / (4 * nk)).saturating_sub(lag).max(4 * lag);
+        STACKED.with_borrow_mut(|p| {
+            for (k, dst) in out.chunks_mut(block * n).enumerate() {
+                let (r, m) = (r0 + k * block, dst.len() / n);
+                let len = (m + lag) * nk;
+                if p.len() < len {
+                    p.resize(len, MaybeUninit::uninit());
+                }
+                // SAFETY: grid rows r .. r + m + lag - 1 + kw - 1, that is up
+                // to r + m - 1 + reach, inside it (asserted in rows); p holds
+                // m + lag rows of nk.
+                unsafe {
+                    product(
+                        [m + lag, nk, kc],
+                        (p.as_mut_ptr().cast(), nk, false),
+                        View(grid.as_ptr().add(r * c), c, 1),
+                        View(taps.as_ptr(), nk, 1),
+                    );
+                }
+                // SAFETY: the product wrote all of p[..len] (not accumulating).
+                let p: &[f32] =
+                    unsafe { &*(&p[..len] as *const [MaybeUninit<f32>] as *const [f32]) };
+                shifted_sum(p, dst, [n, kh, wp]);
+            }
+        })
+    }
 }
 
-/// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wg + kw, i] * taps[kh][kw][i][j]`
+/// `dst[i, j] = sum_t p[i + t * wp, t * n + j]`, summed in order of t.
+fn shifted_sum(p: &[f32], dst: &mut [MaybeUninit<f32>], [n, kh, wp]: [usize; 3]) {
+    let nk = n * kh;
+    for (i, d) in dst.chunks_exact_mut(n).enumerate() {
+        for (d, v) in d.iter_mut().zip(&p[i * nk..][..n]) {
+            d.write(*v);
+        }
+        // SAFETY: every value was just written.
+        let d = unsafe { &mut *(d as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        for t in 1..kh {
+            for (d, v) in d.iter_mut().zip(&p[(i + t * wp) * nk + t * n..][..n]) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// `out[r, j] = sum_kh sum_(kw, i) grid[r + kh*Wg + kw, i] * taps[kw, i][kh, j]`
 /// for every grid row r: a correlation with `c` input and `n` output channels.
 fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Vec<f32> {
     let ops = Operands {
@@ -239,9 +323,8 @@ fn correlate(grid: &[f32], taps: &[f32], g: &Geometry, c: usize, n: usize) -> Ve
         c,
         n,
     };
-    // SAFETY: each chunk's first product (t = 0, kh >= 1) does not read its
-    // destination and writes all of it: gemm stores without loading where
-    // it does not accumulate.
+    // SAFETY: rows writes every value of its output (a first product that
+    // does not accumulate, or the shifted sums).
     unsafe {
         unzeroed(g.rows() * n, |out| {
             out.par_chunks_mut(CHUNK * n)
@@ -285,8 +368,7 @@ fn correlate_planes(
             }
             let rows = &mut rows[..k * image * n];
             ops.rows(i * images * image, rows);
-            // SAFETY: the products wrote every value (first product of a
-            // chunk without accumulating, as in correlate).
+            // SAFETY: rows wrote every value (as in correlate).
             let rows: &[f32] = unsafe { &*(rows as *const [MaybeUninit<f32>] as *const [f32]) };
             for (src, out) in rows.chunks(image * n).zip(dst.chunks_mut(plane)) {
                 layout::to_planes(src, out, n, place);
@@ -397,9 +479,8 @@ pub fn forward(x: &InputGrid, weight: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// [`forward`]'s output cut to its top-left `hw` (at most `g.out()`).
 pub fn forward_within(x: &InputGrid, weight: &[f32], g: &Geometry, hw: [usize; 2]) -> Vec<f32> {
-    let kw = g.kernel[1];
-    let (ci, co) = (g.c_in, g.c_out);
-    let taps = taps(weight, g, |o, i, y, x| ((y * kw + x) * ci + i) * co + o);
+    let (ci, co, kh) = (g.c_in, g.c_out, g.kernel[0]);
+    let taps = taps(weight, g, |o, i, y, x| (x * ci + i) * kh * co + y * co + o);
     correlate_planes(&x.0, &taps, g, [ci, co], hw, [0, 0])
 }
 
@@ -422,7 +503,7 @@ fn flipped(weight: &[f32], g: &Geometry) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let (ci, co) = (g.c_in, g.c_out);
     taps(weight, g, |o, i, y, x| {
-        (((kh - 1 - y) * kw + (kw - 1 - x)) * co + o) * ci + i
+        ((kw - 1 - x) * co + o) * kh * ci + (kh - 1 - y) * ci + i
     })
 }
 
