@@ -140,7 +140,9 @@ impl Geometry {
 }
 
 /// `[N, C, h, w]` into a zeroed `[N, Hg, Wg, C]` grid at offset `at`,
-/// with `front` and `tail` zero rows around it.
+/// with `front` and `tail` zero rows around it. Only what the images do not
+/// cover is zeroed (zeroing the whole grid first was a memset the size of
+/// every grid, about 5% of a ResNet-20 step).
 fn grid(
     x: &[f32],
     g: &Geometry,
@@ -151,12 +153,40 @@ fn grid(
     tail: usize,
 ) -> Vec<f32> {
     let (place, image) = (place(g, hw, at), g.image_rows() * c);
-    let mut out = vec![0f32; (front + g.rows() + tail) * c];
-    out[front * c..(front * c + g.batch * image)]
-        .par_chunks_mut(image)
-        .zip(x.par_chunks(c * hw[0] * hw[1]))
-        .for_each(|(dst, src)| layout::to_rows(src, dst, c, place));
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let (head, rest) = out.split_at_mut(front * c);
+        let (body, end) = rest.split_at_mut(g.batch * image);
+        zero(head);
+        zero(end);
+        body.par_chunks_mut(image)
+            .zip(x.par_chunks(c * hw[0] * hw[1]))
+            .for_each(|(dst, src)| {
+                zero_around(dst, c, hw, place);
+                layout::to_rows(src, dst, c, place);
+            });
+    };
+    // SAFETY: the front and tail rows, and each image's block around its
+    // image are zeroed; to_rows writes the image.
+    unsafe { unzeroed((front + g.rows() + tail) * c, fill) }
+}
+
+fn zero(v: &mut [MaybeUninit<f32>]) {
+    v.iter_mut().for_each(|v| {
+        v.write(0.0);
+    });
+}
+
+/// Zeroes one image's grid block (`c` values a row) but for the `hw`
+/// pixels' rows `place` gives: the runs between one image row's last pixel
+/// and the next one's first.
+fn zero_around(block: &mut [MaybeUninit<f32>], c: usize, [h, w]: [usize; 2], place: Place) {
+    let start = |y: usize| ((y + place.at[0]) * place.wp + place.at[1]) * c;
+    let mut from = 0;
+    for y in 0..h {
+        zero(&mut block[from..start(y)]);
+        from = start(y) + w * c;
+    }
+    zero(&mut block[from..]);
 }
 
 /// `len` values that `fill` writes, not zeroed first: the products' and

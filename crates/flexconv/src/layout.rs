@@ -7,6 +7,13 @@
 
 use std::mem::MaybeUninit;
 
+/// Initialised values seen as values to overwrite, for [`to_rows`]
+/// (which writes only values).
+pub(crate) fn writable(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the callers write only initialised f32s.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// Where an image's pixels lie among a grid's rows: pixel `(y, x)` of a
 /// `w`-wide image is row `(y + at[0]) * wp + x + at[1]`.
 #[derive(Clone, Copy, Debug)]
@@ -77,11 +84,12 @@ enum Way {
 }
 
 /// The image (`c` rows of `hw` pixels in `planes`) into the grid's rows
-/// that `place` gives its pixels, `c` values each.
+/// that `place` gives its pixels, `c` values each (the rest of the grid as
+/// it was: written or not).
 ///
 /// # Panics
 /// If the grid is shorter than those rows.
-pub(crate) fn to_rows(planes: &[f32], grid: &mut [f32], c: usize, place: Place) {
+pub(crate) fn to_rows(planes: &[f32], grid: &mut [MaybeUninit<f32>], c: usize, place: Place) {
     let hw = planes.len() / c.max(1);
     assert!(grid.len() >= place.reach(hw, c), "the grid holds the image");
     // SAFETY: the planes hold c * hw values, the grid the rows (just above).
@@ -89,7 +97,7 @@ pub(crate) fn to_rows(planes: &[f32], grid: &mut [f32], c: usize, place: Place) 
         transpose(
             Way::ToRows,
             planes.as_ptr(),
-            grid.as_mut_ptr(),
+            grid.as_mut_ptr().cast(),
             [c, hw],
             place,
         )
@@ -275,7 +283,7 @@ mod tests {
             };
             let planes: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 0.5).collect();
             let mut grid = vec![-1f32; (h + 3) * (w + 3) * c];
-            to_rows(&planes, &mut grid, c, place);
+            to_rows(&planes, writable(&mut grid), c, place);
             let mut moved = 0;
             for (i, v) in grid.iter().enumerate() {
                 let (row, ch) = (i / c, i % c);

@@ -16,6 +16,7 @@
 //! images, then positions, added in order), so the bits do not depend on
 //! the thread count.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -29,6 +30,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
+use crate::kernel::unzeroed;
 use crate::op::floats;
 
 /// A batch norm's sizes: images, channels, positions per channel plane.
@@ -102,19 +104,23 @@ fn stats(x: &[f32], s: Planes, epsilon: f64) -> Stats {
 
 /// `y = (x - mean) * inv_std * gamma + beta`, plane by plane.
 fn normalise(x: &[f32], st: &Stats, gamma: &[f32], beta: &[f32], s: Planes) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(s.p)
-        .zip(x.par_chunks(s.p))
-        .enumerate()
-        .for_each(|(i, (dst, src))| {
-            let ch = i % s.c;
-            let (m, k) = (st.mean[ch], st.inv_std[ch] * gamma[ch]);
-            let b = beta[ch];
-            dst.iter_mut()
-                .zip(src)
-                .for_each(|(d, v)| *d = (v - m) * k + b);
-        });
-    y
+    let plane = |(i, (dst, src)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
+        let ch = i % s.c;
+        let (m, k) = (st.mean[ch], st.inv_std[ch] * gamma[ch]);
+        let b = beta[ch];
+        for (d, v) in dst.iter_mut().zip(src) {
+            d.write((v - m) * k + b);
+        }
+    };
+    // SAFETY: every plane's values are written.
+    unsafe {
+        unzeroed(x.len(), |y| {
+            y.par_chunks_mut(s.p)
+                .zip(x.par_chunks(s.p))
+                .enumerate()
+                .for_each(plane)
+        })
+    }
 }
 
 /// The input, gamma and beta gradients from the output gradient:
@@ -151,22 +157,27 @@ fn gradients(
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(s.p)
-        .zip(dy.par_chunks(s.p).zip(x.par_chunks(s.p)))
-        .enumerate()
-        .for_each(|(i, (dst, (g, v)))| {
-            let ch = i % s.c;
-            let (m, k) = (st.mean[ch], st.inv_std[ch]);
-            let scale = gamma[ch] * k;
-            let (mean_g, mean_gx) = (
-                (sums[ch].0 / s.count()) as f32,
-                (sums[ch].1 / s.count()) as f32,
-            );
-            for ((d, g), v) in dst.iter_mut().zip(g).zip(v) {
-                *d = scale * (g - mean_g - (v - m) * k * mean_gx);
-            }
-        });
+    let plane = |(i, (dst, (g, v))): (usize, (&mut [MaybeUninit<f32>], (&[f32], &[f32])))| {
+        let ch = i % s.c;
+        let (m, k) = (st.mean[ch], st.inv_std[ch]);
+        let scale = gamma[ch] * k;
+        let (mean_g, mean_gx) = (
+            (sums[ch].0 / s.count()) as f32,
+            (sums[ch].1 / s.count()) as f32,
+        );
+        for ((d, g), v) in dst.iter_mut().zip(g).zip(v) {
+            d.write(scale * (g - mean_g - (v - m) * k * mean_gx));
+        }
+    };
+    // SAFETY: every plane's values are written.
+    let dx = unsafe {
+        unzeroed(x.len(), |dx| {
+            dx.par_chunks_mut(s.p)
+                .zip(dy.par_chunks(s.p).zip(x.par_chunks(s.p)))
+                .enumerate()
+                .for_each(plane)
+        })
+    };
     (dx, dgamma, dbeta)
 }
 

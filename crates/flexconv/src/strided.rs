@@ -119,7 +119,12 @@ impl Strided {
         let image = c * self.g.height * self.g.width;
         kernel::InputGrid::of_pixels(st, |n, rows| {
             let mut copy = vec![0f32; padded];
-            layout::to_rows(&x[n * image..(n + 1) * image], &mut copy, c, place);
+            layout::to_rows(
+                &x[n * image..(n + 1) * image],
+                layout::writable(&mut copy),
+                c,
+                place,
+            );
             self.runs(st, |to, from| rows[to].copy_from_slice(&copy[from]));
         })
     }
