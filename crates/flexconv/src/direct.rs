@@ -24,43 +24,6 @@ const LANES: usize = 16;
 /// Output channels summed together, sharing each input load.
 const BLOCK: usize = 4;
 
-/// `fn $name(args)` calling `$body`, built three times: for AVX-512, for
-/// AVX2 and for the baseline, the widest this CPU has chosen at run time.
-/// None fuses a multiply and an add, so all give the same bits; the AVX
-/// builds keep their names for the tests.
-macro_rules! widest {
-    ($(#[$doc:meta])* fn $name:ident / $avx512:ident / $avx2:ident
-        ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { $avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    return unsafe { $avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
-            $body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
-            $body($($arg),*)
-        }
-    };
-}
-
 /// Whether [`forward`] computes this convolution with Flex's bits: the
 /// shapes Flex gives its own small-channel kernel (1 to 4 input channels,
 /// 2 to 16 output channels, not 1x1), among the shallow ones.
