@@ -599,4 +599,45 @@ mod tests {
         assert_eq!(group_chunks(29 * 29 * 128), GROUP);
         assert_eq!(group_chunks(100), 1);
     }
+
+    /// The stacked product and the per-kernel-row products give the same
+    /// bits: rows chooses between them by the channel count alone. Blocks
+    /// smaller than the rows asked for (the 64-wide 3x5 layer) and a
+    /// kernel row past a block's end are among the shapes.
+    #[test]
+    fn stacked_taps_give_the_per_kernel_row_bits() {
+        let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
+        for (c, n, hw, kernel, padding) in [
+            (16, 6, 10, [5, 5], [4, 4]),
+            (6, 16, 14, [5, 5], [0, 0]),
+            (16, 48, 28, [3, 5], [1, 2]),
+            (3, 7, 9, [2, 1], [1, 0]),
+        ] {
+            let g = Geometry::of([3, c, hw, hw], [n, c, kernel[0], kernel[1]], padding)
+                .expect("a geometry");
+            let x: Vec<f32> = (0..3 * c * hw * hw).map(|i| value(i, 997)).collect();
+            let taps: Vec<f32> = (0..n * c * kernel[0] * kernel[1])
+                .map(|i| value(i, 61))
+                .collect();
+            let grid = InputGrid::new(&x, &g);
+            let ops = Operands {
+                grid: &grid.0,
+                taps: &taps,
+                g: &g,
+                c,
+                n,
+            };
+            let run = |stacked: bool| {
+                let mut out = vec![MaybeUninit::new(f32::NAN); g.rows() * n];
+                match stacked {
+                    true => ops.stacked(0, &mut out),
+                    false => ops.per_kernel_row(0, &mut out),
+                }
+                out.iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(run(true), run(false), "{c}->{n} {kernel:?}");
+        }
+    }
 }
