@@ -157,8 +157,7 @@ fn gradients(
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-    let plane = |(i, (dst, (g, v))): (usize, (&mut [MaybeUninit<f32>], (&[f32], &[f32])))| {
-        let ch = i % s.c;
+    let plane = |ch: usize, dst: &mut [MaybeUninit<f32>], g: &[f32], v: &[f32]| {
         let (m, k) = (st.mean[ch], st.inv_std[ch]);
         let scale = gamma[ch] * k;
         let (mean_g, mean_gx) = (
@@ -175,7 +174,7 @@ fn gradients(
             dx.par_chunks_mut(s.p)
                 .zip(dy.par_chunks(s.p).zip(x.par_chunks(s.p)))
                 .enumerate()
-                .for_each(plane)
+                .for_each(|(i, (dst, (g, v)))| plane(i % s.c, dst, g, v))
         })
     };
     (dx, dgamma, dbeta)
