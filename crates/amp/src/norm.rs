@@ -61,7 +61,7 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
         D >= 2,
         "batch norm needs [batch, channels, ...], got rank {D}"
     );
-    let x = match on_flex(layer, x) {
+    let x = match on_flex(layer, x).or_else(|x| inference_on_flex(layer, x)) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -107,9 +107,33 @@ fn on_flex<B: Backend, const D: usize>(
     Ok(retype(y))
 }
 
+/// Evaluation on Flex (alone or under `Amp`, no autodiff): greentrain-flexconv's
+/// one-pass batch norm with the running statistics, the composition's bits;
+/// `Err(x)` for everything else.
+fn inference_on_flex<B: Backend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let flex = TypeId::of::<FloatTensor<B>>() == TypeId::of::<FloatTensor<Flex>>();
+    if !flex || B::ad_enabled(&x.device()) || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let per = [
+        layer.running_mean.value(),
+        layer.running_var.value(),
+        layer.gamma.val(),
+        layer.beta.val(),
+    ]
+    .map(retype);
+    match greentrain_flexconv::norm::batch_norm_inference(retype(x.clone()), per, layer.epsilon) {
+        Some(y) => Ok(retype(y)),
+        None => Err(x),
+    }
+}
+
 /// `x` as a tensor of backend `To`, whose float primitive is the same type
-/// as `From`'s (`Amp<Autodiff<Flex>>` and `Autodiff<Flex>`; checked by the
-/// caller).
+/// as `From`'s (`Amp<Autodiff<Flex>>` and `Autodiff<Flex>`, `Amp<Flex>` and
+/// `Flex`; checked by the caller).
 fn retype<From: Backend, To: Backend, const D: usize>(x: Tensor<From, D>) -> Tensor<To, D> {
     let p: Box<dyn Any> = Box::new(x.into_primitive().tensor());
     let p = *p.downcast().expect("the primitive checked by the caller");

@@ -1,12 +1,13 @@
 //! The fused batch norm against Burn's `BatchNorm` (training: batch
 //! statistics, biased variance): output, the three gradients and the
-//! statistics it returns for the running ones.
+//! statistics it returns for the running ones; and the one-pass evaluation
+//! batch norm against the layer's running-statistics forward on Flex.
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::Param;
+use burn::module::{AutodiffModule, Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Tensor, TensorData};
-use greentrain_flexconv::norm::batch_norm;
+use greentrain_flexconv::norm::{batch_norm, batch_norm_inference};
 
 mod common;
 use common::{data, values};
@@ -130,4 +131,38 @@ fn other_dtypes_and_shapes_are_left_to_the_caller() {
         Tensor::<B, 1>::zeros([3], &dev),
     );
     assert!(batch_norm(half, g, b, 1e-5).is_none(), "f16");
+}
+
+/// Evaluation on Flex: the one-pass batch norm against Burn's layer with
+/// running statistics that are neither zeros nor ones.
+fn check_inference<const D: usize>(shape: [usize; D]) {
+    let (c, dev) = (shape[1], Default::default());
+    let mut bn = layer(c).valid();
+    let mean: Vec<f32> = (0..c).map(|i| 0.3 * i as f32 - 0.5).collect();
+    let var: Vec<f32> = (0..c).map(|i| 0.2 + 0.7 * i as f32).collect();
+    bn.running_mean = RunningState::new(Tensor::from_data(TensorData::new(mean, [c]), &dev));
+    bn.running_var = RunningState::new(Tensor::from_data(TensorData::new(var, [c]), &dev));
+    let x = input(shape).inner();
+    let want = data(bn.forward(x.clone()));
+    let per = [
+        bn.running_mean.value(),
+        bn.running_var.value(),
+        bn.gamma.val(),
+        bn.beta.val(),
+    ];
+    let y = batch_norm_inference(x, per, bn.epsilon).expect("f32, matching widths");
+    assert_close(&data(y), &want, 1e-6, "evaluation output");
+}
+
+#[test]
+fn inference_batch_norm_matches_burns_layer() {
+    check_inference([4, 16, 7, 7]);
+    check_inference([5, 3, 11]);
+    let x = input([2, 3, 4]).inner();
+    let dev = Default::default();
+    let per = [0.0, 1.0, 1.0, 0.0].map(|v| Tensor::<Flex, 1>::full([4], v, &dev));
+    assert!(
+        batch_norm_inference(x, per, 1e-5).is_none(),
+        "statistics of another width"
+    );
 }
