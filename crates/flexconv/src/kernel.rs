@@ -170,6 +170,7 @@ fn grid(
     unsafe { unzeroed((front + g.rows() + tail) * c, fill) }
 }
 
+/// Writes zeros over `v`.
 fn zero(v: &mut [MaybeUninit<f32>]) {
     v.iter_mut().for_each(|v| {
         v.write(0.0);
@@ -237,10 +238,6 @@ impl Operands<'_> {
     /// for the `out.len() / n` rows from grid row `r0`.
     fn rows(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
         let g = self.g;
-        assert!(
-            (r0 + out.len() / self.n + g.reach()) * self.c <= self.grid.len(),
-            "rows inside the grid"
-        );
         // Fewer than 64 output channels fill part of gemm's widest tile
         // (64 x 6, AVX-512): with every kernel row's channels in one product
         // its columns are kh times as many.
@@ -250,10 +247,20 @@ impl Operands<'_> {
         }
     }
 
+    /// The grid holds every row `out`'s products read, from `r0` on: the
+    /// products' pointer arithmetic below relies on it.
+    fn assert_inside(&self, r0: usize, out: &[MaybeUninit<f32>]) {
+        assert!(
+            (r0 + out.len() / self.n + self.g.reach()) * self.c <= self.grid.len(),
+            "rows inside the grid"
+        );
+    }
+
     /// [`Self::rows`] as one product per kernel row, accumulated in the
     /// output, in chunks of at most [`CHUNK`] rows (each one's output stays
     /// in cache across the products).
     fn per_kernel_row(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
+        self.assert_inside(r0, out);
         let Operands {
             grid,
             taps,
@@ -267,7 +274,7 @@ impl Operands<'_> {
             let (r, m) = (r0 + k * CHUNK, dst.len() / n);
             for t in 0..kh {
                 // SAFETY: rows r .. r + m of the output; the grid is read up
-                // to row r + m - 1 + reach, inside it (asserted in rows); the
+                // to row r + m - 1 + reach, inside it (asserted above); the
                 // taps hold kc rows of kh x n.
                 unsafe {
                     product(
@@ -286,6 +293,7 @@ impl Operands<'_> {
     /// t's columns `t * Wg` rows further on, in kernel-row order: the sums
     /// [`Self::per_kernel_row`] makes, with the same bits.
     fn stacked(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
+        self.assert_inside(r0, out);
         let Operands {
             grid,
             taps,
@@ -307,7 +315,7 @@ impl Operands<'_> {
                     p.resize(len, MaybeUninit::uninit());
                 }
                 // SAFETY: grid rows r .. r + m + lag - 1 + kw - 1, that is up
-                // to r + m - 1 + reach, inside it (asserted in rows); p holds
+                // to r + m - 1 + reach, inside it (asserted above); p holds
                 // m + lag rows of nk.
                 unsafe {
                     product(

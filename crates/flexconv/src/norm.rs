@@ -12,9 +12,9 @@
 //!
 //! PyTorch's semantics: the biased batch variance normalises; the caller
 //! updates the running statistics from the mean and biased variance
-//! returned. Sums run per channel in f64 in a fixed order (eight lanes of
-//! images, then positions, added in order), so the bits do not depend on
-//! the thread count.
+//! returned. Sums run per channel in f64 in a fixed order (in eight lanes,
+//! image by image, the lanes added in order at the end), so the bits do
+//! not depend on the thread count.
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -66,8 +66,9 @@ struct Stats {
 /// was a tenth of a ResNet-20 step on the CPU with one).
 const LANES: usize = 8;
 
-/// `sum f(v)` over the planes' values, value `i` of a plane into lane
-/// `i % LANES`, the lanes then added in order.
+/// `sum f(v)` over the planes' values: each plane's last `len % LANES`
+/// into the first lanes, then the rest eight at a time, one to a lane; the
+/// lanes added in order at the end.
 fn lane_sum<'a>(planes: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     for plane in planes {
