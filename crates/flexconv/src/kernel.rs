@@ -203,6 +203,15 @@ pub(crate) unsafe fn unzeroed(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f3
     v
 }
 
+/// Values known to be written, as values.
+///
+/// # Safety
+/// Every value of `v` has been written.
+unsafe fn written(v: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: same layout; initialised (this function's contract).
+    unsafe { &*(v as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
 /// Where an `h x w` block at offset `at` lies in each image of the grid.
 fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
     Place {
@@ -247,29 +256,29 @@ impl Operands<'_> {
         }
     }
 
-    /// The grid holds every row `out`'s products read, from `r0` on: the
-    /// products' pointer arithmetic below relies on it.
-    fn assert_inside(&self, r0: usize, out: &[MaybeUninit<f32>]) {
+    /// Kernel rows, grid row width and product depth (`kw x c`), and the
+    /// operands, once asserted that the grid holds every row `out`'s
+    /// products read from `r0` on: the products' pointer arithmetic relies
+    /// on it.
+    fn sizes(&self, r0: usize, out: &[MaybeUninit<f32>]) -> ([usize; 3], Self) {
+        let (g, c) = (self.g, self.c);
         assert!(
-            (r0 + out.len() / self.n + self.g.reach()) * self.c <= self.grid.len(),
+            (r0 + out.len() / self.n + g.reach()) * c <= self.grid.len(),
             "rows inside the grid"
         );
+        ([g.kernel[0], g.grid_hw()[1], g.kernel[1] * c], *self)
     }
 
     /// [`Self::rows`] as one product per kernel row, accumulated in the
     /// output, in chunks of at most [`CHUNK`] rows (each one's output stays
     /// in cache across the products).
     fn per_kernel_row(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
-        self.assert_inside(r0, out);
-        let Operands {
-            grid,
-            taps,
-            g,
-            c,
-            n,
-        } = *self;
-        let [kh, kw] = g.kernel;
-        let (wp, kc) = (g.grid_hw()[1], kw * c);
+        let (
+            [kh, wp, kc],
+            Operands {
+                grid, taps, c, n, ..
+            },
+        ) = self.sizes(r0, out);
         for (k, dst) in out.chunks_mut(CHUNK * n).enumerate() {
             let (r, m) = (r0 + k * CHUNK, dst.len() / n);
             for t in 0..kh {
@@ -293,16 +302,13 @@ impl Operands<'_> {
     /// t's columns `t * Wg` rows further on, in kernel-row order: the sums
     /// [`Self::per_kernel_row`] makes, with the same bits.
     fn stacked(&self, r0: usize, out: &mut [MaybeUninit<f32>]) {
-        self.assert_inside(r0, out);
-        let Operands {
-            grid,
-            taps,
-            g,
-            c,
-            n,
-        } = *self;
-        let [kh, kw] = g.kernel;
-        let (wp, kc, nk) = (g.grid_hw()[1], kw * c, kh * n);
+        let (
+            [kh, wp, kc],
+            Operands {
+                grid, taps, n, c, ..
+            },
+        ) = self.sizes(r0, out);
+        let nk = kh * n;
         let lag = (kh - 1) * wp;
         // Each block recomputes the `lag` rows past it: blocks as large as
         // the cache allows, and at least four times the lag.
@@ -326,9 +332,7 @@ impl Operands<'_> {
                     );
                 }
                 // SAFETY: the product wrote all of p[..len] (not accumulating).
-                let p: &[f32] =
-                    unsafe { &*(&p[..len] as *const [MaybeUninit<f32>] as *const [f32]) };
-                shifted_sum(p, dst, [n, kh, wp]);
+                shifted_sum(unsafe { written(&p[..len]) }, dst, [n, kh, wp]);
             }
         })
     }
@@ -407,7 +411,7 @@ fn correlate_planes(
             let rows = &mut rows[..k * image * n];
             ops.rows(i * images * image, rows);
             // SAFETY: rows wrote every value (as in correlate).
-            let rows: &[f32] = unsafe { &*(rows as *const [MaybeUninit<f32>] as *const [f32]) };
+            let rows = unsafe { written(rows) };
             for (src, out) in rows.chunks(image * n).zip(dst.chunks_mut(plane)) {
                 layout::to_planes(src, out, n, place);
             }

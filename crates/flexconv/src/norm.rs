@@ -48,6 +48,20 @@ impl Planes {
         (0..self.n).map(move |i| &v[(i * c + ch) * p..][..p])
     }
 
+    /// The planes of an f32 `x` `[N, C, ...]` whose per-channel tensors
+    /// (`dtype` and dims each) are all f32 and `[C]`, with values to
+    /// normalise; `None` for anything else (the caller composes it).
+    fn fitting(dims: &[usize], dtype: DType, per: &[(DType, [usize; 1])]) -> Option<Self> {
+        let s = Planes {
+            n: dims[0],
+            c: *dims.get(1)?,
+            p: dims[2..].iter().product(),
+        };
+        let f32s = dtype == DType::F32 && per.iter().all(|(d, _)| *d == DType::F32);
+        let widths = per.iter().all(|(_, w)| *w == [s.c]);
+        (f32s && widths && s.n * s.c * s.p > 0).then_some(s)
+    }
+
     fn count(&self) -> f64 {
         (self.n * self.p) as f64
     }
@@ -103,12 +117,13 @@ fn stats(x: &[f32], s: Planes, epsilon: f64) -> Stats {
     Stats { mean, var, inv_std }
 }
 
-/// `y = (x - mean) * inv_std * gamma + beta`, plane by plane.
-fn normalise(x: &[f32], st: &Stats, gamma: &[f32], beta: &[f32], s: Planes) -> Vec<f32> {
+/// `y = (x - mean) * factor + beta`, plane by plane (`factor` per channel:
+/// `inv_std * gamma` in training, the composition's `gamma / sqrt(var +
+/// eps)` in evaluation).
+fn normalise(x: &[f32], [mean, factor, beta]: [&[f32]; 3], s: Planes) -> Vec<f32> {
     let plane = |(i, (dst, src)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
         let ch = i % s.c;
-        let (m, k) = (st.mean[ch], st.inv_std[ch] * gamma[ch]);
-        let b = beta[ch];
+        let (m, k, b) = (mean[ch], factor[ch], beta[ch]);
         for (d, v) in dst.iter_mut().zip(src) {
             d.write((v - m) * k + b);
         }
@@ -222,17 +237,8 @@ pub fn batch_norm<const D: usize>(
     beta: Tensor<Autodiff<Flex>, 1>,
     epsilon: f64,
 ) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
-    let dims = x.dims();
-    let s = Planes {
-        n: dims[0],
-        c: *dims.get(1)?,
-        p: dims[2..].iter().product(),
-    };
-    let f32s = [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3];
-    let widths = gamma.dims() == [s.c] && beta.dims() == [s.c];
-    if !f32s || !widths || s.n * s.c * s.p == 0 {
-        return None;
-    }
+    let per = [(gamma.dtype(), gamma.dims()), (beta.dtype(), beta.dims())];
+    let s = Planes::fitting(&x.dims(), x.dtype(), &per)?;
     let [x, gamma, beta] = [
         x.into_primitive().tensor(),
         gamma.into_primitive().tensor(),
@@ -244,7 +250,8 @@ pub fn batch_norm<const D: usize>(
         floats(&gamma.primitive).into_owned(),
         floats(&beta.primitive).into_owned(),
     );
-    let y = normalise(&values, &st, &g, &b, s);
+    let factor: Vec<f32> = st.inv_std.iter().zip(&g).map(|(k, g)| k * g).collect();
+    let y = normalise(&values, [&st.mean, &factor, &b], s);
     let y = FlexTensor::from_data(TensorData::new(y, x.primitive.shape()));
     let batch = BatchStats {
         mean: st.mean.clone(),
@@ -273,32 +280,18 @@ pub fn batch_norm_inference<const D: usize>(
     [mean, var, gamma, beta]: [Tensor<Flex, 1>; 4],
     epsilon: f64,
 ) -> Option<Tensor<Flex, D>> {
-    let dims = x.dims();
-    let s = Planes {
-        n: dims[0],
-        c: *dims.get(1)?,
-        p: dims[2..].iter().product(),
-    };
-    let per = [&mean, &var, &gamma, &beta];
-    let f32s = x.dtype() == DType::F32 && per.iter().all(|t| t.dtype() == DType::F32);
-    if !f32s || per.iter().any(|t| t.dims() != [s.c]) || s.n * s.c * s.p == 0 {
-        return None;
-    }
+    let per = [&mean, &var, &gamma, &beta].map(|t| (t.dtype(), t.dims()));
+    let s = Planes::fitting(&x.dims(), x.dtype(), &per)?;
     let [mean, var, gamma, beta] =
         [mean, var, gamma, beta].map(|t| floats(&t.into_primitive().tensor()).into_owned());
-    // The composition's scale, `gamma / sqrt(var + eps)` in f32, as the
-    // per-channel factor (times ones: normalise multiplies by gamma).
-    let scale = var
+    // The composition's scale, `gamma / sqrt(var + eps)` in f32.
+    let factor: Vec<f32> = var
         .iter()
         .zip(&gamma)
-        .map(|(v, g)| g / (v + epsilon as f32).sqrt());
-    let st = Stats {
-        inv_std: scale.collect(),
-        mean,
-        var,
-    };
+        .map(|(v, g)| g / (v + epsilon as f32).sqrt())
+        .collect();
     let x = x.into_primitive().tensor();
-    let y = normalise(&floats(&x), &st, &vec![1.0; s.c], &beta, s);
+    let y = normalise(&floats(&x), [&mean, &factor, &beta], s);
     let y = FlexTensor::from_data(TensorData::new(y, x.shape()));
     Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
