@@ -150,24 +150,37 @@ fn shift_body(dst: &mut [MaybeUninit<f32>], src: &[f32], [m, k, b]: [f32; 3]) {
 }
 
 /// Channel `ch`'s `sum dy` and `sum dy * xhat` (`xhat = (x - m) * k`),
-/// each in LANES f64 lanes as [`lane_sum`] sums; with AVX-512 eight lanes
-/// to a register (compiled for it, the loop still converted and added one
-/// value at a time: a tenth of a ResNet-20 step).
+/// each in LANES f64 lanes as [`lane_sum`] sums; with AVX-512 the full
+/// lanes eight to a register (compiled for it, the loop still converted and
+/// added one value at a time: a tenth of a ResNet-20 step).
 fn grad_sums(dy: &[f32], x: &[f32], s: Planes, ch: usize, mk: [f64; 2]) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { grad_sums_avx512(dy, x, s, ch, mk) };
-    }
-    grad_sums_plain(dy, x, s, ch, mk)
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    grad_sums_with(dy, x, s, ch, mk, wide)
 }
 
-/// [`grad_sums`] on any CPU.
-fn grad_sums_plain(dy: &[f32], x: &[f32], s: Planes, ch: usize, mk: [f64; 2]) -> (f64, f64) {
+/// [`grad_sums`], its full lanes in AVX-512 registers where `wide` (which
+/// only a CPU with AVX-512F may ask for).
+fn grad_sums_with(
+    dy: &[f32],
+    x: &[f32],
+    s: Planes,
+    ch: usize,
+    mk: [f64; 2],
+    wide: bool,
+) -> (f64, f64) {
     let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
     for (g, v) in s.of(dy, ch).zip(s.of(x, ch)) {
         let (gc, vc) = (g.chunks_exact(LANES), v.chunks_exact(LANES));
         grad_rest(gc.remainder(), vc.remainder(), [&mut sd, &mut sdx], mk);
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: wide only where the CPU has AVX-512F.
+            unsafe { grad_lanes_avx512(gc, vc, [&mut sd, &mut sdx], mk) };
+            continue;
+        }
         for (g, v) in gc.zip(vc) {
             grad_rest(g, v, [&mut sd, &mut sdx], mk);
         }
@@ -184,34 +197,33 @@ fn grad_rest(g: &[f32], v: &[f32], [sd, sdx]: [&mut [f64; LANES]; 2], [m, k]: [f
     }
 }
 
-/// [`grad_sums`] with the full LANES in AVX-512 registers: the same
-/// operations in the same order, so the same bits.
+/// [`grad_rest`] over whole chunks of LANES, the sums in AVX-512 registers:
+/// the same operations in the same order, so the same bits.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn grad_sums_avx512(dy: &[f32], x: &[f32], s: Planes, ch: usize, mk: [f64; 2]) -> (f64, f64) {
+fn grad_lanes_avx512(
+    gc: std::slice::ChunksExact<'_, f32>,
+    vc: std::slice::ChunksExact<'_, f32>,
+    [sd, sdx]: [&mut [f64; LANES]; 2],
+    mk: [f64; 2],
+) {
     use std::arch::x86_64::*;
-    let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
     let (m, k) = (_mm512_set1_pd(mk[0]), _mm512_set1_pd(mk[1]));
-    for (g, v) in s.of(dy, ch).zip(s.of(x, ch)) {
-        let (gc, vc) = (g.chunks_exact(LANES), v.chunks_exact(LANES));
-        grad_rest(gc.remainder(), vc.remainder(), [&mut sd, &mut sdx], mk);
-        // SAFETY: the arrays hold LANES f64s, the chunks LANES f32s.
-        unsafe {
-            let (mut a, mut b) = (_mm512_loadu_pd(sd.as_ptr()), _mm512_loadu_pd(sdx.as_ptr()));
-            for (g, v) in gc.zip(vc) {
-                let g = _mm512_cvtps_pd(_mm256_loadu_ps(g.as_ptr()));
-                let v = _mm512_cvtps_pd(_mm256_loadu_ps(v.as_ptr()));
-                a = _mm512_add_pd(a, g);
-                b = _mm512_add_pd(b, _mm512_mul_pd(_mm512_mul_pd(g, _mm512_sub_pd(v, m)), k));
-            }
-            _mm512_storeu_pd(sd.as_mut_ptr(), a);
-            _mm512_storeu_pd(sdx.as_mut_ptr(), b);
+    // SAFETY: the arrays hold LANES f64s, the chunks LANES f32s.
+    unsafe {
+        let (mut a, mut b) = (_mm512_loadu_pd(sd.as_ptr()), _mm512_loadu_pd(sdx.as_ptr()));
+        for (g, v) in gc.zip(vc) {
+            let g = _mm512_cvtps_pd(_mm256_loadu_ps(g.as_ptr()));
+            let v = _mm512_cvtps_pd(_mm256_loadu_ps(v.as_ptr()));
+            a = _mm512_add_pd(a, g);
+            b = _mm512_add_pd(b, _mm512_mul_pd(_mm512_mul_pd(g, _mm512_sub_pd(v, m)), k));
         }
+        _mm512_storeu_pd(sd.as_mut_ptr(), a);
+        _mm512_storeu_pd(sdx.as_mut_ptr(), b);
     }
-    (sd.iter().sum(), sdx.iter().sum())
 }
 
 widest! {
@@ -401,7 +413,7 @@ mod tests {
             for ch in 0..s.c {
                 let mk = [0.01 * ch as f64, 1.7];
                 let (a, b) = grad_sums(&dy, &x, s, ch, mk);
-                let (c, d) = grad_sums_plain(&dy, &x, s, ch, mk);
+                let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, false);
                 assert_eq!(
                     [a.to_bits(), b.to_bits()],
                     [c.to_bits(), d.to_bits()],
