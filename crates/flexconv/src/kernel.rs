@@ -20,6 +20,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::layout::{self, Place};
+use crate::outer;
 
 /// Rows of the grid per task: small enough that a task's slice of the
 /// grid and its output stay in a core's L2 cache across the K products.
@@ -577,11 +578,12 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     // Partial sums over fixed groups of chunks, added in order: the same
     // shape gives the same bits whatever the thread count or scheduling.
     let group = group_chunks(rows) * CHUNK;
-    // gemm makes the longer-strided side of its output the microkernel's
-    // rows, and packs them with zeros up to whole 16-lane registers when
-    // they are ragged: LeNet-5's 30 (5 x 6 channels) packed that way cost a
-    // third of its weight gradient, its 16 output channels fit. (o, j) of
-    // kernel row t is at acc[t * co * kc + o * o_step + j * j_step].
+    // Sums of outer products where the output channels fill whole AVX-512
+    // registers and the columns do not ([`outer`]), gemm otherwise. gemm
+    // makes the longer-strided side of its output the microkernel's rows and
+    // pads ragged ones to whole 16-lane registers. (o, j) of kernel row t is
+    // at acc[t * co * kc + o * o_step + j * j_step].
+    let outer = outer::applies(co, kc);
     let [o_step, j_step] = match kc % 16 != 0 && co % 16 == 0 {
         true => [1, co],
         false => [kc, 1],
@@ -598,12 +600,21 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
                     // r0 + m - 1 + reach (tail rows added); acc holds kh blocks
                     // of co x kc.
                     unsafe {
-                        product(
-                            [co, kc, m],
-                            Out(acc.as_mut_ptr().add(t * co * kc), o_step, j_step, true),
-                            View(yg.as_ptr().add(r0 * co), 1, co),
-                            View(xg.as_ptr().add((r0 + t * wp) * ci), ci, 1),
+                        let dst = acc.as_mut_ptr().add(t * co * kc);
+                        let (d, xs) = (
+                            yg.as_ptr().add(r0 * co),
+                            xg.as_ptr().add((r0 + t * wp) * ci),
                         );
+                        match outer {
+                            #[cfg(target_arch = "x86_64")]
+                            true => outer::sums([m, co, ci, kc], d, xs, dst),
+                            _ => product(
+                                [co, kc, m],
+                                Out(dst, o_step, j_step, true),
+                                View(d, 1, co),
+                                View(xs, ci, 1),
+                            ),
+                        }
                     }
                 }
                 r0 += m;

@@ -61,6 +61,7 @@ pub mod kernel;
 mod layout;
 pub mod norm;
 mod op;
+mod outer;
 pub mod pool;
 pub mod strided;
 
