@@ -20,6 +20,9 @@ use std::mem::MaybeUninit;
 
 use crate::kernel::{unzeroed, Geometry};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Output columns summed together (one AVX-512 register, two AVX ones).
 const LANES: usize = 16;
 /// Output channels summed together, sharing each input load.
@@ -123,20 +126,50 @@ fn taps(weight: &[f32], g: &Geometry) -> Vec<[f32; BLOCK]> {
     taps
 }
 
-widest! {
-    /// One image's forward.
-    fn image / image_avx512 / image_avx2
-        (dst: &mut [MaybeUninit<f32>], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) = image_body
+/// One image's forward: [`avx512`]'s on AVX-512, else [`image_body`] built
+/// for AVX2 or the baseline; Flex's bits on every path.
+fn image(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    taps: &[[f32; BLOCK]],
+    g: &Geometry,
+    row: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512::image(dst, src, taps, g, row) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { image_avx2(dst, src, taps, g, row) };
+        }
+    }
+    image_body(dst, src, taps, g, row)
 }
 
-/// One image's weight gradient: [`fused`]'s on AVX-512, else
+/// [`image_body`] built for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn image_avx2(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    taps: &[[f32; BLOCK]],
+    g: &Geometry,
+    row: usize,
+) {
+    image_body(dst, src, taps, g, row)
+}
+
+/// One image's weight gradient: [`avx512`]'s on AVX-512, else
 /// [`image_grad_body`] built for AVX2 or the baseline.
 fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { fused::image_grad(src, dy, g, row) };
+            return unsafe { avx512::image_grad(src, dy, g, row) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
@@ -237,143 +270,6 @@ fn tap_grads<const S: usize>(
     }
 }
 
-/// The weight gradient with fused multiply-adds on AVX-512. The plain
-/// loop's 4 channels x 5 taps of sums did not stay in registers (each add
-/// stored to the stack) and, unfused, took two instructions a term: 10.5%
-/// of a LeNet-5 step's samples for a twentieth of its products. Here `B`
-/// channels of `S` taps are summed per lane over the image in registers,
-/// the `B` output gradient vectors loaded once for the `S` taps (3 x 5 for
-/// LeNet-5's first layer: 4.8% of the samples); the lanes are then added
-/// in order, as the plain loop does.
-#[cfg(target_arch = "x86_64")]
-mod fused {
-    use super::{lane_width, Geometry, Tap, LANES, TAPS};
-    use std::arch::x86_64::*;
-
-    /// One image's weight gradient.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-        let [kh, kw] = g.kernel;
-        let mut out = vec![0f32; g.c_out * g.c_in * kh * kw];
-        let zeros = vec![0f32; lane_width(g)];
-        let ops = Operands {
-            src,
-            dy,
-            zeros: &zeros,
-            g,
-            row,
-        };
-        for i in 0..g.c_in {
-            for t in 0..kh {
-                for s0 in (0..kw).step_by(TAPS) {
-                    let at = Tap { o0: 0, i, t, s0 };
-                    // SAFETY: the CPU has AVX-512F (the caller's contract).
-                    unsafe {
-                        match kw - s0 {
-                            1 => blocks::<6, 1>(&ops, at, &mut out),
-                            2 => blocks::<6, 2>(&ops, at, &mut out),
-                            3 => blocks::<6, 3>(&ops, at, &mut out),
-                            4 => blocks::<4, 4>(&ops, at, &mut out),
-                            _ => blocks::<3, TAPS>(&ops, at, &mut out),
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// One image's padded input, its output gradient in lanes
-    /// (`[C_out][Ho][lane_width]`), a zero row of that width and the shape.
-    struct Operands<'a> {
-        src: &'a [f32],
-        dy: &'a [f32],
-        zeros: &'a [f32],
-        g: &'a Geometry,
-        row: usize,
-    }
-
-    /// The taps from `at` for every block of `B` output channels.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn blocks<const B: usize, const S: usize>(ops: &Operands, at: Tap, out: &mut [f32]) {
-        for o0 in (0..ops.g.c_out).step_by(B) {
-            // SAFETY: the CPU has AVX-512F (the caller's contract).
-            unsafe { taps::<B, S>(ops, Tap { o0, ..at }, out) };
-        }
-    }
-
-    /// The weight gradients of `S` kernel columns from `s0` for `B` output
-    /// channels from `o0`; channels past the last read the zero row.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn taps<const B: usize, const S: usize>(ops: &Operands, at: Tap, out: &mut [f32]) {
-        let Operands {
-            src,
-            dy,
-            zeros,
-            g,
-            row,
-        } = *ops;
-        let Tap { o0, i, t, s0 } = at;
-        let ([kh, kw], [ho, _], hp) = (g.kernel, g.out(), g.hp());
-        let (width, channels) = (lane_width(g), B.min(g.c_out - o0));
-        // Each channel's output gradient and the distance between its rows.
-        let rows: [(&[f32], usize); B] = std::array::from_fn(|b| match b < channels {
-            true => (&dy[(o0 + b) * ho * width..][..ho * width], width),
-            false => (zeros, 0),
-        });
-        let line = &src[(i * hp + t) * row + s0..];
-        assert!(
-            line.len() >= ho.saturating_sub(1) * row + width + S - 1,
-            "padded rows"
-        );
-        let mut acc = [[_mm512_setzero_ps(); S]; B];
-        // One loop over every row's column blocks.
-        let (mut y, mut x0) = (0, 0);
-        for _ in 0..ho * (width / LANES) {
-            // SAFETY: x0 + s + LANES <= width + S - 1 past row y's start,
-            // within `line` (asserted); a channel's row y ends within its
-            // slice (the zero row is read at 0 .. width).
-            unsafe {
-                let d: [__m512; B] = std::array::from_fn(|b| {
-                    let (d, step) = rows[b];
-                    _mm512_loadu_ps(d.as_ptr().add(y * step + x0))
-                });
-                for s in 0..S {
-                    let v = _mm512_loadu_ps(line.as_ptr().add(y * row + x0 + s));
-                    for (acc, d) in acc.iter_mut().zip(&d) {
-                        acc[s] = _mm512_fmadd_ps(*d, v, acc[s]);
-                    }
-                }
-            }
-            x0 += LANES;
-            if x0 == width {
-                (y, x0) = (y + 1, 0);
-            }
-        }
-        // The sums stored in a loop small enough to unroll, so that they
-        // are indexed by constants and kept in registers: a loop that also
-        // added up the lanes indexed them at run time, and they lived on the
-        // stack, stored after every add (one 64-byte store a cycle: half
-        // the speed).
-        let mut lanes = [[[0f32; LANES]; S]; B];
-        for (acc, lanes) in acc.iter().zip(&mut lanes) {
-            for (a, l) in acc.iter().zip(lanes) {
-                // SAFETY: LANES values to a LANES array.
-                unsafe { _mm512_storeu_ps(l.as_mut_ptr(), *a) };
-            }
-        }
-        let sums = lanes.map(|l| l.map(|l| l.iter().fold(0.0, |sum, v| sum + v)));
-        let per_out = g.c_in * kh * kw;
-        for (b, sums) in sums.iter().enumerate().take(channels) {
-            let k = (i * kh + t) * kw + s0;
-            out[(o0 + b) * per_out + k..][..S].copy_from_slice(sums);
-        }
-    }
-}
-
 /// `dst[o][y][x] = sum_(i, t, s) w[o][i][t][s] * src[i][y + t][x + s]`, in
 /// that order, for LANES columns of BLOCK channels of [`ROWS`] output rows
 /// at a time (independent sums: one row's chain of adds waited on itself).
@@ -430,8 +326,14 @@ fn outputs<const R: usize>(
         }
     }
     let (n, channels) = (LANES.min(wo - x0), BLOCK.min(g.c_out - ob * BLOCK));
+    // Every block's sums visited and those of missing channels skipped: a
+    // loop that stopped at `channels` indexed them at run time and kept
+    // some on the stack, stored after every add.
     for (r, acc) in acc.iter().enumerate() {
-        for (b, a) in acc.iter().enumerate().take(channels) {
+        for (b, a) in acc.iter().enumerate() {
+            if b >= channels {
+                continue;
+            }
             let d = &mut dst[((ob * BLOCK + b) * ho + y + r) * wo + x0..][..n];
             // Whole lanes as one store (a memcpy call per row cost 3% of a
             // LeNet-5 step), the last columns one by one.
@@ -560,7 +462,7 @@ mod tests {
                 }
             }
             // SAFETY: the CPU has AVX-512F.
-            let got = unsafe { fused::image_grad(&src, &d, &g, row) };
+            let got = unsafe { avx512::image_grad(&src, &d, &g, row) };
             let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "{c_in} -> {c_out}, {kernel:?}");
         }
