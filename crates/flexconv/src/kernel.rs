@@ -582,9 +582,9 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     // registers and the columns do not ([`outer`]), gemm otherwise. gemm
     // makes the longer-strided side of its output the microkernel's rows and
     // pads ragged ones to whole 16-lane registers; 64 output channels fill
-    // its 64-row microkernel (ResNet-20's last stage: 206-210 GFLOP/s a core
-    // against 177-179 row-major, docs/BENCHMARKS.md; the same bits). (o, j)
-    // of kernel row t is at acc[t * co * kc + o * o_step + j * j_step].
+    // its 64-row microkernel (ResNet-20's last stage: its weight gradient
+    // 213 -> 267 GFLOP/s on two cores, docs/BENCHMARKS.md; the same bits).
+    // (o, j) of kernel row t is at acc[t * co * kc + o * o_step + j * j_step].
     let outer = outer::applies(co, kc);
     let [o_step, j_step] = match (kc % 16 != 0 && co % 16 == 0) || co % 64 == 0 {
         true => [1, co],

@@ -4,10 +4,11 @@
 //! A weight gradient's product is short and very deep: `C_out x Kw*C_in`
 //! outputs summed over 2,048 grid rows. For LeNet-5's second layer (16 x 30)
 //! gemm chose a 16 x 6 microkernel (six sums a step, each waiting on its
-//! last add) and reached 100-120 GFLOP/s on one Emerald Rapids core; here
-//! one load of a row's output gradient serves all 30 columns, each a
-//! broadcast operand of a fused multiply-add: 235-245 GFLOP/s, the core's
-//! peak (docs/BENCHMARKS.md).
+//! last add): 100-120 GFLOP/s on one Emerald Rapids core in a benchmark of
+//! the products alone. Here one load of a row's output gradient serves all
+//! 30 columns, each a broadcast operand of a fused multiply-add: 235-245
+//! GFLOP/s, the core's peak; the layer's whole weight gradient 97 -> 161
+//! GFLOP/s on two cores (`benches/conv.rs`, docs/BENCHMARKS.md).
 //!
 //! Each sum runs over the rows in order from a zero register, one fused
 //! multiply-add a row, and is then added to the accumulator: the bits do
@@ -16,7 +17,7 @@
 /// Whether [`sums`] computes this weight gradient here: the CPU has
 /// AVX-512, the output channels fill whole registers and the columns are
 /// ragged. Where they are whole registers too (ResNet-20's 48 to 192),
-/// gemm's own 64 x 6 microkernels keep pace (docs/BENCHMARKS.md); on AVX2
+/// gemm's own 64 x 6 microkernels kept pace in the same benchmark; on AVX2
 /// a 12-column block measured no faster than gemm's 16 x 6.
 pub(crate) fn applies(c_out: usize, columns: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
