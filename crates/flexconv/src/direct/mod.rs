@@ -7,11 +7,14 @@
 //! a gemm with a 6 x 5 result over 2,048-row sums. Here 16 output columns of
 //! 4 output channels stay in registers across all the taps (forward), or 16
 //! columns' products of one tap for 4 channels across the whole image
-//! (weight gradient), read from a zero-padded copy of the image.
+//! (weight gradient), read from a zero-padded copy of the image. On
+//! AVX-512, the `avx512` module does both with intrinsics: blocks of 4 to 8
+//! channels whose sums stay in registers, the weight gradient with fused
+//! multiply-adds.
 //!
-//! Each output sums its terms in Flex's order (input channel, kernel row,
-//! kernel column; multiply, then add, from +0), so the values are Flex's bit
-//! for bit: the padding's zero products Flex skips leave a sum unchanged,
+//! Each forward output sums its terms in Flex's order (input channel,
+//! kernel row, kernel column; multiply, then add, from +0), so the values
+//! are Flex's bit for bit: the padding's zero products Flex skips leave a sum unchanged,
 //! since a sum that starts at +0 is never -0 and `v + ±0 = v` otherwise
 //! (a non-finite weight aside, which makes the whole output non-finite).
 
