@@ -14,9 +14,10 @@
 //!
 //! Each forward output sums its terms in Flex's order (input channel,
 //! kernel row, kernel column; multiply, then add, from +0), so the values
-//! are Flex's bit for bit: the padding's zero products Flex skips leave a sum unchanged,
-//! since a sum that starts at +0 is never -0 and `v + ±0 = v` otherwise
-//! (a non-finite weight aside, which makes the whole output non-finite).
+//! are Flex's bit for bit: the padding's zero products Flex skips leave a
+//! sum unchanged, since a sum that starts at +0 is never -0 and
+//! `v + ±0 = v` otherwise (a non-finite weight aside, which makes the whole
+//! output non-finite).
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
