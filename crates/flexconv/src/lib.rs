@@ -21,9 +21,23 @@
 /// `fn $name(args)` calling `$body`, built three times: for AVX-512, for
 /// AVX2 and for the baseline, the widest this CPU has chosen at run time.
 /// Where none fuses a multiply and an add, all give the same bits; the
-/// AVX builds keep their names for the tests.
+/// AVX builds keep their names for the tests. With `$module::$function` in
+/// place of the AVX-512 build's name, that function (unsafe, for a CPU with
+/// AVX-512F) is the AVX-512 build instead.
 macro_rules! widest {
     ($(#[$doc:meta])* fn $name:ident / $avx512:ident / $avx2:ident
+        ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+        widest! {
+            $(#[$doc])* fn $name / self::$avx512 / $avx2 ($($arg: $ty),*) $(-> $ret)? = $body
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
+            $body($($arg),*)
+        }
+    };
+    ($(#[$doc:meta])* fn $name:ident / $module:ident::$avx512:ident / $avx2:ident
         ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
         $(#[$doc])*
         fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -31,19 +45,13 @@ macro_rules! widest {
             {
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { $avx512($($arg),*) };
+                    return unsafe { $module::$avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2 (checked just above).
                     return unsafe { $avx2($($arg),*) };
                 }
             }
-            $body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
             $body($($arg),*)
         }
 

@@ -130,64 +130,20 @@ fn taps(weight: &[f32], g: &Geometry) -> Vec<[f32; BLOCK]> {
     taps
 }
 
-/// One image's forward: [`avx512`]'s on AVX-512, else [`image_body`] built
-/// for AVX2 or the baseline; Flex's bits on every path.
-fn image(
-    dst: &mut [MaybeUninit<f32>],
-    src: &[f32],
-    taps: &[[f32; BLOCK]],
-    g: &Geometry,
-    row: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512::image(dst, src, taps, g, row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { image_avx2(dst, src, taps, g, row) };
-        }
-    }
-    image_body(dst, src, taps, g, row)
+widest! {
+    /// One image's forward: the `avx512` module's on AVX-512, else
+    /// [`image_body`] built for AVX2 or the baseline; Flex's bits on every
+    /// path.
+    fn image / avx512::image / image_avx2
+        (dst: &mut [MaybeUninit<f32>], src: &[f32], taps: &[[f32; BLOCK]], g: &Geometry, row: usize) = image_body
 }
 
-/// [`image_body`] built for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn image_avx2(
-    dst: &mut [MaybeUninit<f32>],
-    src: &[f32],
-    taps: &[[f32; BLOCK]],
-    g: &Geometry,
-    row: usize,
-) {
-    image_body(dst, src, taps, g, row)
-}
-
-/// One image's weight gradient: [`avx512`]'s on AVX-512, else
-/// [`image_grad_body`] built for AVX2 or the baseline.
-fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512::image_grad(src, dy, g, row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { image_grad_avx2(src, dy, g, row) };
-        }
-    }
-    image_grad_body(src, dy, g, row)
-}
-
-/// [`image_grad_body`] built for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn image_grad_avx2(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
-    image_grad_body(src, dy, g, row)
+widest! {
+    /// One image's weight gradient: the `avx512` module's on AVX-512 (fused
+    /// multiply-adds), else [`image_grad_body`] built for AVX2 or the
+    /// baseline.
+    fn image_grad / avx512::image_grad / image_grad_avx2
+        (src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> = image_grad_body
 }
 
 /// `dw[o][i][t][s] = sum_(y, x) dy[o][y][x] * src[i][y + t][x + s]` for one
