@@ -32,14 +32,7 @@ use std::mem::MaybeUninit;
 pub(super) unsafe fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usize) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let mut out = vec![0f32; g.c_out * g.c_in * kh * kw];
-    let zeros = vec![0f32; lane_width(g)];
-    let ops = Operands {
-        src,
-        dy,
-        zeros: &zeros,
-        g,
-        row,
-    };
+    let ops = Operands { src, dy, g, row };
     for i in 0..g.c_in {
         for t in 0..kh {
             for s0 in (0..kw).step_by(TAPS) {
@@ -61,11 +54,10 @@ pub(super) unsafe fn image_grad(src: &[f32], dy: &[f32], g: &Geometry, row: usiz
 }
 
 /// One image's padded input, its output gradient in lanes
-/// (`[C_out][Ho][lane_width]`), a zero row of that width and the shape.
+/// (`[C_out][Ho][lane_width]`) and the shape.
 struct Operands<'a> {
     src: &'a [f32],
     dy: &'a [f32],
-    zeros: &'a [f32],
     g: &'a Geometry,
     row: usize,
 }
@@ -80,23 +72,18 @@ unsafe fn blocks<const B: usize, const S: usize>(ops: &Operands, at: Tap, out: &
 }
 
 /// The weight gradients of `S` kernel columns from `s0` for `B` output
-/// channels from `o0`; channels past the last read the zero row.
+/// channels from `o0`; channels past the last repeat the last one's output
+/// gradient and are not written.
 #[target_feature(enable = "avx512f")]
 unsafe fn taps<const B: usize, const S: usize>(ops: &Operands, at: Tap, out: &mut [f32]) {
-    let Operands {
-        src,
-        dy,
-        zeros,
-        g,
-        row,
-    } = *ops;
+    let Operands { src, dy, g, row } = *ops;
     let Tap { o0, i, t, s0 } = at;
     let ([kh, kw], [ho, _], hp) = (g.kernel, g.out(), g.hp());
     let (width, channels) = (lane_width(g), B.min(g.c_out - o0));
-    // Each channel's output gradient and the distance between its rows.
-    let rows: [(&[f32], usize); B] = std::array::from_fn(|b| match b < channels {
-        true => (&dy[(o0 + b) * ho * width..][..ho * width], width),
-        false => (zeros, 0),
+    // Each channel's output gradient.
+    let rows: [&[f32]; B] = std::array::from_fn(|b| {
+        let o = o0 + b.min(channels - 1);
+        &dy[o * ho * width..][..ho * width]
     });
     let line = &src[(i * hp + t) * row + s0..];
     assert!(
@@ -109,12 +96,10 @@ unsafe fn taps<const B: usize, const S: usize>(ops: &Operands, at: Tap, out: &mu
     for _ in 0..ho * (width / LANES) {
         // SAFETY: x0 + s + LANES <= width + S - 1 past row y's start,
         // within `line` (asserted); a channel's row y ends within its
-        // slice (the zero row is read at 0 .. width).
+        // slice.
         unsafe {
-            let d: [__m512; B] = std::array::from_fn(|b| {
-                let (d, step) = rows[b];
-                _mm512_loadu_ps(d.as_ptr().add(y * step + x0))
-            });
+            let d: [__m512; B] =
+                std::array::from_fn(|b| _mm512_loadu_ps(rows[b].as_ptr().add(y * width + x0)));
             for s in 0..S {
                 let v = _mm512_loadu_ps(line.as_ptr().add(y * row + x0 + s));
                 for (acc, d) in acc.iter_mut().zip(&d) {
