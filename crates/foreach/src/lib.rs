@@ -10,7 +10,9 @@
 //! - on the CubeCL backends (`CubeBackend`, feature `cube`), one kernel per
 //!   group of tensors (as many as the device binds at once), and under Burn's
 //!   fusion (feature `fusion`) the same kernel as a custom fusion operation;
-//! - everywhere else (Flex, any other backend), the same arithmetic in Burn's
+//! - on Flex, the optimizer steps as one pass over each parameter (the
+//!   tensor ops' bits, in a fraction of their time);
+//! - everywhere else (any other backend), the same arithmetic in Burn's
 //!   tensor ops ([`reference`](mod@reference)), which is also what the kernels are tested
 //!   against.
 //!
@@ -23,6 +25,7 @@ use burn::tensor::Tensor;
 
 #[cfg(feature = "cube")]
 mod cube;
+mod flex;
 #[cfg(feature = "fusion")]
 mod fusion;
 pub mod reference;
@@ -167,12 +170,30 @@ pub fn kernel_launches() -> u64 {
 #[cfg_attr(not(feature = "cube"), allow(dead_code))]
 pub(crate) static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Burn's CPU backend: the tensor-op arithmetic.
-impl ForeachBackend for burn_flex::Flex {}
+/// Burn's CPU backend: the optimizer steps as one pass over each parameter
+/// (the tensor ops' bits); the scaler's check in tensor ops.
+impl ForeachBackend for burn_flex::Flex {
+    fn foreach_adam(
+        step: &AdamStep<Self>,
+        group: Group<Self>,
+        grads: Vec<Tensor<Self, 1>>,
+        skip: Option<Tensor<Self, 1>>,
+    ) -> Group<Self> {
+        flex::adam(step, group, grads, skip)
+    }
+
+    fn foreach_sgd(
+        step: &SgdStep,
+        group: Group<Self>,
+        grads: Vec<Tensor<Self, 1>>,
+        skip: Option<Tensor<Self, 1>>,
+    ) -> Group<Self> {
+        flex::sgd(step, group, grads, skip)
+    }
+}
 
 /// Whether the kernels can take these tensors: every one f32, and each
 /// list's lengths equal to the parameters'.
-#[cfg_attr(not(feature = "cube"), allow(dead_code))]
 pub(crate) fn kernel_ready<B: Backend>(lists: &[&[Tensor<B, 1>]]) -> bool {
     let Some(first) = lists.first() else {
         return false;

@@ -109,7 +109,7 @@ pub fn adam<B: Backend>(
 }
 
 /// Adam's `sqrt(1 - b2^t) / (1 - b1^t)` and `eps * sqrt(1 - b2^t)`.
-fn bias_corrections<B: Backend>(step: &AdamStep<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+pub(crate) fn bias_corrections<B: Backend>(step: &AdamStep<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let device = step.steps.device();
     let pow = |b: f64| Tensor::<B, 1>::full([1], b as f32, &device).powf(step.steps.clone());
     let bc2_sqrt = pow(step.beta2).neg().add_scalar(1.0).sqrt();

@@ -1,7 +1,8 @@
 //! The foreach kernels on wgpu (Mesa's lavapipe in CI: the kernels a GPU
 //! runs), with Burn's fusion and without, against the tensor-op reference on
 //! Flex. Without a Vulkan driver the tests say so and pass, except under CI,
-//! where `.ci/run` installs one and they must run.
+//! where `.ci/run` installs one and they must run. Flex's own single-pass
+//! steps are held to the reference's bits here too (no driver needed).
 
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
 use burn::tensor::backend::Backend;
@@ -418,5 +419,83 @@ fn the_scale_update_matches_the_reference_bit_for_bit() {
     assert_eq!(
         update::<Flex>(&Default::default(), 3e38, 2.0, 0.0, &rule),
         vec![3e38, 0.0, 3.0]
+    );
+}
+
+/// Each value's bits, so that -0 and 0 differ and NaN equals NaN.
+fn bits(v: Vec<Vec<Vec<f32>>>) -> Vec<Vec<Vec<u32>>> {
+    v.into_iter()
+        .map(|l| {
+            l.into_iter()
+                .map(|t| t.into_iter().map(f32::to_bits).collect())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn flex_single_pass_steps_give_the_tensor_ops_bits() {
+    let dev = Default::default();
+    for decoupled in [false, true] {
+        for wd in [0.0, 0.1] {
+            for state in [false, true] {
+                for skip in [None, Some(0.0), Some(1.0)] {
+                    let what =
+                        format!("adam decoupled={decoupled} wd={wd} state={state} skip={skip:?}");
+                    let want = adam_run::<Flex>(&dev, false, decoupled, wd, state, skip);
+                    let got = adam_run::<Flex>(&dev, true, decoupled, wd, state, skip);
+                    assert!(bits(got) == bits(want), "{what}");
+                }
+            }
+        }
+    }
+    for momentum in [None, Some(0.9)] {
+        for wd in [0.0, 5e-4] {
+            for state in [false, true] {
+                for skip in [None, Some(0.0), Some(1.0)] {
+                    let what =
+                        format!("sgd momentum={momentum:?} wd={wd} state={state} skip={skip:?}");
+                    let want = sgd_run::<Flex>(&dev, false, momentum, wd, state, skip);
+                    let got = sgd_run::<Flex>(&dev, true, momentum, wd, state, skip);
+                    assert!(bits(got) == bits(want), "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn flex_steps_leave_buffers_held_elsewhere_as_they_were() {
+    // The pass writes over the gradient and the state where the step holds
+    // them alone; a clone held by the caller must keep its values.
+    let dev = Default::default();
+    let step = AdamStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        weight_decay: 0.0,
+        decoupled: false,
+        epsilon: 1e-8,
+        steps: vec1::<Flex>(vec![3.0], &dev),
+    };
+    let first = list::<Flex>(3, &dev);
+    let second: Vec<_> = list::<Flex>(4, &dev).into_iter().map(|t| t.abs()).collect();
+    let grads = list::<Flex>(5, &dev);
+    let before = (
+        read(grads.clone()),
+        read(first.clone()),
+        read(second.clone()),
+    );
+    let group = Group {
+        params: list::<Flex>(2, &dev),
+        first: Some(first.clone()),
+        second: Some(second.clone()),
+    };
+    let moved = Flex::foreach_adam(&step, group, grads.clone(), None);
+    assert_eq!((read(grads), read(first), read(second)), before);
+    assert_ne!(
+        read(moved.params),
+        read(list::<Flex>(2, &dev)),
+        "the step moved the parameters"
     );
 }
