@@ -63,6 +63,7 @@ macro_rules! widest {
     };
 }
 
+mod bias;
 pub mod direct;
 pub mod gemm;
 pub mod kernel;
@@ -116,11 +117,12 @@ pub fn conv2d_with<B: Backend>(
     with_bias(y, bias)
 }
 
-/// `y` plus a bias per channel. On flex, as rows `[batch x channels,
-/// positions]` plus a per-row column: flex walks the `[1, C, 1, 1]`
-/// broadcast one element at a time, and that add was a fifth of a LeNet-5
-/// training step (docs/BENCHMARKS.md). The same additions either way; the
-/// bias gradient sums in another order. Other backends keep the broadcast.
+/// `y` plus a bias per channel. On flex in f32, [`bias`]'s one pass; in
+/// 16 bits, as rows `[batch x channels, positions]` plus a per-row column:
+/// flex walks the `[1, C, 1, 1]` broadcast one element at a time, and that
+/// add was a fifth of a LeNet-5 training step (docs/BENCHMARKS.md). The same
+/// additions every way; the bias gradient sums in another order. Other
+/// backends keep the broadcast.
 fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
     let Some(b) = bias else {
         return y;
@@ -128,6 +130,12 @@ fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<
     let [n, c, h, w] = y.dims();
     if !on_flex::<B>() {
         return y + b.reshape([1, c, 1, 1]);
+    }
+    if bias::takes(&y, &b) {
+        return match is::<B, Flex>() {
+            true => same(bias::add_inner(same(y), same(b))),
+            false => same(bias::add(same(y), same(b))),
+        };
     }
     let column = b.reshape([1, c]).expand([n, c]).reshape([n * c, 1]);
     (y.reshape([n * c, h * w]) + column).reshape([n, c, h, w])

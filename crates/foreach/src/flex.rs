@@ -320,6 +320,9 @@ fn scalar(t: Tensor<Flex, 1>) -> f32 {
 mod tests {
     use super::*;
 
+    /// A pass's gradient, first and second moments.
+    type Slices<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
         let n = 1037;
@@ -337,18 +340,21 @@ mod tests {
                 l2,
                 decay,
             };
-            let run = |f: &dyn Fn(&mut [f32], &mut [f32], &mut [f32])| {
+            let run = |f: &dyn Fn(Slices)| {
                 let (mut g, mut m) = (wave(1.3), wave(0.7));
                 let mut v: Vec<f32> = wave(2.1).iter().map(|x| x * x).collect();
-                f(&mut g, &mut m, &mut v);
+                f((&mut g, &mut m, &mut v));
                 [g, m, v].map(|l| l.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
             };
-            let plain = run(&|g, m, v| adam_lanes(&k, &p, g, m, v));
-            assert_eq!(run(&|g, m, v| adam_pass(&k, &p, g, m, v)), plain);
+            let plain = run(&|(g, m, v)| adam_lanes(&k, &p, g, m, v));
+            assert_eq!(run(&|(g, m, v)| adam_pass(&k, &p, g, m, v)), plain);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
-                assert_eq!(run(&|g, m, v| unsafe { adam_avx2(&k, &p, g, m, v) }), plain);
+                assert_eq!(
+                    run(&|(g, m, v)| unsafe { adam_avx2(&k, &p, g, m, v) }),
+                    plain
+                );
             }
         }
     }

@@ -1,0 +1,159 @@
+//! A convolution's bias on `Autodiff<Flex>` and Flex, f32: one pass adding
+//! each channel's bias to its planes, written over the convolution's fresh
+//! output, and in backward the output gradient passed on as it is, with the
+//! bias gradient as per-channel sums.
+//!
+//! Burn's broadcast add walked `[N, C, H, W]` against `[1, C, 1, 1]` one
+//! element at a time, and its backward reduced the gradient in two more
+//! passes: with flexconv's rows `[N x C, H x W]` still 4.9% of a LeNet-5
+//! step (docs/BENCHMARKS.md). The forward is the same additions (the same
+//! bits); the bias gradient sums each plane in eight lanes of f64, then the
+//! planes in batch order, rounded to f32 once: one fixed order, whatever
+//! the thread count.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use rayon::prelude::*;
+
+/// Whether [`add`] and [`add_inner`] take these: both f32.
+pub(crate) fn takes<B: burn::tensor::backend::Backend>(y: &Tensor<B, 4>, b: &Tensor<B, 1>) -> bool {
+    y.dtype() == DType::F32 && b.dtype() == DType::F32 && b.dims()[0] == y.dims()[1]
+}
+
+#[derive(Debug)]
+struct BiasAdd;
+
+impl Backward<Flex, 2> for BiasAdd {
+    /// `[N, C, H x W]`.
+    type State = [usize; 3];
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_y, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let Some(b) = node_b {
+            let db = channel_sums(&crate::op::floats(&dy), ops.state);
+            let c = db.len();
+            grads.register::<Flex>(b.id, FlexTensor::from_data(TensorData::new(db, [c])));
+        }
+        if let Some(y) = node_y {
+            grads.register::<Flex>(y.id, dy);
+        }
+    }
+}
+
+/// `y + b` per channel, recorded for backward.
+pub(crate) fn add(
+    y: Tensor<Autodiff<Flex>, 4>,
+    b: Tensor<Autodiff<Flex>, 1>,
+) -> Tensor<Autodiff<Flex>, 4> {
+    let [n, c, h, w] = y.dims();
+    let y = y.into_primitive().tensor();
+    let b = b.into_primitive().tensor();
+    let node_y = y.node.clone();
+    // The convolution's output, moved (not cloned) so that it is written
+    // over where nothing else holds it.
+    let out = biased(y.primitive, &b.primitive);
+    let out = match BiasAdd
+        .prepare::<NoCheckpointing>([node_y, b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish([n, c, h * w], out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The same on Flex alone (evaluation).
+pub(crate) fn add_inner(y: Tensor<Flex, 4>, b: Tensor<Flex, 1>) -> Tensor<Flex, 4> {
+    let out = biased(y.into_primitive().tensor(), &b.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// `y` (f32, `[N, C, H, W]`) with `b[c]` added to each of channel `c`'s
+/// planes, in `y`'s buffer where `y` holds it alone.
+fn biased(y: FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let shape = y.layout().shape().clone();
+    let len = shape.num_elements();
+    let mut y = if y.is_unique() && y.layout().contiguous_offsets() == Some((0, len)) {
+        y
+    } else {
+        FlexTensor::from_data(TensorData::new(
+            crate::op::floats(&y).into_owned(),
+            shape.clone(),
+        ))
+    };
+    let b = crate::op::floats(b);
+    let plane = shape[2] * shape[3];
+    let values = &mut y
+        .try_storage_mut::<f32>()
+        .expect("a buffer no one else holds")[..len];
+    if plane > 0 {
+        values
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, p)| add_to(p, b[i % b.len()]));
+    }
+    y
+}
+
+fn add_to(plane: &mut [f32], b: f32) {
+    for v in plane {
+        *v += b;
+    }
+}
+
+/// Per channel, the sum of `dy` (`[N, C, P]`) over the batch and the
+/// plane: each plane in eight f64 lanes (element `i` in lane `i % 8`, the
+/// lanes added in order), the planes in batch order, one rounding to f32.
+fn channel_sums(dy: &[f32], [n, c, p]: [usize; 3]) -> Vec<f32> {
+    let planes: Vec<f64> = dy.par_chunks(p.max(1)).map(plane_sum).collect();
+    (0..c)
+        .map(|ch| (0..n).map(|i| planes[i * c + ch]).sum::<f64>() as f32)
+        .collect()
+}
+
+fn plane_sum(plane: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = plane.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += *v as f64;
+        }
+    }
+    for (l, v) in lanes.iter_mut().zip(tail) {
+        *l += *v as f64;
+    }
+    lanes.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bias_gradient_is_each_channels_sum_in_one_order() {
+        // Exact small integers: any order gives the same sum, so this
+        // checks which elements go to which channel.
+        let (n, c, p) = (3, 5, 11);
+        let dy: Vec<f32> = (0..n * c * p).map(|i| (i % 7) as f32 - 3.0).collect();
+        let want: Vec<f32> = (0..c)
+            .map(|ch| {
+                (0..n)
+                    .flat_map(|i| dy[(i * c + ch) * p..(i * c + ch + 1) * p].iter())
+                    .sum()
+            })
+            .collect();
+        assert_eq!(channel_sums(&dy, [n, c, p]), want);
+        // Lanes: 1e8 + 1 + ... in f32 one by one loses the ones; in f64 they stay.
+        let mut plane = vec![1.0f32; 17];
+        plane[0] = 1e8;
+        assert_eq!(plane_sum(&plane), 1e8 + 16.0);
+    }
+}
