@@ -32,7 +32,7 @@ F32 = {
     "softmin", "layer_norm", "ctc_loss", "interpolate",
 }
 # Ops computed by a function of this crate rather than the inner backend's
-# method: conv1d, conv2d and max_pool2d through greentrain-flexconv (its CPU routes
+# method: conv1d, conv2d, max_pool2d and relu through greentrain-flexconv (its CPU routes
 # on `Autodiff<Flex>`, the conv path), products, linear layers and layer norms
 # through greentrain's kernels where the inner backend is registered.
 CUSTOM = {
@@ -42,6 +42,7 @@ CUSTOM = {
     "linear": "super::linear::<I>",
     "layer_norm": "super::layer_norm::<I>",
     "max_pool2d": "super::max_pool2d::<I>",
+    "relu": "greentrain_flexconv::relu::<I>",
 }
 # Converts a value of the inner backend's type to Amp's, by return type.
 REWRAP = {

@@ -80,14 +80,7 @@ pub(crate) fn add_inner(y: Tensor<Flex, 4>, b: Tensor<Flex, 1>) -> Tensor<Flex, 
 fn biased(y: FlexTensor, b: &FlexTensor) -> FlexTensor {
     let shape = y.layout().shape().clone();
     let len = shape.num_elements();
-    let mut y = if y.is_unique() && y.layout().contiguous_offsets() == Some((0, len)) {
-        y
-    } else {
-        FlexTensor::from_data(TensorData::new(
-            crate::op::floats(&y).into_owned(),
-            shape.clone(),
-        ))
-    };
+    let mut y = crate::op::owned(y);
     let b = crate::op::floats(b);
     let plane = shape[2] * shape[3];
     let values = &mut y

@@ -72,6 +72,7 @@ pub mod norm;
 mod op;
 mod outer;
 pub mod pool;
+mod relu;
 pub mod strided;
 
 use std::any::Any;
@@ -79,8 +80,8 @@ use std::any::Any;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
-use burn::tensor::ops::PaddedConvOptions;
-use burn::tensor::Tensor;
+use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
+use burn::tensor::{Tensor, TensorMetadata};
 use serde::{Deserialize, Serialize};
 
 pub use kernel::Geometry;
@@ -203,6 +204,21 @@ pub fn max_pool2d<B: Backend>(
     } else {
         same(pool::max_pool2d(same(x), p))
     }
+}
+
+/// Burn's ReLU, as one parallel pass each way on `Autodiff<Flex>` and Flex
+/// in f32 (Flex's operations, the same bits; in place where the buffers
+/// are free); `B::relu` everywhere else.
+pub fn relu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    if relu::takes(x.dtype()) {
+        if is::<B, Autodiff<Flex>>() {
+            return same(relu::autodiff(same(x)));
+        }
+        if is::<B, Flex>() {
+            return same(relu::inner(same(x)));
+        }
+    }
+    B::relu(x)
 }
 
 /// Whether [`conv2d`] computes this convolution's gradients itself rather

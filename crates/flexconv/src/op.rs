@@ -190,3 +190,14 @@ pub(crate) fn tensor(v: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor
         _ => TensorData::new(v, shape),
     })
 }
+
+/// An f32 tensor's values in a contiguous buffer no one else holds, for an
+/// operation to write over: its own where it already is, else a copy.
+pub(crate) fn owned(t: FlexTensor) -> FlexTensor {
+    let shape = t.layout().shape().clone();
+    let n = shape.num_elements();
+    if t.dtype() == DType::F32 && t.is_unique() && t.layout().contiguous_offsets() == Some((0, n)) {
+        return t;
+    }
+    FlexTensor::from_data(TensorData::new(floats(&t).into_owned(), shape))
+}

@@ -18,7 +18,7 @@ impl<I: Backend> ActivationOps<Self> for Amp<I> {
     }
 
     fn relu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
-        I::relu(tensor)
+        greentrain_flexconv::relu::<I>(tensor)
     }
 
     fn relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
