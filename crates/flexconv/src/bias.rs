@@ -105,7 +105,11 @@ fn add_to(plane: &mut [f32], b: f32) {
 /// plane: each plane in eight f64 lanes (element `i` in lane `i % 8`, the
 /// lanes added in order), the planes in batch order, one rounding to f32.
 fn channel_sums(dy: &[f32], [n, c, p]: [usize; 3]) -> Vec<f32> {
-    let planes: Vec<f64> = dy.par_chunks(p.max(1)).map(plane_sum).collect();
+    if p == 0 {
+        // An empty output (the gemm path can give one): no terms to sum.
+        return vec![0.0; c];
+    }
+    let planes: Vec<f64> = dy.par_chunks(p).map(plane_sum).collect();
     (0..c)
         .map(|ch| (0..n).map(|i| planes[i * c + ch]).sum::<f64>() as f32)
         .collect()
@@ -144,6 +148,7 @@ mod tests {
             })
             .collect();
         assert_eq!(channel_sums(&dy, [n, c, p]), want);
+        assert_eq!(channel_sums(&[], [n, c, 0]), vec![0.0; c], "empty planes");
         // Lanes: 1e8 + 1 + ... in f32 one by one loses the ones; in f64 they stay.
         let mut plane = vec![1.0f32; 17];
         plane[0] = 1e8;
