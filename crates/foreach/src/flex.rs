@@ -172,7 +172,7 @@ pub(crate) fn sgd(
     let l2 = (step.weight_decay > 0.0).then_some(step.weight_decay as f32);
     let momentum = step.momentum.map(|mu| mu as f32);
     let had_state = group.first.is_some();
-    let mut bufs = group.first.map(|b| b.into_iter());
+    let mut bufs = States(group.first.map(|l| l.into_iter()));
     let n = group.params.len();
     let mut out = Group {
         params: Vec::with_capacity(n),
@@ -184,24 +184,23 @@ pub(crate) fn sgd(
         let p = values(&p);
         let mut new_p = owned(g);
         // The first momentum buffer is the (decayed) gradient itself.
-        let mut buf = match bufs.as_mut().and_then(|b| b.next()) {
-            Some(b) if momentum.is_some() => Some(owned(b)),
-            _ => momentum.map(|_| FlexTensor::zeros([p.len()].into(), DType::F32)),
-        };
+        let mut buf = momentum.map(|mu| (mu, bufs.next_owned(p.len())));
         let dst = slice_mut(&mut new_p);
-        match (momentum, buf.as_mut()) {
-            (Some(mu), Some(buf)) => dst
-                .par_chunks_mut(CHUNK)
-                .zip(slice_mut(buf).par_chunks_mut(CHUNK))
-                .zip(p.par_chunks(CHUNK))
-                .for_each(|((g, b), p)| momentum_pass(lr, l2, mu, had_state, p, g, b)),
-            _ => dst
+        match buf.as_mut() {
+            Some((mu, buf)) => {
+                let mu = *mu;
+                dst.par_chunks_mut(CHUNK)
+                    .zip(slice_mut(buf).par_chunks_mut(CHUNK))
+                    .zip(p.par_chunks(CHUNK))
+                    .for_each(|((g, b), p)| momentum_pass(lr, l2, mu, had_state, p, g, b))
+            }
+            None => dst
                 .par_chunks_mut(CHUNK)
                 .zip(p.par_chunks(CHUNK))
                 .for_each(|(g, p)| plain_pass(lr, l2, p, g)),
         }
         out.params.push(tensor(new_p));
-        if let Some(buf) = buf {
+        if let Some((_, buf)) = buf {
             push(&mut out.first, buf);
         }
     }
