@@ -64,6 +64,7 @@ macro_rules! widest {
 }
 
 mod bias;
+mod cast;
 pub mod direct;
 pub mod gemm;
 pub mod kernel;
@@ -81,7 +82,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
-use burn::tensor::{Tensor, TensorMetadata};
+use burn::tensor::{FloatDType, Tensor, TensorMetadata};
 use serde::{Deserialize, Serialize};
 
 pub use kernel::Geometry;
@@ -204,6 +205,22 @@ pub fn max_pool2d<B: Backend>(
     } else {
         same(pool::max_pool2d(same(x), p))
     }
+}
+
+/// Burn's float cast; between f32 and f16 or bfloat16 on `Autodiff<Flex>`
+/// and Flex, one parallel pass (f16 eight values per instruction) with
+/// Flex's bits rather than Flex's one value at a time through f64;
+/// `B::float_cast` everywhere else.
+pub fn cast<B: Backend>(x: FloatTensor<B>, to: FloatDType) -> FloatTensor<B> {
+    if cast::takes(x.dtype(), to.into()) {
+        if is::<B, Autodiff<Flex>>() {
+            return same(cast::autodiff(same(x), to));
+        }
+        if is::<B, Flex>() {
+            return same(cast::inner(same(x), to));
+        }
+    }
+    B::float_cast(x, to)
 }
 
 /// Burn's ReLU, as one parallel pass each way on `Autodiff<Flex>` and Flex

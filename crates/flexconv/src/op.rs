@@ -14,6 +14,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{bf16, f16, DType, Tensor, TensorData, TensorPrimitive};
 
+use crate::cast;
 use crate::direct;
 use crate::kernel::{self, Geometry};
 
@@ -172,7 +173,7 @@ pub(crate) fn floats(t: &FlexTensor) -> Cow<'_, [f32]> {
     let t = t.to_contiguous();
     Cow::Owned(match t.dtype() {
         DType::F32 => t.as_slice::<f32>().expect("contiguous").to_vec(),
-        DType::F16 => widened(t.as_slice::<f16>().expect("contiguous"), f16::to_f32),
+        DType::F16 => cast::convert(t.as_slice::<f16>().expect("contiguous"), cast::f16_into),
         DType::BF16 => widened(t.as_slice::<bf16>().expect("contiguous"), bf16::to_f32),
         other => unreachable!("conv2d routes only f32, f16 and bf16 here, not {other:?}"),
     })
@@ -185,7 +186,7 @@ fn widened<T: Copy>(values: &[T], f: fn(T) -> f32) -> Vec<f32> {
 /// f32 values as a Flex tensor of `dtype`.
 pub(crate) fn tensor(v: Vec<f32>, shape: [usize; 4], dtype: DType) -> FlexTensor {
     FlexTensor::from_data(match dtype {
-        DType::F16 => TensorData::new(v.into_iter().map(f16::from_f32).collect(), shape),
+        DType::F16 => TensorData::new(cast::convert(&v, cast::f16_from), shape),
         DType::BF16 => TensorData::new(v.into_iter().map(bf16::from_f32).collect(), shape),
         _ => TensorData::new(v, shape),
     })

@@ -453,7 +453,7 @@ impl<I: Backend> FloatTensorOps<Self> for Amp<I> {
     }
 
     fn float_cast(tensor: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
-        I::float_cast(tensor, dtype)
+        greentrain_flexconv::cast::<I>(tensor, dtype)
     }
 
     fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -46,12 +46,12 @@ pub fn rule(op: &str) -> Rule {
 }
 
 /// Casts only when the dtype differs (a cast of equal dtypes would still
-/// record a node in the autodiff graph).
+/// record a node in the autodiff graph); on flex in one parallel pass.
 fn to<I: Backend>(t: FloatTensor<I>, dtype: DType) -> FloatTensor<I> {
     if t.dtype() == dtype {
         t
     } else {
-        I::float_cast(t, dtype.into())
+        greentrain_flexconv::cast::<I>(t, dtype.into())
     }
 }
 
