@@ -171,8 +171,8 @@ fn symmetric_undilated_convolutions_on_flex_are_routed() {
         routes(&inner, &w.clone().inner(), &options(1, 1)),
         "Flex without autodiff (evaluation)"
     );
-    // LeNet's first layer: 5 terms per product, the direct kernel's in f32,
-    // Flex's own in f16 (Flex sums those in f16).
+    // LeNet's first layer: 5 terms per product, the direct kernel's in f32
+    // and in f16 (summed in f32 there, where Flex sums in f16).
     let (x1, w1) = (tensor([2, 1, 28, 28], 1), tensor([6, 1, 5, 5], 2));
     assert!(routes(&x1, &w1, &options(1, 2)), "training: the gradients");
     let (x1, w1) = (x1.inner(), w1.inner());
@@ -181,7 +181,10 @@ fn symmetric_undilated_convolutions_on_flex_are_routed() {
         "evaluation: direct in f32"
     );
     let (x1, w1) = (x1.cast(FloatDType::F16), w1.cast(FloatDType::F16));
-    assert!(!routes(&x1, &w1, &options(1, 2)), "evaluation: shallow f16");
+    assert!(
+        routes(&x1, &w1, &options(1, 2)),
+        "evaluation: direct in f16"
+    );
     // Shallow, but more channels than Flex's small-channel kernel takes.
     let (x5, w5) = (
         tensor([2, 5, 8, 8], 1).inner(),
@@ -219,6 +222,34 @@ fn shallow_forwards_are_flexs_bits() {
     }
 }
 
+/// A shallow first layer's f16 forward is the f32 forward of the same f16
+/// values rounded once, as every other f16 convolution's here, in training
+/// and in evaluation alike (Flex's sums f16 terms in f16, a rounding each).
+#[test]
+fn shallow_half_forwards_sum_in_f32_and_round_once() {
+    let f16 = FloatDType::F16;
+    for (x, w, pad) in [
+        ([3, 1, 28, 28], [6, 1, 5, 5], 2),  // LeNet c1
+        ([2, 1, 28, 28], [16, 1, 3, 3], 1), // ResNet stem
+    ] {
+        let opts = options(1, pad);
+        let (xh, wh) = (tensor(x, 1).cast(f16), tensor(w, 2).cast(f16));
+        let (xf, wf) = (xh.clone().inner(), wh.clone().inner());
+        let wide = conv2d(
+            xf.cast(FloatDType::F32),
+            wf.cast(FloatDType::F32),
+            None,
+            opts.clone(),
+        );
+        let wide = data(wide.cast(f16));
+        let eval = conv2d(xh.clone().inner(), wh.clone().inner(), None, opts.clone());
+        assert_eq!(eval.dtype(), burn::tensor::DType::F16);
+        same_bits(&data(eval), &wide, &format!("evaluation {x:?} {w:?}"));
+        let train = conv2d(xh, wh, None, opts);
+        same_bits(&data(train), &wide, &format!("training {x:?} {w:?}"));
+    }
+}
+
 fn same_bits(a: &[f32], b: &[f32], case: &str) {
     assert_eq!(a.len(), b.len(), "{case}: sizes");
     let differ = a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits());
@@ -234,6 +265,7 @@ fn evaluation_on_flex_alone_matches_burns_in_its_dtype() {
         ([2, 4, 7, 5], [4, 4, 3, 2], 1, 1, true),
         ([4, 16, 15, 15], [32, 16, 3, 3], 2, 1, false), // ResNet's stride 2, stacked
         ([2, 8, 9, 9], [16, 8, 1, 1], 2, 0, true),      // 1x1 shortcut, one phase
+        ([3, 1, 28, 28], [6, 1, 5, 5], 1, 2, true),     // LeNet c1, shallow
     ] {
         for (dtype, tol) in [(FloatDType::F32, 1e-5), (FloatDType::F16, 2e-2)] {
             let xt = tensor(x, 1).inner().cast(dtype);
