@@ -23,6 +23,10 @@ use rayon::prelude::*;
 /// Values per task: a task's start is noise against 16k conversions.
 const CHUNK: usize = 1 << 14;
 
+/// 16-bit values widened to f32 per block of this many, on the stack, by
+/// the element-wise ops that work in f32 and round back (ReLU, the bias).
+pub(crate) const BLOCK: usize = 256;
+
 #[derive(Debug)]
 struct Cast;
 
