@@ -1,15 +1,16 @@
-//! A convolution's bias on `Autodiff<Flex>` and Flex, f32: one pass adding
-//! each channel's bias to its planes, written over the convolution's fresh
-//! output, and in backward the output gradient passed on as it is, with the
-//! bias gradient as per-channel sums.
+//! A convolution's bias on `Autodiff<Flex>` and Flex, in f32, f16 and
+//! bfloat16: one pass adding each channel's bias to its planes (in f32
+//! written over the convolution's fresh output), and in backward the output
+//! gradient passed on as it is, with the bias gradient as per-channel sums.
 //!
 //! Burn's broadcast add walked `[N, C, H, W]` against `[1, C, 1, 1]` one
 //! element at a time, and its backward reduced the gradient in two more
 //! passes: with flexconv's rows `[N x C, H x W]` still 4.9% of a LeNet-5
-//! step (docs/BENCHMARKS.md). The forward is the same additions (the same
-//! bits); the bias gradient sums each plane in eight lanes of f64, then the
-//! planes in batch order, rounded to f32 once: one fixed order, whatever
-//! the thread count.
+//! step (docs/BENCHMARKS.md), 18% of a LeNet-5 fp16 step. The forward is the
+//! same additions (16-bit values widened to f32, added, rounded back, as
+//! Flex adds them: the same bits); the bias gradient sums each plane in
+//! eight lanes of f64, then the planes in batch order, rounded to f32 once
+//! (then to the 16-bit dtype): one fixed order, whatever the thread count.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -17,12 +18,16 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{bf16, f16, DType, Tensor, TensorData, TensorPrimitive};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-/// Whether [`add`] and [`add_inner`] take these: both f32.
+use crate::cast::BLOCK;
+
+/// Whether [`add`] and [`add_inner`] take these: both f32, f16 or bfloat16.
 pub(crate) fn takes<B: burn::tensor::backend::Backend>(y: &Tensor<B, 4>, b: &Tensor<B, 1>) -> bool {
-    y.dtype() == DType::F32 && b.dtype() == DType::F32 && b.dims()[0] == y.dims()[1]
+    let float = matches!(y.dtype(), DType::F32 | DType::F16 | DType::BF16);
+    float && b.dtype() == y.dtype() && b.dims()[0] == y.dims()[1]
 }
 
 #[derive(Debug)]
@@ -38,7 +43,12 @@ impl Backward<Flex, 2> for BiasAdd {
         if let Some(b) = node_b {
             let db = channel_sums(&crate::op::floats(&dy), ops.state);
             let c = db.len();
-            grads.register::<Flex>(b.id, FlexTensor::from_data(TensorData::new(db, [c])));
+            let db = match dy.dtype() {
+                DType::F16 => TensorData::new(db.into_iter().map(f16::from_f32).collect(), [c]),
+                DType::BF16 => TensorData::new(db.into_iter().map(bf16::from_f32).collect(), [c]),
+                _ => TensorData::new(db, [c]),
+            };
+            grads.register::<Flex>(b.id, FlexTensor::from_data(db));
         }
         if let Some(y) = node_y {
             grads.register::<Flex>(y.id, dy);
@@ -75,14 +85,19 @@ pub(crate) fn add_inner(y: Tensor<Flex, 4>, b: Tensor<Flex, 1>) -> Tensor<Flex, 
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// `y` (f32, `[N, C, H, W]`) with `b[c]` added to each of channel `c`'s
-/// planes, in `y`'s buffer where `y` holds it alone.
+/// `y` (`[N, C, H, W]`) with `b[c]` added to each of channel `c`'s planes;
+/// in f32 in `y`'s buffer where `y` holds it alone.
 fn biased(y: FlexTensor, b: &FlexTensor) -> FlexTensor {
     let shape = y.layout().shape().clone();
     let len = shape.num_elements();
-    let mut y = crate::op::owned(y);
-    let b = crate::op::floats(b);
     let plane = shape[2] * shape[3];
+    let b = crate::op::floats(b);
+    match y.dtype() {
+        DType::F16 => return biased_half::<f16>(&y, &b, plane),
+        DType::BF16 => return biased_half::<bf16>(&y, &b, plane),
+        _ => {}
+    }
+    let mut y = crate::op::owned(y);
     let values = &mut y
         .try_storage_mut::<f32>()
         .expect("a buffer no one else holds")[..len];
@@ -93,6 +108,34 @@ fn biased(y: FlexTensor, b: &FlexTensor) -> FlexTensor {
             .for_each(|(i, p)| add_to(p, b[i % b.len()]));
     }
     y
+}
+
+/// [`biased`] for 16-bit `H`: each plane widened to f32 a block at a time,
+/// the bias added, rounded back (Flex's operations), into a new buffer.
+fn biased_half<H>(y: &FlexTensor, b: &[f32], plane: usize) -> FlexTensor
+where
+    H: burn::tensor::Element + bytemuck::Pod + Default + Send + Sync,
+    [H]: HalfFloatSliceExt,
+{
+    let shape = y.layout().shape().clone();
+    let y = y.to_contiguous();
+    let src = y.as_slice::<H>().expect("contiguous");
+    let mut out = vec![H::default(); src.len()];
+    if plane > 0 {
+        out.par_chunks_mut(plane)
+            .zip(src.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (out, src))| {
+                let mut wide = [0f32; BLOCK];
+                for (out, src) in out.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
+                    let wide = &mut wide[..src.len()];
+                    src.convert_to_f32_slice(wide);
+                    add_to(wide, b[i % b.len()]);
+                    out.convert_from_f32_slice(wide);
+                }
+            });
+    }
+    FlexTensor::from_data(TensorData::new(out, shape))
 }
 
 fn add_to(plane: &mut [f32], b: f32) {
@@ -133,6 +176,75 @@ fn plane_sum(plane: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::FloatDType;
+
+    /// In f16 and bfloat16: the output has Flex's bits (Burn's broadcast
+    /// add), the output gradient passes through, and the bias gradient is
+    /// the f32 sums of the same values within one 16-bit rounding.
+    #[test]
+    fn sixteen_bit_biases_add_as_flex_and_sum_in_f32() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let (n, c, h, w) = (3, 5, 9, 31); // planes past a block of 256
+        let vals = |len: usize, k: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * k % 97) as f32 - 48.0) / 7.0)
+                .collect()
+        };
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            let y = Tensor::<A, 1>::from_data(
+                TensorData::new(vals(n * c * h * w, 13), [n * c * h * w]),
+                &dev,
+            )
+            .reshape([n, c, h, w])
+            .cast(dtype);
+            let b = Tensor::<A, 1>::from_data(TensorData::new(vals(c, 29), [c]), &dev)
+                .cast(dtype)
+                .require_grad();
+            let r = Tensor::<A, 1>::from_data(
+                TensorData::new(vals(n * c * h * w, 7), [n * c * h * w]),
+                &dev,
+            )
+            .reshape([n, c, h, w])
+            .cast(dtype);
+            let ours = add(y.clone(), b.clone());
+            let flex = y.clone() + b.clone().reshape([1, c, 1, 1]);
+            assert_eq!(ours.dtype(), dtype.into());
+            let bits = |t: Tensor<A, 4>| {
+                t.inner()
+                    .cast(FloatDType::F32)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            };
+            assert!(bits(ours.clone()) == bits(flex), "{dtype:?}: the sums");
+            let grads = (ours * r.clone()).sum().backward();
+            let db = b.grad(&grads).unwrap();
+            assert_eq!(db.dtype(), dtype.into());
+            let db = db
+                .cast(FloatDType::F32)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let r = r
+                .inner()
+                .cast(FloatDType::F32)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            for (ch, db) in db.iter().enumerate() {
+                let want: f64 = (0..n)
+                    .flat_map(|i| r[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].iter())
+                    .map(|v| *v as f64)
+                    .sum();
+                let tol = want.abs() / 128.0 + 1e-3; // 8 bits of bfloat16's mantissa
+                assert!(
+                    (*db as f64 - want).abs() <= tol,
+                    "{dtype:?} channel {ch}: {db} against {want}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_bias_gradient_is_each_channels_sum_in_one_order() {
