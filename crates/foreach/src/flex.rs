@@ -8,7 +8,8 @@
 //! the same order, each rounded to f32 as the tensor op rounds it (Rust
 //! never fuses a multiply and an add on its own), so the results are
 //! [`reference`]'s bits; a test holds that. Inputs the pass does not take
-//! (another dtype, a skipped step) go to [`reference`].
+//! (another dtype, a skipped step) go to [`reference`]. The loss scaler's
+//! unscale-and-check is one pass per gradient the same way.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -237,6 +238,48 @@ fn plain_pass(lr: f32, l2: Option<f32>, p: &[f32], g: &mut [f32]) {
         };
         *g = *p - grad * lr;
     }
+}
+
+/// [`crate::ForeachBackend::foreach_unscale_check`] as one pass per
+/// gradient: each value times `inv_scale` (the reference's one f32
+/// multiplication), in place where the gradient is the step's alone, and
+/// the flag 1 where a product is inf or NaN (where the reference's
+/// `sum(g * 0)` is NaN), else 0. Gradients or a scale not in f32 go to
+/// [`reference`].
+pub(crate) fn unscale_check(
+    grads: Vec<Tensor<Flex, 1>>,
+    inv_scale: Tensor<Flex, 1>,
+) -> (Vec<Tensor<Flex, 1>>, Tensor<Flex, 1>) {
+    let f32s = grads.iter().all(|g| g.dtype() == DType::F32);
+    if !f32s || inv_scale.dtype() != DType::F32 || inv_scale.dims() != [1] {
+        return reference::unscale_check(grads, inv_scale);
+    }
+    let device = inv_scale.device();
+    let s = scalar(inv_scale);
+    let mut found = false;
+    let grads = grads
+        .into_iter()
+        .map(|g| {
+            let mut g = owned(g);
+            found |= slice_mut(&mut g)
+                .par_chunks_mut(CHUNK)
+                .map(|c| unscale_pass(c, s))
+                .reduce(|| false, |a, b| a | b);
+            tensor(g)
+        })
+        .collect();
+    let flag = TensorData::new(vec![if found { 1.0f32 } else { 0.0 }], [1]);
+    (grads, Tensor::from_data(flag, &device))
+}
+
+/// `g *= s` over a chunk; whether a product is not finite.
+fn unscale_pass(g: &mut [f32], s: f32) -> bool {
+    let mut bad = false;
+    for v in g {
+        *v *= s;
+        bad |= !v.is_finite();
+    }
+    bad
 }
 
 /// Whether a skip flag is set (above 0, as [`reference`] reads it).

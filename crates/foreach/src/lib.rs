@@ -171,8 +171,16 @@ pub fn kernel_launches() -> u64 {
 pub(crate) static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Burn's CPU backend: the optimizer steps as one pass over each parameter
-/// (the tensor ops' bits); the scaler's check in tensor ops.
+/// and the scaler's unscale-and-check as one pass over each gradient (the
+/// tensor ops' bits); the scale update in tensor ops.
 impl ForeachBackend for burn_flex::Flex {
+    fn foreach_unscale_check(
+        grads: Vec<Tensor<Self, 1>>,
+        inv_scale: Tensor<Self, 1>,
+    ) -> (Vec<Tensor<Self, 1>>, Tensor<Self, 1>) {
+        flex::unscale_check(grads, inv_scale)
+    }
+
     fn foreach_adam(
         step: &AdamStep<Self>,
         group: Group<Self>,

@@ -464,6 +464,59 @@ fn flex_single_pass_steps_give_the_tensor_ops_bits() {
     }
 }
 
+/// Flex's one-pass unscale-and-check against the tensor ops: the same bits
+/// (a scale that rounds, not a power of two) and the same flag for every
+/// non-finite value, one only non-finite once unscaled, none; a gradient
+/// held elsewhere keeps its values; f16 gradients go to the tensor ops.
+#[test]
+fn flex_unscale_check_gives_the_tensor_ops_bits_and_flags() {
+    use greentrain_foreach::reference;
+    let dev = Default::default();
+    for (plant, inv) in [
+        (None, 1.0 / 3.0),
+        (Some(f32::INFINITY), 1.0 / 3.0),
+        (Some(f32::NEG_INFINITY), 0.25),
+        (Some(f32::NAN), 0.25),
+        (Some(1e38), 4.0), // finite, but not once unscaled
+        (Some(1e37), 4.0),
+    ] {
+        let grads = || {
+            let mut g = list::<Flex>(1, &dev);
+            if let Some(v) = plant {
+                let mut x = values(LENS[4], 99);
+                x[40_000] = v; // past the first 16k-element chunk
+                g[4] = vec1::<Flex>(x, &dev);
+            }
+            g
+        };
+        let inv = || vec1::<Flex>(vec![inv], &dev);
+        let (want, want_flag) = reference::unscale_check(grads(), inv());
+        let want = (
+            bits(vec![read(want)]),
+            want_flag.into_data().to_vec::<f32>().unwrap(),
+        );
+        let case = format!("{plant:?} times {:?}", inv().into_data());
+        // Gradients the step holds alone (written over), then clones of
+        // gradients the caller keeps (copied).
+        let held = grads();
+        let before = read(held.clone());
+        for given in [grads(), held.clone()] {
+            let (got, flag) = Flex::foreach_unscale_check(given, inv());
+            let got = (
+                bits(vec![read(got)]),
+                flag.into_data().to_vec::<f32>().unwrap(),
+            );
+            assert!(got == want, "{case}: values or flag");
+        }
+        let kept = bits(vec![read(held)]) == bits(vec![before]); // NaN != NaN
+        assert!(kept, "{case}: the caller's gradients kept");
+    }
+    let g = vec1::<Flex>(vec![1.5, -2.0, 65504.0], &dev).cast(FloatDType::F16);
+    let (out, found) = Flex::foreach_unscale_check(vec![g], vec1::<Flex>(vec![0.5], &dev));
+    assert_eq!(read(out), vec![vec![0.75, -1.0, 32752.0]]);
+    assert_eq!(found.into_data().to_vec::<f32>().unwrap(), vec![0.0]);
+}
+
 #[test]
 fn flex_steps_leave_buffers_held_elsewhere_as_they_were() {
     // The pass writes over the gradient and the state where the step holds
