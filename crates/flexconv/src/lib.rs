@@ -7,16 +7,17 @@
 //! matrix products over a channels-last copy of the input ([`kernel`]), on
 //! `Autodiff<Flex>` for training and on Flex for evaluation; the forward of
 //! a convolution with very shallow products (a first layer) is [`direct`]'s
-//! register-blocked sums, in Flex's order (Flex's own in 16 bits). A
+//! register-blocked sums, in Flex's order (in 16 bits summed in f32). A
 //! strided convolution is one stride-1 convolution over the input's phases
 //! stacked as channels ([`strided`]), in training and in evaluation. Every
 //! other backend, and every other convolution (dilated, grouped, asymmetric
 //! padding), goes to Burn's `conv2d` unchanged, so GPU
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
-//! Max pooling ([`max_pool2d`], [`pool`]) and batch norm in training
-//! ([`norm`]) are single operations on Flex too, for the models' other
-//! layers around the convolutions.
+//! Max pooling ([`max_pool2d`], [`pool`]), batch norm in training
+//! ([`norm`]), ReLU ([`relu`]), a convolution's bias and the casts between
+//! f32 and 16 bits ([`cast`]) are single operations on Flex too, for the
+//! models' other layers around the convolutions and autocast's casts.
 
 /// `fn $name(args)` calling `$body`, built three times: for AVX-512, for
 /// AVX2 and for the baseline, the widest this CPU has chosen at run time.
