@@ -114,7 +114,7 @@ impl std::str::FromStr for Precision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum PrecisionChoice {
     /// fp16 with loss scaling on a GPU that has f16, bf16 where only bf16
-    /// is there, fp32 on the CPU (where 16-bit runs about 2x slower).
+    /// is there, fp32 on the CPU (where 16-bit runs slower: flex widens it to f32).
     #[default]
     Auto,
     /// This mode, wherever it runs.
