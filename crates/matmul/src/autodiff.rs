@@ -87,4 +87,8 @@ impl<B: MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodiff<B, C> {
     fn gt_split_sums(device: &Self::Device) -> bool {
         B::gt_split_sums(device)
     }
+
+    fn gt_routes(device: &Self::Device, dtype: DType, kernel: MatmulKernel) -> bool {
+        B::gt_routes(device, dtype, kernel)
+    }
 }

@@ -13,8 +13,8 @@
 //! - `Autodiff<B>`: a backward op whose two gradients are the same products.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 use std::fmt;
 
 mod autodiff;
@@ -165,5 +165,29 @@ pub trait MatmulBackend: Backend {
     }
 }
 
-/// Burn's CPU backend: Burn's product.
-impl MatmulBackend for burn_flex::Flex {}
+/// Burn's CPU backend: f16 products widened to f32 (exactly), multiplied
+/// by Flex's f32 product and rounded once, as Flex's own bf16 product does
+/// and as a GPU's f16 products accumulate. Flex's f16 product (gemm's f16
+/// kernels) rounds its sum to f16 after each depth block and was about 40%
+/// of an MNIST MLP fp16 step (docs/BENCHMARKS.md). Every other product,
+/// and every product with [`MatmulKernel::Burn`], is Burn's.
+impl MatmulBackend for burn_flex::Flex {
+    fn gt_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        kernel: MatmulKernel,
+    ) -> FloatTensor<Self> {
+        let routed = Self::gt_routes(&Default::default(), lhs.dtype(), kernel);
+        if !routed || rhs.dtype() != DType::F16 {
+            return Self::float_matmul(lhs, rhs);
+        }
+        let wide = |t| greentrain_flexconv::cast::<Self>(t, FloatDType::F32);
+        let product = Self::float_matmul(wide(lhs), wide(rhs));
+        greentrain_flexconv::cast::<Self>(product, FloatDType::F16)
+    }
+
+    /// f16 products, unless Burn's product is asked for.
+    fn gt_routes(_: &Self::Device, dtype: DType, kernel: MatmulKernel) -> bool {
+        dtype == DType::F16 && kernel != MatmulKernel::Burn
+    }
+}

@@ -161,17 +161,67 @@ fn routes_only_where_a_kernel_is_chosen() {
         DType::F16,
         MatmulKernel::Auto
     ));
-    assert!(!burn_flex::Flex::gt_routes(
-        &Default::default(),
-        DType::F16,
-        UNIT
-    ));
     assert_eq!(
         MatmulKernel::auto_choice(true, true),
         Some("double-tma-mma")
     );
     assert_eq!(MatmulKernel::auto_choice(false, true), None);
     assert_eq!(MatmulKernel::auto_choice(true, false), None);
+}
+
+/// Flex's f16 products are the f32 product of the widened values rounded
+/// once (Flex's own f16 product rounds after each depth block: with a
+/// depth of 2,000 the two differ), forward and both gradients; f32 products
+/// and Burn's kernel stay Burn's.
+#[test]
+fn flex_f16_products_are_widened_and_rounded_once() {
+    type F = burn_flex::Flex;
+    let dev = Default::default();
+    let (f16, f32) = (burn::tensor::FloatDType::F16, burn::tensor::FloatDType::F32);
+    assert!(F::gt_routes(&dev, DType::F16, MatmulKernel::Auto));
+    assert!(!F::gt_routes(&dev, DType::F16, MatmulKernel::Burn));
+    assert!(!F::gt_routes(&dev, DType::F32, MatmulKernel::Auto));
+    assert!(Autodiff::<F>::gt_routes(
+        &dev,
+        DType::F16,
+        MatmulKernel::Auto
+    ));
+    let bits = |t: Tensor<F, 2>| -> Vec<u32> {
+        let v = t.cast(f32).into_data().to_vec::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    let a = matrix::<Autodiff<F>>(24, 2000, 1, &dev).require_grad();
+    let b = matrix::<Autodiff<F>>(2000, 40, 2, &dev).require_grad();
+    let r = matrix::<Autodiff<F>>(24, 40, 3, &dev).cast(f16);
+    let ours = matmul(a.clone().cast(f16), b.clone().cast(f16), MatmulKernel::Auto);
+    let wide = a
+        .clone()
+        .cast(f16)
+        .cast(f32)
+        .matmul(b.clone().cast(f16).cast(f32))
+        .cast(f16);
+    assert_eq!(ours.dtype(), DType::F16);
+    assert_eq!(
+        bits(ours.clone().inner()),
+        bits(wide.clone().inner()),
+        "forward"
+    );
+    let flexs = a
+        .clone()
+        .inner()
+        .cast(f16)
+        .matmul(b.clone().inner().cast(f16));
+    assert_ne!(
+        bits(flexs),
+        bits(wide.clone().inner()),
+        "Flex's own f16 product"
+    );
+    let g = (ours * r.clone()).sum().backward();
+    let w = (wide * r).sum().backward();
+    for (name, t) in [("lhs", &a), ("rhs", &b)] {
+        let (g, w) = (t.grad(&g).unwrap(), t.grad(&w).unwrap());
+        assert_eq!(bits(g), bits(w), "{name} gradient");
+    }
 }
 
 #[test]
