@@ -40,6 +40,7 @@ CUSTOM = {
     "conv2d": "super::conv2d::<I>",
     "float_cast": "greentrain_flexconv::cast::<I>",
     "float_matmul": "super::matmul::<I>",
+    "float_reshape": "greentrain_flexconv::reshape::<I>",
     "linear": "super::linear::<I>",
     "layer_norm": "super::layer_norm::<I>",
     "max_pool2d": "super::max_pool2d::<I>",

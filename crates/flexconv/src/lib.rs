@@ -75,6 +75,7 @@ mod op;
 mod outer;
 pub mod pool;
 mod relu;
+mod reshape;
 pub mod strided;
 
 use std::any::Any;
@@ -83,7 +84,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{FloatTensor, PaddedConvOptions};
-use burn::tensor::{FloatDType, Tensor, TensorMetadata};
+use burn::tensor::{FloatDType, Shape, Tensor, TensorMetadata};
 use serde::{Deserialize, Serialize};
 
 pub use kernel::Geometry;
@@ -237,6 +238,19 @@ pub fn relu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
         }
     }
     B::relu(x)
+}
+
+/// Burn's reshape; on `Autodiff<Flex>` and Flex a strided view's
+/// contiguous runs copied whole (forward, and the gradient's way back),
+/// where Flex would copy it one element at a time: the same values.
+pub fn reshape<B: Backend>(x: FloatTensor<B>, shape: Shape) -> FloatTensor<B> {
+    if is::<B, Autodiff<Flex>>() {
+        return same(reshape::autodiff(same(x), shape));
+    }
+    if is::<B, Flex>() {
+        return same(reshape::inner(same(x), shape));
+    }
+    B::float_reshape(x, shape)
 }
 
 /// Whether [`conv2d`] computes this convolution's gradients itself rather

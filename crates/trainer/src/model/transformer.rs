@@ -115,8 +115,10 @@ impl<B: Backend> Transformer<B> {
         let d = self.embed.dims()[1];
         let ids: Tensor<B, 1, Int> = tokens.int().reshape([n * t]);
         let x = self.embed.val().select(0, ids).reshape([n, t, d]);
+        // Broadcast, not `expand`: Flex adds a stride-0 view one element at
+        // a time through its index iterator.
         let pos = self.pos.val().slice([0..t, 0..d]).reshape([1, t, d]);
-        let mut x = x + pos.expand([n, t, d]);
+        let mut x = x + pos;
         for b in &self.blocks {
             x = self.block(b, x);
         }

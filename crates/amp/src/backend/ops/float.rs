@@ -182,7 +182,7 @@ impl<I: Backend> FloatTensorOps<Self> for Amp<I> {
     }
 
     fn float_reshape(tensor: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
-        I::float_reshape(tensor, shape)
+        greentrain_flexconv::reshape::<I>(tensor, shape)
     }
 
     fn float_gather(
