@@ -70,6 +70,7 @@ pub mod direct;
 pub mod gemm;
 pub mod kernel;
 mod layout;
+pub mod matmul;
 pub mod norm;
 mod op;
 mod outer;

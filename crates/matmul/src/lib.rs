@@ -165,12 +165,14 @@ pub trait MatmulBackend: Backend {
     }
 }
 
-/// Burn's CPU backend: f16 products widened to f32 (exactly), multiplied
-/// by Flex's f32 product and rounded once, as Flex's own bf16 product does
-/// and as a GPU's f16 products accumulate. Flex's f16 product (gemm's f16
-/// kernels) rounds its sum to f16 after each depth block and was about 40%
-/// of an MNIST MLP fp16 step (docs/BENCHMARKS.md). Every other product,
-/// and every product with [`MatmulKernel::Burn`], is Burn's.
+/// Burn's CPU backend: Flex's own f32 product (its gemm call) into an
+/// output not zeroed first, which gemm overwrites unread (Flex's memset of
+/// it was 3-4% of a CPU transformer step); f16 products widened to f32
+/// (exactly), multiplied so and rounded once, as Flex's own bf16 product
+/// does and as a GPU's f16 products accumulate. Flex's f16 product (gemm's
+/// f16 kernels) rounds its sum to f16 after each depth block and was about
+/// 40% of an MNIST MLP fp16 step (docs/BENCHMARKS.md). Every other
+/// product, and every product with [`MatmulKernel::Burn`], is Burn's.
 impl MatmulBackend for burn_flex::Flex {
     fn gt_matmul(
         lhs: FloatTensor<Self>,
@@ -178,16 +180,21 @@ impl MatmulBackend for burn_flex::Flex {
         kernel: MatmulKernel,
     ) -> FloatTensor<Self> {
         let routed = Self::gt_routes(&Default::default(), lhs.dtype(), kernel);
-        if !routed || rhs.dtype() != DType::F16 {
+        if !routed || rhs.dtype() != lhs.dtype() {
             return Self::float_matmul(lhs, rhs);
         }
+        let product = |a: FloatTensor<Self>, b: FloatTensor<Self>| {
+            greentrain_flexconv::matmul::matmul(&a, &b).unwrap_or_else(|| Self::float_matmul(a, b))
+        };
+        if lhs.dtype() == DType::F32 {
+            return product(lhs, rhs);
+        }
         let wide = |t| greentrain_flexconv::cast::<Self>(t, FloatDType::F32);
-        let product = Self::float_matmul(wide(lhs), wide(rhs));
-        greentrain_flexconv::cast::<Self>(product, FloatDType::F16)
+        greentrain_flexconv::cast::<Self>(product(wide(lhs), wide(rhs)), FloatDType::F16)
     }
 
-    /// f16 products, unless Burn's product is asked for.
+    /// f32 and f16 products, unless Burn's product is asked for.
     fn gt_routes(_: &Self::Device, dtype: DType, kernel: MatmulKernel) -> bool {
-        dtype == DType::F16 && kernel != MatmulKernel::Burn
+        matches!(dtype, DType::F32 | DType::F16) && kernel != MatmulKernel::Burn
     }
 }

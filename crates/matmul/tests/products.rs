@@ -171,8 +171,8 @@ fn routes_only_where_a_kernel_is_chosen() {
 
 /// Flex's f16 products are the f32 product of the widened values rounded
 /// once (Flex's own f16 product rounds after each depth block: with a
-/// depth of 2,000 the two differ), forward and both gradients; f32 products
-/// and Burn's kernel stay Burn's.
+/// depth of 2,000 the two differ), forward and both gradients; Burn's
+/// kernel stays Burn's.
 #[test]
 fn flex_f16_products_are_widened_and_rounded_once() {
     type F = burn_flex::Flex;
@@ -180,7 +180,7 @@ fn flex_f16_products_are_widened_and_rounded_once() {
     let (f16, f32) = (burn::tensor::FloatDType::F16, burn::tensor::FloatDType::F32);
     assert!(F::gt_routes(&dev, DType::F16, MatmulKernel::Auto));
     assert!(!F::gt_routes(&dev, DType::F16, MatmulKernel::Burn));
-    assert!(!F::gt_routes(&dev, DType::F32, MatmulKernel::Auto));
+    assert!(!F::gt_routes(&dev, DType::F32, MatmulKernel::Burn));
     assert!(Autodiff::<F>::gt_routes(
         &dev,
         DType::F16,
@@ -218,6 +218,36 @@ fn flex_f16_products_are_widened_and_rounded_once() {
     );
     let g = (ours * r.clone()).sum().backward();
     let w = (wide * r).sum().backward();
+    for (name, t) in [("lhs", &a), ("rhs", &b)] {
+        let (g, w) = (t.grad(&g).unwrap(), t.grad(&w).unwrap());
+        assert_eq!(bits(g), bits(w), "{name} gradient");
+    }
+}
+
+/// Flex's f32 products go through greentrain's call to gemm (an output not
+/// zeroed first): Burn's bits forward and in both gradients, for a
+/// transposed operand too.
+#[test]
+fn flex_f32_products_are_burns_bits() {
+    type F = burn_flex::Flex;
+    let dev = Default::default();
+    assert!(F::gt_routes(&dev, DType::F32, MatmulKernel::Auto));
+    let bits = |t: Tensor<F, 2>| -> Vec<u32> {
+        let v = t.into_data().to_vec::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    let a = matrix::<Autodiff<F>>(300, 200, 1, &dev).require_grad();
+    let b = matrix::<Autodiff<F>>(250, 200, 2, &dev).require_grad();
+    let r = matrix::<Autodiff<F>>(300, 250, 3, &dev);
+    let ours = matmul(a.clone(), b.clone().transpose(), MatmulKernel::Auto);
+    let burns = a.clone().matmul(b.clone().transpose());
+    assert_eq!(
+        bits(ours.clone().inner()),
+        bits(burns.clone().inner()),
+        "forward"
+    );
+    let g = (ours * r.clone()).sum().backward();
+    let w = (burns * r).sum().backward();
     for (name, t) in [("lhs", &a), ("rhs", &b)] {
         let (g, w) = (t.grad(&g).unwrap(), t.grad(&w).unwrap());
         assert_eq!(bits(g), bits(w), "{name} gradient");
