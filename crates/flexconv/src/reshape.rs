@@ -61,9 +61,10 @@ pub(crate) fn autodiff(
     shape: Shape,
 ) -> FloatTensor<Autodiff<Flex>> {
     let from = x.primitive.layout().shape().clone();
-    let y = inner(x.primitive.clone(), shape.clone());
+    let node = x.node.clone();
+    let y = inner(x.primitive, shape.clone());
     match Reshape
-        .prepare::<NoCheckpointing>([x.node.clone()])
+        .prepare::<NoCheckpointing>([node])
         .compute_bound()
         .stateful()
     {
@@ -102,58 +103,59 @@ pub(crate) fn contiguous(x: &FlexTensor) -> Option<FlexTensor> {
     if run < MIN_RUN {
         return None;
     }
-    let size = x.dtype().size();
-    let (dims, strides) = (&dims[..outer], &strides[..outer]);
-    let runs: usize = dims.iter().product();
-    let src = x.bytes();
-    let start = layout.start_offset();
-    let run_bytes = run * size;
-    // Typed storage so that Flex's typed views of the copy stay aligned.
-    let mut out = aligned(runs * run_bytes, size);
-    let dst: &mut [u8] = match &mut out {
-        Buf::B1(v) => v,
-        Buf::B2(v) => bytemuck::cast_slice_mut(v),
-        Buf::B4(v) => bytemuck::cast_slice_mut(v),
-        Buf::B8(v) => bytemuck::cast_slice_mut(v),
+    let runs = Runs {
+        dims: &dims[..outer],
+        strides: &strides[..outer],
+        start: layout.start_offset(),
+        run,
     };
-    let per_task = (CHUNK_BYTES / run_bytes).max(1);
-    dst.par_chunks_mut(per_task * run_bytes)
-        .enumerate()
-        .for_each(|(t, part)| {
-            for (i, d) in part.chunks_exact_mut(run_bytes).enumerate() {
-                // The run's index, digit by digit from the last dimension.
-                let (mut r, mut at) = (t * per_task + i, start);
-                for (&n, &s) in dims.iter().zip(strides).rev() {
-                    at += (r % n) * s as usize;
-                    r /= n;
-                }
-                d.copy_from_slice(&src[at * size..at * size + run_bytes]);
-            }
-        });
-    let bytes = match out {
-        Buf::B1(v) => Bytes::from_elems(v),
-        Buf::B2(v) => Bytes::from_elems(v),
-        Buf::B4(v) => Bytes::from_elems(v),
-        Buf::B8(v) => Bytes::from_elems(v),
+    // Typed storage, so that Flex's typed views of the copy stay aligned.
+    let bytes = match x.dtype().size() {
+        2 => Bytes::from_elems(runs.copy::<u16>(x)),
+        4 => Bytes::from_elems(runs.copy::<u32>(x)),
+        8 => Bytes::from_elems(runs.copy::<u64>(x)),
+        _ => Bytes::from_elems(runs.copy::<u8>(x)),
     };
     let shape = layout.shape().clone();
     Some(FlexTensor::new(bytes, Layout::contiguous(shape), x.dtype()))
 }
 
-enum Buf {
-    B1(Vec<u8>),
-    B2(Vec<u16>),
-    B4(Vec<u32>),
-    B8(Vec<u64>),
+/// A strided view as runs of `run` contiguous elements: the outer
+/// dimensions and strides (in elements) that place each run.
+struct Runs<'a> {
+    dims: &'a [usize],
+    strides: &'a [isize],
+    start: usize,
+    run: usize,
 }
 
-/// `bytes` zeroed bytes in elements of `size` bytes.
-fn aligned(bytes: usize, size: usize) -> Buf {
-    match size {
-        2 => Buf::B2(vec![0; bytes / 2]),
-        4 => Buf::B4(vec![0; bytes / 4]),
-        8 => Buf::B8(vec![0; bytes / 8]),
-        _ => Buf::B1(vec![0; bytes]),
+impl Runs<'_> {
+    /// The view's elements in order, as `E`s of its element's size, each
+    /// run moved whole into memory not zeroed first.
+    fn copy<E: bytemuck::Pod + Send + Sync>(&self, x: &FlexTensor) -> Vec<E> {
+        let src: &[E] = bytemuck::cast_slice(x.bytes());
+        let total = self.dims.iter().product::<usize>() * self.run;
+        let per_task = (CHUNK_BYTES / (self.run * std::mem::size_of::<E>())).max(1);
+        let mut out = Vec::with_capacity(total);
+        out.spare_capacity_mut()[..total]
+            .par_chunks_mut(per_task * self.run)
+            .enumerate()
+            .for_each(|(t, part)| {
+                for (i, d) in part.chunks_exact_mut(self.run).enumerate() {
+                    // The run's index, digit by digit from the last dimension.
+                    let (mut r, mut at) = (t * per_task + i, self.start);
+                    for (&n, &s) in self.dims.iter().zip(self.strides).rev() {
+                        at += (r % n) * s as usize;
+                        r /= n;
+                    }
+                    for (d, s) in d.iter_mut().zip(&src[at..at + self.run]) {
+                        d.write(*s);
+                    }
+                }
+            });
+        // SAFETY: the chunks cover all `total` values and each run is written.
+        unsafe { out.set_len(total) };
+        out
     }
 }
 
