@@ -38,6 +38,7 @@ F32 = {
 CUSTOM = {
     "conv1d": "super::conv1d::<I>",
     "conv2d": "super::conv2d::<I>",
+    "float_add": "greentrain_flexconv::add::<I>",
     "float_cast": "greentrain_flexconv::cast::<I>",
     "float_matmul": "super::matmul::<I>",
     "float_reshape": "greentrain_flexconv::reshape::<I>",

@@ -466,13 +466,23 @@ impl OutputGrad {
     }
 }
 
-/// Output channel, input channel, kernel row and column of element `idx`
-/// of a `[C_out, C_in, Kh, Kw]` weight.
-fn weight_index(idx: usize, g: &Geometry) -> (usize, usize, usize, usize) {
+/// Calls `f(idx, (o, i, y, x))` for every element `idx` of a
+/// `[C_out, C_in, Kh, Kw]` weight, in order: nested loops, where four
+/// divisions an element of the index were 3% of a ResNet-20 step (serial,
+/// on the thread driving the graph, three times per convolution).
+fn weight_elements(g: &Geometry, mut f: impl FnMut(usize, (usize, usize, usize, usize))) {
     let [kh, kw] = g.kernel;
-    let (o, rest) = (idx / (g.c_in * kh * kw), idx % (g.c_in * kh * kw));
-    let (i, t) = (rest / (kh * kw), rest % (kh * kw));
-    (o, i, t / kw, t % kw)
+    let mut idx = 0;
+    for o in 0..g.c_out {
+        for i in 0..g.c_in {
+            for y in 0..kh {
+                for x in 0..kw {
+                    f(idx, (o, i, y, x));
+                    idx += 1;
+                }
+            }
+        }
+    }
 }
 
 /// The weight `[C_out, C_in, Kh, Kw]` rearranged as [`correlate`]'s taps:
@@ -482,11 +492,9 @@ fn taps(
     g: &Geometry,
     at: impl Fn(usize, usize, usize, usize) -> usize,
 ) -> Vec<f32> {
+    assert_eq!(weight.len(), g.c_out * g.c_in * g.kernel[0] * g.kernel[1]);
     let mut taps = vec![0f32; weight.len()];
-    for (idx, v) in weight.iter().enumerate() {
-        let (o, i, y, x) = weight_index(idx, g);
-        taps[at(o, i, y, x)] = *v;
-    }
+    weight_elements(g, |idx, (o, i, y, x)| taps[at(o, i, y, x)] = weight[idx]);
     taps
 }
 
@@ -629,10 +637,9 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
         sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     let mut out = vec![0f32; co * ci * kh * kw];
-    for (idx, v) in out.iter_mut().enumerate() {
-        let (o, i, y, x) = weight_index(idx, g);
-        *v = sum[y * co * kc + o * o_step + (x * ci + i) * j_step];
-    }
+    weight_elements(g, |idx, (o, i, y, x)| {
+        out[idx] = sum[y * co * kc + o * o_step + (x * ci + i) * j_step]
+    });
     out
 }
 

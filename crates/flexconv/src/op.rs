@@ -14,6 +14,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{bf16, f16, DType, Tensor, TensorData, TensorPrimitive};
 
+use crate::add;
 use crate::cast;
 use crate::direct;
 use crate::kernel::{self, Geometry};
@@ -65,29 +66,30 @@ impl Backward<Flex, 2> for ShiftedConv {
                 }
             }
         });
-        let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
-        register(grads, ids, [dx, dw], &g, [x_dtype, w.dtype()]);
+        let keys = [node_x.map(|n| key!(n)), node_w.map(|n| key!(n))];
+        register(grads, keys, [dx, dw], &g, [x_dtype, w.dtype()]);
     }
 }
 
 /// Registers a convolution's input gradient (`[N, C_in, H, W]` in the
-/// input's dtype) and weight gradient (`[C_out, C_in, Kh, Kw]` in the
-/// weight's), each where its parent is tracked and it was computed.
+/// input's dtype; summed in parallel with one already there, [`add`]) and
+/// weight gradient (`[C_out, C_in, Kh, Kw]` in the weight's), each where its
+/// parent is tracked and it was computed.
 pub(crate) fn register(
     grads: &mut Gradients,
-    [node_x, node_w]: [Option<NodeId>; 2],
+    [node_x, node_w]: [Option<add::Key>; 2],
     [dx, dw]: [Option<Vec<f32>>; 2],
     g: &Geometry,
     [x_dtype, w_dtype]: [DType; 2],
 ) {
     let [kh, kw] = g.kernel;
-    if let (Some(id), Some(dx)) = (node_x, dx) {
+    if let (Some(key), Some(dx)) = (node_x, dx) {
         let shape = [g.batch, g.c_in, g.height, g.width];
-        grads.register::<Flex>(id, tensor(dx, shape, x_dtype));
+        add::accumulate(grads, key, tensor(dx, shape, x_dtype));
     }
-    if let (Some(id), Some(dw)) = (node_w, dw) {
+    if let (Some(key), Some(dw)) = (node_w, dw) {
         let shape = [g.c_out, g.c_in, kh, kw];
-        grads.register::<Flex>(id, tensor(dw, shape, w_dtype));
+        grads.register::<Flex>(key.node.id, tensor(dw, shape, w_dtype));
     }
 }
 

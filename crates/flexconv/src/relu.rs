@@ -59,7 +59,7 @@ impl Backward<Flex, 1> for Relu {
                 dx
             }
         };
-        grads.register::<Flex>(node.id, dx);
+        crate::add::accumulate(grads, key!(node), dx);
     }
 }
 

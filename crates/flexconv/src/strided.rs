@@ -234,8 +234,8 @@ impl Backward<Flex, 2> for StackedConv {
         let weight = node_x.is_some().then_some(&weight[..]);
         let grid = node_w.is_some().then_some(&*grid);
         let (dx, dw) = backward(&floats(&dy), weight, grid, &s);
-        let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
-        register(grads, ids, [dx, dw], &s.g, [x_dtype, w.dtype()]);
+        let keys = [node_x.map(|n| key!(n)), node_w.map(|n| key!(n))];
+        register(grads, keys, [dx, dw], &s.g, [x_dtype, w.dtype()]);
     }
 }
 

@@ -74,7 +74,7 @@ impl<I: Backend> FloatTensorOps<Self> for Amp<I> {
             super::widest(core::iter::once(lhs.dtype()).chain(core::iter::once(rhs.dtype())));
         let lhs = super::to::<I>(lhs, wide);
         let rhs = super::to::<I>(rhs, wide);
-        I::float_add(lhs, rhs)
+        greentrain_flexconv::add::<I>(lhs, rhs)
     }
 
     fn float_add_scalar(lhs: FloatTensor<Self>, rhs: Scalar) -> FloatTensor<Self> {
