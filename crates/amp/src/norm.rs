@@ -49,6 +49,25 @@ pub fn batch_norm<B: MatmulBackend, const D: usize>(
     batch_norm_split(layer, x, split)
 }
 
+/// `relu(batch_norm(layer, x))`, the pair a ResNet's convolutions meet most:
+/// in training on `Autodiff<Flex>` one operation (the ReLU in the norm's
+/// own pass each way, its backward gate recomputed from the input: the same
+/// bits, two passes over the activations fewer), composed elsewhere.
+pub fn batch_norm_relu<B: MatmulBackend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let x = if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    };
+    match on_flex(layer, x, true) {
+        Ok(y) => y,
+        Err(x) => burn::tensor::activation::relu(batch_norm(layer, x)),
+    }
+}
+
 /// `layer` applied to `x` `[batch, channels, ...]` in `x`'s dtype (f32 under
 /// autocast), updating the running statistics when autodiff is on; `split`:
 /// sums in two stages.
@@ -61,7 +80,7 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
         D >= 2,
         "batch norm needs [batch, channels, ...], got rank {D}"
     );
-    let x = match on_flex(layer, x).or_else(|x| inference_on_flex(layer, x)) {
+    let x = match on_flex(layer, x, false).or_else(|x| inference_on_flex(layer, x)) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -87,6 +106,7 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
 fn on_flex<B: Backend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
+    relu: bool,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let flex = TypeId::of::<FloatTensor<B>>() == TypeId::of::<FloatTensor<Autodiff<Flex>>>();
     if !flex || !B::ad_enabled(&x.device()) || x.dtype() != DType::F32 {
@@ -94,7 +114,7 @@ fn on_flex<B: Backend, const D: usize>(
     }
     let (gamma, beta) = (retype(layer.gamma.val()), retype(layer.beta.val()));
     let Some((y, stats)) =
-        greentrain_flexconv::norm::batch_norm(retype(x.clone()), gamma, beta, layer.epsilon)
+        greentrain_flexconv::norm::batch_norm(retype(x.clone()), gamma, beta, layer.epsilon, relu)
     else {
         return Err(x);
     };

@@ -523,12 +523,22 @@ impl InputGrid {
     pub(crate) fn of_pixels(g: &Geometry, fill: impl Fn(usize, &mut [f32]) + Sync) -> Self {
         assert_eq!(g.padding, [0, 0], "rows of pixels, no padding");
         let image = g.image_rows() * g.c_in;
-        let mut out = vec![0f32; (g.rows() + g.reach()) * g.c_in];
-        out[..g.batch * image]
-            .par_chunks_mut(image)
-            .enumerate()
-            .for_each(|(n, rows)| fill(n, rows));
-        InputGrid(out)
+        // Zeroed image by image on the pool (one memset of the whole grid
+        // on the calling thread was 0.7% of a ResNet-20 step's wall time).
+        let fill = |out: &mut [MaybeUninit<f32>]| {
+            let (body, tail) = out.split_at_mut(g.batch * image);
+            zero(tail);
+            body.par_chunks_mut(image)
+                .enumerate()
+                .for_each(|(n, rows)| {
+                    zero(rows);
+                    // SAFETY: just zeroed.
+                    let rows = unsafe { &mut *(rows as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    fill(n, rows)
+                });
+        };
+        // SAFETY: the images and the tail rows are zeroed.
+        InputGrid(unsafe { unzeroed((g.rows() + g.reach()) * g.c_in, fill) })
     }
 }
 

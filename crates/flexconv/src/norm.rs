@@ -149,16 +149,58 @@ fn shift_body(dst: &mut [MaybeUninit<f32>], src: &[f32], [m, k, b]: [f32; 3]) {
     }
 }
 
+widest! {
+    /// [`shift`] then ReLU (`max(0)`, as flexconv's ReLU).
+    fn shift_relu / shift_relu_avx512 / shift_relu_avx2
+        (dst: &mut [MaybeUninit<f32>], src: &[f32], mkb: [f32; 3]) = shift_relu_body
+}
+
+#[inline(always)]
+fn shift_relu_body(dst: &mut [MaybeUninit<f32>], src: &[f32], [m, k, b]: [f32; 3]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        d.write(((v - m) * k + b).max(0.0));
+    }
+}
+
+/// A ReLU after the batch norm, seen from its backward: the gradient passes
+/// where the normalised value `(x - m) * k + b` (recomputed from `x` with
+/// the forward's f32 operations, so the same bits) is above 0, as ReLU's
+/// backward passes it where its output is; else 0.
+#[derive(Clone, Copy, Debug)]
+struct Gate {
+    m: f32,
+    k: f32,
+    b: f32,
+}
+
+impl Gate {
+    #[inline(always)]
+    fn pass(&self, g: f32, v: f32) -> f32 {
+        if (v - self.m) * self.k + self.b > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Channel `ch`'s `sum dy` and `sum dy * xhat` (`xhat = (x - m) * k`),
 /// each in LANES f64 lanes as [`lane_sum`] sums; with AVX-512 the full
 /// lanes eight to a register (compiled for it, the loop still converted and
 /// added one value at a time: a tenth of a ResNet-20 step).
-fn grad_sums(dy: &[f32], x: &[f32], s: Planes, ch: usize, mk: [f64; 2]) -> (f64, f64) {
+fn grad_sums(
+    dy: &[f32],
+    x: &[f32],
+    s: Planes,
+    ch: usize,
+    mk: [f64; 2],
+    gate: Option<Gate>,
+) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     let wide = std::arch::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
-    grad_sums_with(dy, x, s, ch, mk, wide)
+    grad_sums_with(dy, x, s, ch, mk, gate, wide)
 }
 
 /// [`grad_sums`], its full lanes in AVX-512 registers where `wide` (which
@@ -169,20 +211,27 @@ fn grad_sums_with(
     s: Planes,
     ch: usize,
     mk: [f64; 2],
+    gate: Option<Gate>,
     wide: bool,
 ) -> (f64, f64) {
     let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
     for (g, v) in s.of(dy, ch).zip(s.of(x, ch)) {
         let (gc, vc) = (g.chunks_exact(LANES), v.chunks_exact(LANES));
-        grad_rest(gc.remainder(), vc.remainder(), [&mut sd, &mut sdx], mk);
+        grad_rest(
+            gc.remainder(),
+            vc.remainder(),
+            [&mut sd, &mut sdx],
+            mk,
+            gate,
+        );
         #[cfg(target_arch = "x86_64")]
         if wide {
             // SAFETY: wide only where the CPU has AVX-512F.
-            unsafe { grad_lanes_avx512(gc, vc, [&mut sd, &mut sdx], mk) };
+            unsafe { grad_lanes_avx512(gc, vc, [&mut sd, &mut sdx], mk, gate) };
             continue;
         }
         for (g, v) in gc.zip(vc) {
-            grad_rest(g, v, [&mut sd, &mut sdx], mk);
+            grad_rest(g, v, [&mut sd, &mut sdx], mk, gate);
         }
     }
     (sd.iter().sum(), sdx.iter().sum())
@@ -190,10 +239,17 @@ fn grad_sums_with(
 
 /// Up to LANES values into the first lanes of both sums.
 #[inline(always)]
-fn grad_rest(g: &[f32], v: &[f32], [sd, sdx]: [&mut [f64; LANES]; 2], [m, k]: [f64; 2]) {
+fn grad_rest(
+    g: &[f32],
+    v: &[f32],
+    [sd, sdx]: [&mut [f64; LANES]; 2],
+    [m, k]: [f64; 2],
+    gate: Option<Gate>,
+) {
     for (j, (g, v)) in g.iter().zip(v).enumerate() {
-        sd[j] += *g as f64;
-        sdx[j] += *g as f64 * (*v as f64 - m) * k;
+        let g = gate.map_or(*g, |t| t.pass(*g, *v));
+        sd[j] += g as f64;
+        sdx[j] += g as f64 * (*v as f64 - m) * k;
     }
 }
 
@@ -209,15 +265,33 @@ fn grad_lanes_avx512(
     vc: std::slice::ChunksExact<'_, f32>,
     [sd, sdx]: [&mut [f64; LANES]; 2],
     mk: [f64; 2],
+    gate: Option<Gate>,
 ) {
     use std::arch::x86_64::*;
     let (m, k) = (_mm512_set1_pd(mk[0]), _mm512_set1_pd(mk[1]));
+    // Without a gate every value passes: `y > -inf` holds but for NaN, and
+    // a NaN `x` is let through by the all-ones mask below instead.
+    let t = gate.unwrap_or(Gate {
+        m: 0.0,
+        k: 0.0,
+        b: 1.0,
+    });
+    let (tm, tk, tb) = (
+        _mm256_set1_ps(t.m),
+        _mm256_set1_ps(t.k),
+        _mm256_set1_ps(t.b),
+    );
+    let ungated = _mm256_castsi256_ps(_mm256_set1_epi32(if gate.is_none() { -1 } else { 0 }));
     // SAFETY: the arrays hold LANES f64s, the chunks LANES f32s.
     unsafe {
         let (mut a, mut b) = (_mm512_loadu_pd(sd.as_ptr()), _mm512_loadu_pd(sdx.as_ptr()));
         for (g, v) in gc.zip(vc) {
-            let g = _mm512_cvtps_pd(_mm256_loadu_ps(g.as_ptr()));
-            let v = _mm512_cvtps_pd(_mm256_loadu_ps(v.as_ptr()));
+            let (g, v) = (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(v.as_ptr()));
+            // ReLU's gate: (v - m) * k + b > 0 in f32, as the forward.
+            let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, tm), tk), tb);
+            let open = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps()), ungated);
+            let g = _mm512_cvtps_pd(_mm256_and_ps(g, open));
+            let v = _mm512_cvtps_pd(v);
             a = _mm512_add_pd(a, g);
             b = _mm512_add_pd(b, _mm512_mul_pd(_mm512_mul_pd(g, _mm512_sub_pd(v, m)), k));
         }
@@ -241,13 +315,39 @@ fn grad_plane_body(dst: &mut [MaybeUninit<f32>], g: &[f32], v: &[f32], c: [f32; 
     }
 }
 
+widest! {
+    /// [`grad_plane`] of the gradient through a ReLU's [`Gate`], `[m, k, b]`.
+    fn grad_plane_gated / grad_plane_gated_avx512 / grad_plane_gated_avx2
+        (dst: &mut [MaybeUninit<f32>], g: &[f32], v: &[f32], c: [f32; 5], mkb: [f32; 3])
+        = grad_plane_gated_body
+}
+
+#[inline(always)]
+fn grad_plane_gated_body(
+    dst: &mut [MaybeUninit<f32>],
+    g: &[f32],
+    v: &[f32],
+    c: [f32; 5],
+    [gm, gk, gb]: [f32; 3],
+) {
+    let [scale, mean_g, m, k, mean_gx] = c;
+    for ((d, g), v) in dst.iter_mut().zip(g).zip(v) {
+        let g = if (v - gm) * gk + gb > 0.0 { *g } else { 0.0 };
+        d.write(scale * (g - mean_g - (v - m) * k * mean_gx));
+    }
+}
+
 /// `y = (x - mean) * factor + beta`, plane by plane (`factor` per channel:
 /// `inv_std * gamma` in training, the composition's `gamma / sqrt(var +
-/// eps)` in evaluation).
-fn normalise(x: &[f32], [mean, factor, beta]: [&[f32]; 3], s: Planes) -> Vec<f32> {
+/// eps)` in evaluation), then `max(0)` where `relu`.
+fn normalise(x: &[f32], [mean, factor, beta]: [&[f32]; 3], s: Planes, relu: bool) -> Vec<f32> {
     let plane = |(i, (dst, src)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
         let ch = i % s.c;
-        shift(dst, src, [mean[ch], factor[ch], beta[ch]]);
+        let mkb = [mean[ch], factor[ch], beta[ch]];
+        match relu {
+            true => shift_relu(dst, src, mkb),
+            false => shift(dst, src, mkb),
+        }
     };
     // SAFETY: every plane's values are written.
     unsafe {
@@ -267,12 +367,23 @@ fn gradients(
     dy: &[f32],
     x: &[f32],
     st: &Stats,
-    gamma: &[f32],
+    [gamma, factor, beta]: [&[f32]; 3],
     s: Planes,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let gate = |ch: usize| {
+        relu.then(|| Gate {
+            m: st.mean[ch],
+            k: factor[ch],
+            b: beta[ch],
+        })
+    };
     let sums: Vec<(f64, f64)> = (0..s.c)
         .into_par_iter()
-        .map(|ch| grad_sums(dy, x, s, ch, [st.mean[ch] as f64, st.inv_std[ch] as f64]))
+        .map(|ch| {
+            let mk = [st.mean[ch] as f64, st.inv_std[ch] as f64];
+            grad_sums(dy, x, s, ch, mk, gate(ch))
+        })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
@@ -283,7 +394,11 @@ fn gradients(
             (sums[ch].0 / s.count()) as f32,
             (sums[ch].1 / s.count()) as f32,
         );
-        grad_plane(dst, g, v, [scale, mean_g, m, k, mean_gx]);
+        let c = [scale, mean_g, m, k, mean_gx];
+        match gate(ch) {
+            Some(t) => grad_plane_gated(dst, g, v, c, [t.m, t.k, t.b]),
+            None => grad_plane(dst, g, v, c),
+        }
     };
     // SAFETY: every plane's values are written.
     let dx = unsafe {
@@ -300,14 +415,33 @@ fn gradients(
 #[derive(Debug)]
 struct BatchNorm;
 
+/// What a batch norm's backward reads: the input, the statistics, the
+/// per-channel gamma, `inv_std * gamma` and beta (the last two for a
+/// ReLU's gate), the sizes, and whether a ReLU followed.
+#[derive(Clone, Debug)]
+struct Saved {
+    x: FlexTensor,
+    st: Arc<Stats>,
+    per: [Vec<f32>; 3],
+    s: Planes,
+    relu: bool,
+}
+
 impl Backward<Flex, 3> for BatchNorm {
-    type State = (FlexTensor, Arc<Stats>, Vec<f32>, Planes);
+    type State = Saved;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [id_x, id_g, id_b] = ops.parents.map(|n| n.map(|n| n.id));
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, st, gamma, s) = ops.state;
-        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, &gamma, s);
+        let Saved {
+            x,
+            st,
+            per: [gamma, factor, beta],
+            s,
+            relu,
+        } = ops.state;
+        let per = [&gamma[..], &factor, &beta];
+        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, per, s, relu);
         put(grads, id_x, dx, x.shape());
         put(grads, id_g, dgamma, [s.c].into());
         put(grads, id_b, dbeta, [s.c].into());
@@ -330,13 +464,16 @@ pub struct BatchStats {
     pub var: Vec<f32>,
 }
 
-/// Batch norm of an f32 `x` `[N, C, ...]` with batch statistics, recorded
-/// for backward; `None` for another dtype or shape (the caller composes it).
+/// Batch norm of an f32 `x` `[N, C, ...]` with batch statistics, then a
+/// ReLU where `relu` (one pass each way rather than the ReLU's own two,
+/// the same bits), recorded for backward; `None` for another dtype or
+/// shape (the caller composes it).
 pub fn batch_norm<const D: usize>(
     x: Tensor<Autodiff<Flex>, D>,
     gamma: Tensor<Autodiff<Flex>, 1>,
     beta: Tensor<Autodiff<Flex>, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
     let per = [(gamma.dtype(), gamma.dims()), (beta.dtype(), beta.dims())];
     let s = Planes::fitting(&x.dims(), x.dtype(), &per)?;
@@ -352,7 +489,7 @@ pub fn batch_norm<const D: usize>(
         floats(&beta.primitive).into_owned(),
     );
     let factor: Vec<f32> = st.inv_std.iter().zip(&g).map(|(k, g)| k * g).collect();
-    let y = normalise(&values, [&st.mean, &factor, &b], s);
+    let y = normalise(&values, [&st.mean, &factor, &b], s, relu);
     let y = FlexTensor::from_data(TensorData::new(y, x.primitive.shape()));
     let batch = BatchStats {
         mean: st.mean.clone(),
@@ -364,7 +501,16 @@ pub fn batch_norm<const D: usize>(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive.clone(), Arc::new(st), g, s), y),
+        OpsKind::Tracked(prep) => {
+            let saved = Saved {
+                x: x.primitive.clone(),
+                st: Arc::new(st),
+                per: [g, factor, b],
+                s,
+                relu,
+            };
+            prep.finish(saved, y)
+        }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some((Tensor::from_primitive(TensorPrimitive::Float(y)), batch))
@@ -392,7 +538,7 @@ pub fn batch_norm_inference<const D: usize>(
         .map(|(v, g)| g / (v + epsilon as f32).sqrt())
         .collect();
     let x = x.into_primitive().tensor();
-    let y = normalise(&floats(&x), [&mean, &factor, &beta], s);
+    let y = normalise(&floats(&x), [&mean, &factor, &beta], s, false);
     let y = FlexTensor::from_data(TensorData::new(y, x.shape()));
     Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
@@ -412,14 +558,58 @@ mod tests {
             let x: Vec<f32> = (0..s.n * s.c * p).map(|i| value(i, 61)).collect();
             for ch in 0..s.c {
                 let mk = [0.01 * ch as f64, 1.7];
-                let (a, b) = grad_sums(&dy, &x, s, ch, mk);
-                let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, false);
-                assert_eq!(
-                    [a.to_bits(), b.to_bits()],
-                    [c.to_bits(), d.to_bits()],
-                    "p {p} ch {ch}"
-                );
+                for gate in [
+                    None,
+                    Some(Gate {
+                        m: 0.1,
+                        k: 1.3,
+                        b: -0.05,
+                    }),
+                ] {
+                    let (a, b) = grad_sums(&dy, &x, s, ch, mk, gate);
+                    let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, gate, false);
+                    assert_eq!(
+                        [a.to_bits(), b.to_bits()],
+                        [c.to_bits(), d.to_bits()],
+                        "p {p} ch {ch} gate {gate:?}"
+                    );
+                }
             }
         }
+    }
+
+    /// Batch norm then ReLU as one operation: the output and the gradients
+    /// of x, gamma and beta of flexconv's batch norm followed by its ReLU,
+    /// bit for bit (values straddling 0 after the norm, so the gate cuts).
+    #[test]
+    fn a_fused_relu_gives_the_unfused_bits() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
+        let shape = [4, 3, 5, 7];
+        let n: usize = shape.iter().product();
+        let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
+        let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
+            let v = t.into_data().to_vec::<f32>().unwrap();
+            v.into_iter().map(f32::to_bits).collect()
+        };
+        let run = |fused: bool| {
+            let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
+            let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
+            let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
+            let (y, _) = batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, fused).unwrap();
+            let y = match fused {
+                true => y,
+                false => burn::tensor::activation::relu(y),
+            };
+            let w = Tensor::<A, 4>::from_data(data(997), &dev);
+            let grads = (y.clone() * w).sum().backward();
+            let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
+            let dx = bits(x.grad(&grads).unwrap());
+            (bits(y.inner()), dx, g1(gamma), g1(beta))
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert!(fused.0.iter().any(|b| *b == 0), "the ReLU cuts somewhere");
+        assert_eq!(fused, plain);
     }
 }

@@ -13,7 +13,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use greentrain_amp::{batch_norm, MatmulBackend};
+use greentrain_amp::{batch_norm, batch_norm_relu, MatmulBackend};
 
 /// Two 3x3 convolutions with batch norm, and the shortcut.
 #[derive(Module, Debug)]
@@ -112,9 +112,9 @@ impl<B: MatmulBackend> ResNet<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let x = x.reshape([n, self.channels_in, self.side, self.side]);
-        let mut h = relu(batch_norm(&self.bn, self.stem.forward(x)));
+        let mut h = batch_norm_relu(&self.bn, self.stem.forward(x));
         for b in &self.blocks {
-            let y = relu(batch_norm(&b.bn1, b.conv1.forward(h.clone())));
+            let y = batch_norm_relu(&b.bn1, b.conv1.forward(h.clone()));
             let y = batch_norm(&b.bn2, b.conv2.forward(y));
             let short = match &b.shortcut {
                 Some((conv, bn)) => batch_norm(bn, conv.forward(h)),
