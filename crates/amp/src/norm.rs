@@ -62,9 +62,19 @@ pub fn batch_norm_relu<B: MatmulBackend, const D: usize>(
     } else {
         x.cast(FloatDType::F32)
     };
+    let split = crate::backend::current().split_sums && B::gt_split_sums(&x.device());
+    batch_norm_relu_split(layer, x, split)
+}
+
+/// [`batch_norm_split`] followed by a ReLU, fused where [`on_flex`] takes it.
+pub(crate) fn batch_norm_relu_split<B: Backend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+    split: bool,
+) -> Tensor<B, D> {
     match on_flex(layer, x, true) {
         Ok(y) => y,
-        Err(x) => burn::tensor::activation::relu(batch_norm(layer, x)),
+        Err(x) => burn::tensor::activation::relu(batch_norm_split(layer, x, split)),
     }
 }
 

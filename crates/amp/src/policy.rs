@@ -643,6 +643,17 @@ impl Autocast {
         crate::norm::batch_norm_split(layer, self.full(x), split)
     }
 
+    /// [`Self::batch_norm`] then a ReLU: one operation on the CPU in
+    /// training (see [`crate::batch_norm_relu`]).
+    pub fn batch_norm_relu<B: MatmulBackend, const D: usize>(
+        &self,
+        layer: &BatchNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let split = self.splits::<B>(&x.device());
+        crate::norm::batch_norm_relu_split(layer, self.full(x), split)
+    }
+
     /// Mean cross-entropy of `logits` `[batch, classes]` against class
     /// indices, computed in f32 whatever the logits' dtype: the exp inside
     /// would overflow f16 from logits of about 11.1 (e^11.1 > 65504).

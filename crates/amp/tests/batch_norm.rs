@@ -74,6 +74,42 @@ fn training_output_and_gradients_match_burns_batch_norm() {
     assert_close(&rm, &rm_ref, 1e-6, "running mean");
 }
 
+/// The fused batch norm and ReLU (one operation on `Autodiff<Flex>`): Burn's
+/// batch norm then ReLU, gradients and running statistics included.
+#[test]
+fn fused_relu_matches_burns_batch_norm_then_relu() {
+    let dev = Default::default();
+    let ac = Autocast::new(Precision::Fp32);
+    let weights: Tensor<B, 4> = input::<B>(&dev).sin();
+    let run = |ours: bool| {
+        let bn = layer::<B>(&dev);
+        let x = input::<B>(&dev).require_grad();
+        let y = if ours {
+            ac.batch_norm_relu(&bn, x.clone())
+        } else {
+            burn::tensor::activation::relu(bn.forward(x.clone()))
+        };
+        let g = (y.clone() * weights.clone()).sum().backward();
+        let grads = [
+            values(x.grad(&g).unwrap()),
+            values(bn.gamma.val().grad(&g).unwrap()),
+            values(bn.beta.val().grad(&g).unwrap()),
+        ];
+        (values(y), grads, values(bn.running_mean.value_sync()))
+    };
+    let (y, g, rm) = run(true);
+    let (y_ref, g_ref, rm_ref) = run(false);
+    assert!(
+        y.contains(&0.0) && y.iter().any(|v| *v > 0.0),
+        "the ReLU cuts"
+    );
+    assert_close(&y, &y_ref, 1e-5, "output");
+    for (k, what) in ["d/dx", "d/dgamma", "d/dbeta"].iter().enumerate() {
+        assert_close(&g[k], &g_ref[k], 1e-4, what);
+    }
+    assert_close(&rm, &rm_ref, 1e-6, "running mean");
+}
+
 #[test]
 fn running_variance_is_updated_with_the_unbiased_variance() {
     let dev = Default::default();

@@ -61,7 +61,7 @@ fn check<const D: usize>(shape: [usize; D], track_x: bool) {
         let (y, stats) = match ours {
             true => {
                 let (g, b) = (bn.gamma.val(), bn.beta.val());
-                let (y, s) = batch_norm(x.clone(), g, b, bn.epsilon).expect("fused");
+                let (y, s) = batch_norm(x.clone(), g, b, bn.epsilon, false).expect("fused");
                 (y, Some(s))
             }
             false => (bn.forward(x.clone()), None),
@@ -122,7 +122,7 @@ fn other_dtypes_and_shapes_are_left_to_the_caller() {
         Tensor::<B, 1>::zeros([4], &dev),
     );
     assert!(
-        batch_norm(x.clone(), g, b, 1e-5).is_none(),
+        batch_norm(x.clone(), g, b, 1e-5, false).is_none(),
         "gamma of another width"
     );
     let half = x.cast(burn::tensor::FloatDType::F16);
@@ -130,7 +130,7 @@ fn other_dtypes_and_shapes_are_left_to_the_caller() {
         Tensor::<B, 1>::ones([3], &dev),
         Tensor::<B, 1>::zeros([3], &dev),
     );
-    assert!(batch_norm(half, g, b, 1e-5).is_none(), "f16");
+    assert!(batch_norm(half, g, b, 1e-5, false).is_none(), "f16");
 }
 
 /// Evaluation on Flex: the one-pass batch norm against Burn's layer with
