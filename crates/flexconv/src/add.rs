@@ -13,12 +13,12 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{broadcast_shape, Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, Shape, TensorData};
+use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
 use crate::kernel::unzeroed;
@@ -48,27 +48,70 @@ const MIN_LEN: usize = 2 * CHUNK;
 struct Add;
 
 impl Backward<Flex, 2> for Add {
-    type State = ();
+    /// The operands' shapes.
+    type State = [Shape; 2];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [lhs, rhs] = ops.parents;
+        let [lhs_shape, rhs_shape] = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
-        // As autodiff's own addition of one shape: the gradient to both.
+        // As autodiff's own addition: the gradient to both, summed over the
+        // dimensions an operand was broadcast along.
         if let Some(node) = lhs {
-            accumulate(grads, key!(node), dy.clone());
+            accumulate(
+                grads,
+                key!(node),
+                broadcast_shape::<Flex>(dy.clone(), &lhs_shape),
+            );
         }
         if let Some(node) = rhs {
-            accumulate(grads, key!(node), dy);
+            accumulate(grads, key!(node), broadcast_shape::<Flex>(dy, &rhs_shape));
         }
     }
 }
 
-/// Whether [`autodiff`] and [`inner`] add these two in parallel: f32, one
-/// shape, both contiguous, long enough to split.
-pub(crate) fn takes(lhs: &FlexTensor, rhs: &FlexTensor) -> bool {
-    let n = lhs.layout().shape().num_elements();
+/// How two operands [`inner`] takes line up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    /// One shape.
+    Same,
+    /// The right operand is the left's trailing `inner` values, broadcast
+    /// along leading dimensions of 1 (a transformer's positions).
+    RhsRepeats { inner: usize },
+    /// The left operand is, the same way, the right's.
+    LhsRepeats { inner: usize },
+}
+
+/// How [`autodiff`] and [`inner`] add these two in parallel: f32, both
+/// contiguous, one shape or one a leading broadcast of the other, long
+/// enough to split; `None` for anything else (Flex's).
+fn fit(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<Fit> {
     let plain = |t: &FlexTensor| t.dtype() == DType::F32 && t.as_slice::<f32>().is_some();
-    lhs.layout().shape() == rhs.layout().shape() && n >= MIN_LEN && plain(lhs) && plain(rhs)
+    let (l, r) = (lhs.layout().shape(), rhs.layout().shape());
+    if !plain(lhs) || !plain(rhs) || l.num_elements().max(r.num_elements()) < MIN_LEN {
+        return None;
+    }
+    // `small` is `big`'s trailing dimensions behind leading 1s.
+    let repeats = |big: &Shape, small: &Shape| {
+        let lead = (0..small.num_dims()).find(|&i| small[i] != 1)?;
+        let fits = big.num_dims() == small.num_dims()
+            && (lead..big.num_dims()).all(|i| big[i] == small[i])
+            && lead > 0
+            && (0..lead).any(|i| big[i] != 1);
+        fits.then(|| small.num_elements())
+    };
+    if l == r {
+        return Some(Fit::Same);
+    }
+    if let Some(inner) = repeats(l, r) {
+        return Some(Fit::RhsRepeats { inner });
+    }
+    repeats(r, l).map(|inner| Fit::LhsRepeats { inner })
+}
+
+/// Whether [`inner`] adds these two itself.
+pub(crate) fn takes(lhs: &FlexTensor, rhs: &FlexTensor) -> bool {
+    fit(lhs, rhs).is_some()
 }
 
 /// The sum recorded for backward, where [`takes`] holds; autodiff's own
@@ -81,18 +124,26 @@ pub(crate) fn autodiff(
         return Autodiff::<Flex>::float_add(lhs, rhs);
     }
     let nodes = [lhs.node.clone(), rhs.node.clone()];
+    let shapes = [lhs.primitive.shape(), rhs.primitive.shape()];
     let y = inner(lhs.primitive, rhs.primitive);
-    // Nothing to checkpoint or recompute: the backward reads no tensor.
-    Add.prepare::<NoCheckpointing>(nodes)
+    match Add
+        .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
-        .stateless(y)
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(shapes, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
 }
 
 /// `lhs + rhs` on Flex: in parallel where [`takes`] holds, written over
 /// whichever operand no one else holds; Flex's addition otherwise.
 pub(crate) fn inner(mut lhs: FlexTensor, mut rhs: FlexTensor) -> FlexTensor {
-    if !takes(&lhs, &rhs) {
-        return Flex::float_add(lhs, rhs);
+    match fit(&lhs, &rhs) {
+        None => return Flex::float_add(lhs, rhs),
+        Some(Fit::RhsRepeats { inner }) => return repeated(lhs, &rhs, inner),
+        Some(Fit::LhsRepeats { inner }) => return repeated(rhs, &lhs, inner),
+        Some(Fit::Same) => {}
     }
     let whole = |t: &FlexTensor| t.layout().start_offset() == 0;
     if whole(&lhs) && lhs.is_unique() {
@@ -138,6 +189,23 @@ pub(crate) type Key = FloatTensor<Autodiff<Flex>>;
 pub(crate) fn blank() -> Key {
     let empty = FlexTensor::empty(Shape::new([0]), DType::F32);
     <Autodiff<Flex> as AutodiffBackend>::from_inner(empty)
+}
+
+/// `big` plus `small` (`inner` values) added to each of its runs of
+/// `inner`: in `big`'s buffer where no one else holds it.
+fn repeated(big: FlexTensor, small: &FlexTensor, inner: usize) -> FlexTensor {
+    let mut out = crate::op::owned(big);
+    let small = small.as_slice::<f32>().expect("contiguous (fit)");
+    let n = out.layout().shape().num_elements();
+    let rows = (CHUNK / inner).max(1);
+    out.try_storage_mut::<f32>().expect("owned")[..n]
+        .par_chunks_mut(rows * inner)
+        .for_each(|part| {
+            for row in part.chunks_exact_mut(inner) {
+                row.iter_mut().zip(small).for_each(|(o, s)| *o += *s);
+            }
+        });
+    out
 }
 
 /// Registers `value` as (part of) the gradient of `key`'s node: summed
@@ -201,6 +269,57 @@ mod tests {
             (bits(s.inner()), bits(dx), bits(dy))
         };
         assert_eq!(run(true), run(false));
+    }
+
+    /// A left operand `[10, 3, 1200]` plus positions `[1, 3, 1200]`, either
+    /// way round: Burn's sum and both gradients (the positions' summed over
+    /// the batch by autodiff's own reduction), bit for bit.
+    #[test]
+    fn broadcast_positions_add_as_burns() {
+        let dev = Default::default();
+        let big = || {
+            Tensor::<A, 1>::from_data(
+                TensorData::new(values(0.37)[..36_000].to_vec(), [36_000]),
+                &dev,
+            )
+            .reshape([10, 3, 1200])
+        };
+        let small = || {
+            Tensor::<A, 1>::from_data(TensorData::new(values(0.53)[..3600].to_vec(), [3600]), &dev)
+                .reshape([1, 3, 1200])
+        };
+        let w = Tensor::<A, 1>::from_data(
+            TensorData::new(values(0.11)[..36_000].to_vec(), [36_000]),
+            &dev,
+        )
+        .reshape([10, 3, 1200]);
+        let bits3 = |t: Tensor<Flex, 3>| {
+            let n = t.dims().iter().product::<usize>();
+            bits(t.reshape([n]))
+        };
+        for swap in [false, true] {
+            let run = |ours: bool| {
+                let (x, p) = (big().require_grad(), small().require_grad());
+                let (l, r) = match swap {
+                    false => (x.clone(), p.clone()),
+                    true => (p.clone(), x.clone()),
+                };
+                let s = match ours {
+                    true => {
+                        let (l, r) = (l.into_primitive().tensor(), r.into_primitive().tensor());
+                        Tensor::<A, 3>::from_primitive(TensorPrimitive::Float(super::autodiff(
+                            l, r,
+                        )))
+                    }
+                    false => l + r,
+                };
+                let grads = (s.clone() * w.clone()).sum().backward();
+                let (dx, dp) = (x.grad(&grads).unwrap(), p.grad(&grads).unwrap());
+                assert_eq!(dp.dims(), [1, 3, 1200]);
+                (bits3(s.inner()), bits3(dx), bits3(dp))
+            };
+            assert_eq!(run(true), run(false), "swapped {swap}");
+        }
     }
 
     /// Shared operands (neither writable in place) and a short sum (Flex's):

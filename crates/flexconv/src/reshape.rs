@@ -21,8 +21,8 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{Bytes, Shape};
 use rayon::prelude::*;
 
-/// Runs shorter than this are Flex's to copy (a transpose's single
-/// elements gain nothing from a call per element).
+/// Runs shorter than this are not copied whole: the last dimension is
+/// gathered instead, a stride apart (a transpose's single elements).
 const MIN_RUN: usize = 8;
 
 /// Bytes per task.
@@ -73,8 +73,8 @@ pub(crate) fn autodiff(
     }
 }
 
-/// `x` as `shape`: a view where Flex can reinterpret it, else a copy with
-/// long contiguous runs copied whole, else Flex's copy.
+/// `x` as `shape`: a view where Flex can reinterpret it, else
+/// [`contiguous`]'s copy, else Flex's.
 pub(crate) fn inner(x: FlexTensor, shape: Shape) -> FlexTensor {
     if x.layout().reshape(shape.clone()).is_some() {
         return x.reshape(shape);
@@ -85,8 +85,10 @@ pub(crate) fn inner(x: FlexTensor, shape: Shape) -> FlexTensor {
     }
 }
 
-/// A contiguous copy of `x` where its innermost contiguous run has at
-/// least [`MIN_RUN`] elements and every stride is positive; `None` else.
+/// A contiguous copy of `x` where every stride is positive (or, outside
+/// the run, 0): its innermost contiguous run copied whole where it has at
+/// least [`MIN_RUN`] elements, else its last dimension gathered; `None`
+/// for anything else (Flex copies it).
 pub(crate) fn contiguous(x: &FlexTensor) -> Option<FlexTensor> {
     let layout = x.layout();
     let dims = layout.shape().to_vec();
@@ -100,14 +102,22 @@ pub(crate) fn contiguous(x: &FlexTensor) -> Option<FlexTensor> {
         run *= dims[outer - 1];
         outer -= 1;
     }
+    let mut step = 1;
     if run < MIN_RUN {
-        return None;
+        // Short runs (a transposed gradient's single elements): the last
+        // dimension longer than 1 is the run, read `step` apart.
+        let last = (0..dims.len()).rev().find(|&i| dims[i] > 1)?;
+        (run, step, outer) = (dims[last], strides[last] as usize, last);
+        if step == 0 {
+            return None; // a broadcast: Flex's
+        }
     }
     let runs = Runs {
         dims: &dims[..outer],
         strides: &strides[..outer],
         start: layout.start_offset(),
         run,
+        step,
     };
     // Typed storage, so that Flex's typed views of the copy stay aligned.
     let bytes = match x.dtype().size() {
@@ -120,13 +130,14 @@ pub(crate) fn contiguous(x: &FlexTensor) -> Option<FlexTensor> {
     Some(FlexTensor::new(bytes, Layout::contiguous(shape), x.dtype()))
 }
 
-/// A strided view as runs of `run` contiguous elements: the outer
-/// dimensions and strides (in elements) that place each run.
+/// A strided view as runs of `run` elements `step` apart (1: contiguous):
+/// the outer dimensions and strides (in elements) that place each run.
 struct Runs<'a> {
     dims: &'a [usize],
     strides: &'a [isize],
     start: usize,
     run: usize,
+    step: usize,
 }
 
 impl Runs<'_> {
@@ -148,8 +159,18 @@ impl Runs<'_> {
                         at += (r % n) * s as usize;
                         r /= n;
                     }
-                    for (d, s) in d.iter_mut().zip(&src[at..at + self.run]) {
-                        d.write(*s);
+                    match self.step {
+                        1 => {
+                            for (d, s) in d.iter_mut().zip(&src[at..at + self.run]) {
+                                d.write(*s);
+                            }
+                        }
+                        step => {
+                            let from = &src[at..=at + (self.run - 1) * step];
+                            for (d, s) in d.iter_mut().zip(from.iter().step_by(step)) {
+                                d.write(*s);
+                            }
+                        }
                     }
                 }
             });
@@ -169,8 +190,8 @@ mod tests {
     }
 
     /// Heads merged back after a swap, a permutation with a short inner
-    /// run, and a sliced view: the copy holds Flex's values, in f32 and
-    /// f16, and the short run is left to Flex.
+    /// run, a sliced view, and transposes (single-element runs, read a
+    /// stride apart): the copy holds Flex's values, in f32 and f16.
     #[test]
     fn strided_reshapes_copy_flexs_values() {
         let device = Default::default();
@@ -184,6 +205,8 @@ mod tests {
                 x.clone()
                     .permute([0, 2, 1, 3])
                     .slice([0..2, 0..4, 0..3, 8..16]),
+                x.clone().swap_dims(2, 3),
+                x.clone().swap_dims(1, 3).slice([0..2, 0..16, 1..4, 0..3]),
             ];
             for v in views {
                 let dims = v.dims();
@@ -196,11 +219,6 @@ mod tests {
                 let got: Tensor<Flex, 2> = Tensor::from_primitive(TensorPrimitive::Float(got));
                 assert_eq!(got.into_data(), want.into_data());
             }
-            let short = x.clone().swap_dims(2, 3);
-            assert!(
-                contiguous(&flex(short)).is_none(),
-                "a transpose's runs are single elements"
-            );
         }
     }
 
