@@ -192,20 +192,36 @@ pub(crate) fn blank() -> Key {
 }
 
 /// `big` plus `small` (`inner` values) added to each of its runs of
-/// `inner`: in `big`'s buffer where no one else holds it.
-fn repeated(big: FlexTensor, small: &FlexTensor, inner: usize) -> FlexTensor {
-    let mut out = crate::op::owned(big);
+/// `inner`: in `big`'s buffer where no one else holds it, else a new one.
+fn repeated(mut big: FlexTensor, small: &FlexTensor, inner: usize) -> FlexTensor {
     let small = small.as_slice::<f32>().expect("contiguous (fit)");
-    let n = out.layout().shape().num_elements();
-    let rows = (CHUNK / inner).max(1);
-    out.try_storage_mut::<f32>().expect("owned")[..n]
-        .par_chunks_mut(rows * inner)
-        .for_each(|part| {
-            for row in part.chunks_exact_mut(inner) {
-                row.iter_mut().zip(small).for_each(|(o, s)| *o += *s);
-            }
-        });
-    out
+    let shape = big.layout().shape().clone();
+    let n = shape.num_elements();
+    let rows = (CHUNK / inner).max(1) * inner;
+    let add_rows = |part: &mut [f32]| {
+        for row in part.chunks_exact_mut(inner) {
+            row.iter_mut().zip(small).for_each(|(o, s)| *o += *s);
+        }
+    };
+    if big.layout().start_offset() == 0 && big.is_unique() {
+        let out = big.try_storage_mut::<f32>().expect("unique");
+        out[..n].par_chunks_mut(rows).for_each(add_rows);
+        return big;
+    }
+    let from = big.as_slice::<f32>().expect("contiguous (fit)");
+    // SAFETY: every value is written, a copy of `big`'s before the sums.
+    let sum = unsafe {
+        unzeroed(n, |out| {
+            out.par_chunks_mut(rows)
+                .zip(from.par_chunks(rows))
+                .for_each(|(o, f)| {
+                    for (o, (f, s)) in o.iter_mut().zip(f.iter().zip(small.iter().cycle())) {
+                        o.write(*f + *s);
+                    }
+                })
+        })
+    };
+    FlexTensor::from_data(TensorData::new(sum, shape))
 }
 
 /// Registers `value` as (part of) the gradient of `key`'s node: summed
@@ -320,6 +336,27 @@ mod tests {
             };
             assert_eq!(run(true), run(false), "swapped {swap}");
         }
+    }
+
+    /// A broadcast sum written over its unique left operand: Flex's values.
+    #[test]
+    fn a_unique_operand_takes_the_broadcast_sum_in_place() {
+        let dev = Default::default();
+        let make = |seed, n: usize, shape: [usize; 3]| {
+            let t = Tensor::<Flex, 1>::from_data(
+                TensorData::new(values(seed)[..n].to_vec(), [n]),
+                &dev,
+            );
+            t.reshape(shape)
+        };
+        let want = make(0.37, 36_000, [10, 3, 1200]) + make(0.53, 3600, [1, 3, 1200]);
+        let (x, p) = (
+            make(0.37, 36_000, [10, 3, 1200]),
+            make(0.53, 3600, [1, 3, 1200]),
+        );
+        let got = super::inner(x.into_primitive().tensor(), p.into_primitive().tensor());
+        let got = Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(got));
+        assert_eq!(bits(got.reshape([36_000])), bits(want.reshape([36_000])));
     }
 
     /// Shared operands (neither writable in place) and a short sum (Flex's):
