@@ -1,6 +1,7 @@
-//! Addition of two f32 tensors of one shape on `Autodiff<Flex>` and Flex,
-//! and the sum of a gradient with one already registered, as one pass split
-//! across rayon's pool.
+//! Addition of two f32 tensors of one shape (or one the other's trailing
+//! values behind leading 1s, a transformer's positions) on `Autodiff<Flex>`
+//! and Flex, and the sum of a gradient with one already registered, as one
+//! pass split across rayon's pool.
 //!
 //! Flex adds on the calling thread (`add_inplace_f32_seq`), and so does
 //! autodiff's gradient registration, with the pool's workers idle: in a
@@ -23,8 +24,7 @@ use rayon::prelude::*;
 
 use crate::kernel::unzeroed;
 
-/// A parent node's key in the gradients: a blank tracked tensor of that
-/// node. Gradients are looked up by node; burn-autodiff exports neither
+/// A parent node's key in the gradients: a blank tensor given that node. Gradients are looked up by node; burn-autodiff exports neither
 /// the node's type (`NodeRef`) nor the tensor's, hence a macro over a
 /// parent from `Ops::parents` and [`Key`], the tensor's type as Burn's
 /// alias names it.
