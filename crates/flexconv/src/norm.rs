@@ -269,8 +269,8 @@ fn grad_lanes_avx512(
 ) {
     use std::arch::x86_64::*;
     let (m, k) = (_mm512_set1_pd(mk[0]), _mm512_set1_pd(mk[1]));
-    // Without a gate every value passes: `y > -inf` holds but for NaN, and
-    // a NaN `x` is let through by the all-ones mask below instead.
+    // Without a gate, `ungated`'s all-ones mask lets every value through
+    // (the stand-in gate's `y` is 1 but for an infinite or NaN `x`).
     let t = gate.unwrap_or(Gate {
         m: 0.0,
         k: 0.0,
