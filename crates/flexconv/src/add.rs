@@ -109,23 +109,18 @@ fn fit(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<Fit> {
     repeats(r, l).map(|inner| Fit::LhsRepeats { inner })
 }
 
-/// Whether [`inner`] adds these two itself.
-pub(crate) fn takes(lhs: &FlexTensor, rhs: &FlexTensor) -> bool {
-    fit(lhs, rhs).is_some()
-}
-
-/// The sum recorded for backward, where [`takes`] holds; autodiff's own
+/// The sum recorded for backward, where [`fit`] takes it; autodiff's own
 /// addition otherwise.
 pub(crate) fn autodiff(
     lhs: FloatTensor<Autodiff<Flex>>,
     rhs: FloatTensor<Autodiff<Flex>>,
 ) -> FloatTensor<Autodiff<Flex>> {
-    if !takes(&lhs.primitive, &rhs.primitive) {
+    let Some(fit) = fit(&lhs.primitive, &rhs.primitive) else {
         return Autodiff::<Flex>::float_add(lhs, rhs);
-    }
+    };
     let nodes = [lhs.node.clone(), rhs.node.clone()];
     let shapes = [lhs.primitive.shape(), rhs.primitive.shape()];
-    let y = inner(lhs.primitive, rhs.primitive);
+    let y = fitted(lhs.primitive, rhs.primitive, fit);
     match Add
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
@@ -136,35 +131,44 @@ pub(crate) fn autodiff(
     }
 }
 
-/// `lhs + rhs` on Flex: in parallel where [`takes`] holds, written over
+/// `lhs + rhs` on Flex: in parallel where [`fit`] takes it, written over
 /// whichever operand no one else holds; Flex's addition otherwise.
-pub(crate) fn inner(mut lhs: FlexTensor, mut rhs: FlexTensor) -> FlexTensor {
+pub(crate) fn inner(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     match fit(&lhs, &rhs) {
-        None => return Flex::float_add(lhs, rhs),
-        Some(Fit::RhsRepeats { inner }) => return repeated(lhs, &rhs, inner),
-        Some(Fit::LhsRepeats { inner }) => return repeated(rhs, &lhs, inner),
-        Some(Fit::Same) => {}
+        Some(fit) => fitted(lhs, rhs, fit),
+        None => Flex::float_add(lhs, rhs),
     }
-    let whole = |t: &FlexTensor| t.layout().start_offset() == 0;
-    if whole(&lhs) && lhs.is_unique() {
-        let r = rhs.as_slice::<f32>().expect("contiguous (takes)");
-        let l = lhs.try_storage_mut::<f32>().expect("unique");
-        l.par_chunks_mut(CHUNK)
-            .zip(r.par_chunks(CHUNK))
-            .for_each(|(l, r)| l.iter_mut().zip(r).for_each(|(l, r)| *l += *r));
-        return lhs;
+}
+
+/// [`inner`]'s parallel sum of two operands that `fit` as given.
+fn fitted(lhs: FlexTensor, rhs: FlexTensor, fit: Fit) -> FlexTensor {
+    match fit {
+        Fit::RhsRepeats { inner } => return repeated(lhs, &rhs, inner),
+        Fit::LhsRepeats { inner } => return repeated(rhs, &lhs, inner),
+        Fit::Same => {}
     }
-    if whole(&rhs) && rhs.is_unique() {
-        let l = lhs.as_slice::<f32>().expect("contiguous (takes)");
-        let r = rhs.try_storage_mut::<f32>().expect("unique");
-        r.par_chunks_mut(CHUNK)
-            .zip(l.par_chunks(CHUNK))
-            .for_each(|(r, l)| r.iter_mut().zip(l).for_each(|(r, l)| *r += *l));
-        return rhs;
+    // Addition commutes: the sum goes over whichever operand is writable.
+    let writable = |t: &FlexTensor| t.layout().start_offset() == 0 && t.is_unique();
+    if !writable(&lhs) && !writable(&rhs) {
+        return summed(&lhs, &rhs);
     }
+    let (mut dst, other) = match writable(&lhs) {
+        true => (lhs, rhs),
+        false => (rhs, lhs),
+    };
+    let o = other.as_slice::<f32>().expect("contiguous (fit)");
+    let d = dst.try_storage_mut::<f32>().expect("unique");
+    d.par_chunks_mut(CHUNK)
+        .zip(o.par_chunks(CHUNK))
+        .for_each(|(d, o)| d.iter_mut().zip(o).for_each(|(d, o)| *d += *o));
+    dst
+}
+
+/// `lhs + rhs` of one shape into a new buffer.
+fn summed(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
     let (l, r) = (
-        lhs.as_slice::<f32>().expect("contiguous (takes)"),
-        rhs.as_slice::<f32>().expect("contiguous (takes)"),
+        lhs.as_slice::<f32>().expect("contiguous (fit)"),
+        rhs.as_slice::<f32>().expect("contiguous (fit)"),
     );
     // SAFETY: every value of the output is written, one per input pair.
     let sum = unsafe {
@@ -178,8 +182,7 @@ pub(crate) fn inner(mut lhs: FlexTensor, mut rhs: FlexTensor) -> FlexTensor {
                 })
         })
     };
-    let shape: Shape = lhs.layout().shape().clone();
-    FlexTensor::from_data(TensorData::new(sum, shape))
+    FlexTensor::from_data(TensorData::new(sum, lhs.layout().shape().clone()))
 }
 
 /// What [`key!`] makes.
