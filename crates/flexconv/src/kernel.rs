@@ -470,7 +470,10 @@ impl OutputGrad {
 /// `[C_out, C_in, Kh, Kw]` weight, in order: nested loops, where four
 /// divisions an element of the index were 3% of a ResNet-20 step (serial,
 /// on the thread driving the graph, three times per convolution).
-fn weight_elements(g: &Geometry, mut f: impl FnMut(usize, (usize, usize, usize, usize))) {
+pub(crate) fn weight_elements(
+    g: &Geometry,
+    mut f: impl FnMut(usize, (usize, usize, usize, usize)),
+) {
     let [kh, kw] = g.kernel;
     let mut idx = 0;
     for o in 0..g.c_out {

@@ -158,16 +158,9 @@ impl Strided {
 
     /// Calls `f(stack kernel index, weight index)` for each weight.
     fn taps(&self, st: &Geometry, mut f: impl FnMut(usize, usize)) {
-        let [kh, kw] = self.g.kernel;
-        let (co, ci) = (self.g.c_out, self.g.c_in);
-        for (idx, (o, c)) in (0..co)
-            .flat_map(|o| (0..ci).map(move |c| (o, c)))
-            .enumerate()
-        {
-            for (y, x) in (0..kh).flat_map(|y| (0..kw).map(move |x| (y, x))) {
-                f(self.tap(st, o, c, y, x), idx * kh * kw + y * kw + x);
-            }
-        }
+        kernel::weight_elements(&self.g, |idx, (o, c, y, x)| {
+            f(self.tap(st, o, c, y, x), idx)
+        });
     }
 
     /// `weight` `[C_out, C_in, Kh, Kw]` as the stack's kernel, zero where a
