@@ -367,14 +367,15 @@ fn gradients(
     dy: &[f32],
     x: &[f32],
     st: &Stats,
-    [gamma, factor, beta]: [&[f32]; 3],
+    gamma: &[f32],
     s: Planes,
-    relu: bool,
+    relu_beta: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // The forward's scale, `inv_std * gamma` in f32: the gate's bits.
     let gate = |ch: usize| {
-        relu.then(|| Gate {
+        relu_beta.map(|beta| Gate {
             m: st.mean[ch],
-            k: factor[ch],
+            k: st.inv_std[ch] * gamma[ch],
             b: beta[ch],
         })
     };
@@ -415,16 +416,15 @@ fn gradients(
 #[derive(Debug)]
 struct BatchNorm;
 
-/// What a batch norm's backward reads: the input, the statistics, the
-/// per-channel gamma, `inv_std * gamma` and beta (the last two for a
-/// ReLU's gate), the sizes, and whether a ReLU followed.
+/// What a batch norm's backward reads: the input, the statistics, gamma,
+/// the sizes, and beta where a ReLU followed (for its gate).
 #[derive(Clone, Debug)]
 struct Saved {
     x: FlexTensor,
     st: Arc<Stats>,
-    per: [Vec<f32>; 3],
+    gamma: Vec<f32>,
     s: Planes,
-    relu: bool,
+    relu_beta: Option<Vec<f32>>,
 }
 
 impl Backward<Flex, 3> for BatchNorm {
@@ -436,12 +436,12 @@ impl Backward<Flex, 3> for BatchNorm {
         let Saved {
             x,
             st,
-            per: [gamma, factor, beta],
+            gamma,
             s,
-            relu,
+            relu_beta,
         } = ops.state;
-        let per = [&gamma[..], &factor, &beta];
-        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, per, s, relu);
+        let beta = relu_beta.as_deref();
+        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, &gamma, s, beta);
         put(grads, id_x, dx, x.shape());
         put(grads, id_g, dgamma, [s.c].into());
         put(grads, id_b, dbeta, [s.c].into());
@@ -505,9 +505,9 @@ pub fn batch_norm<const D: usize>(
             let saved = Saved {
                 x: x.primitive.clone(),
                 st: Arc::new(st),
-                per: [g, factor, b],
+                gamma: g,
                 s,
-                relu,
+                relu_beta: relu.then_some(b),
             };
             prep.finish(saved, y)
         }
