@@ -40,13 +40,19 @@ pub fn batch_norm<B: MatmulBackend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
+    let (x, split) = f32_and_split(x);
+    batch_norm_split(layer, x, split)
+}
+
+/// `x` in f32, and whether the thread's policy and `B` split its sums.
+fn f32_and_split<B: MatmulBackend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, bool) {
     let x = if x.dtype() == DType::F32 {
         x
     } else {
         x.cast(FloatDType::F32)
     };
     let split = crate::backend::current().split_sums && B::gt_split_sums(&x.device());
-    batch_norm_split(layer, x, split)
+    (x, split)
 }
 
 /// `relu(batch_norm(layer, x))`, the pair a ResNet's convolutions meet most:
@@ -57,12 +63,7 @@ pub fn batch_norm_relu<B: MatmulBackend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let x = if x.dtype() == DType::F32 {
-        x
-    } else {
-        x.cast(FloatDType::F32)
-    };
-    let split = crate::backend::current().split_sums && B::gt_split_sums(&x.device());
+    let (x, split) = f32_and_split(x);
     batch_norm_relu_split(layer, x, split)
 }
 

@@ -44,70 +44,56 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     }
 }
 
-#[test]
-fn training_output_and_gradients_match_burns_batch_norm() {
+/// One training step's output, x/gamma/beta gradients and running mean of a
+/// fresh layer through `forward`.
+type Step = (Vec<f32>, [Vec<f32>; 3], Vec<f32>);
+
+fn train_step(forward: impl Fn(&BatchNorm<B>, Tensor<B, 4>) -> Tensor<B, 4>) -> Step {
     let dev = Default::default();
-    let ac = Autocast::new(Precision::Fp32);
     let weights: Tensor<B, 4> = input::<B>(&dev).sin();
-    let run = |ours: bool| {
-        let bn = layer::<B>(&dev);
-        let x = input::<B>(&dev).require_grad();
-        let y = if ours {
-            ac.batch_norm(&bn, x.clone())
-        } else {
-            bn.forward(x.clone())
-        };
-        let g = (y.clone() * weights.clone()).sum().backward();
-        let grads = [
-            values(x.grad(&g).unwrap()),
-            values(bn.gamma.val().grad(&g).unwrap()),
-            values(bn.beta.val().grad(&g).unwrap()),
-        ];
-        (values(y), grads, values(bn.running_mean.value_sync()))
-    };
-    let (y, g, rm) = run(true);
-    let (y_ref, g_ref, rm_ref) = run(false);
-    assert_close(&y, &y_ref, 1e-5, "output");
+    let bn = layer::<B>(&dev);
+    let x = input::<B>(&dev).require_grad();
+    let y = forward(&bn, x.clone());
+    let g = (y.clone() * weights).sum().backward();
+    let grads = [
+        values(x.grad(&g).unwrap()),
+        values(bn.gamma.val().grad(&g).unwrap()),
+        values(bn.beta.val().grad(&g).unwrap()),
+    ];
+    (values(y), grads, values(bn.running_mean.value_sync()))
+}
+
+/// `ours` against `reference`: output within 1e-5, gradients within 1e-4,
+/// running mean within 1e-6.
+fn assert_steps_close((y, g, rm): &Step, (y_ref, g_ref, rm_ref): &Step) {
+    assert_close(y, y_ref, 1e-5, "output");
     for (k, what) in ["d/dx", "d/dgamma", "d/dbeta"].iter().enumerate() {
         assert_close(&g[k], &g_ref[k], 1e-4, what);
     }
-    assert_close(&rm, &rm_ref, 1e-6, "running mean");
+    assert_close(rm, rm_ref, 1e-6, "running mean");
+}
+
+#[test]
+fn training_output_and_gradients_match_burns_batch_norm() {
+    let ac = Autocast::new(Precision::Fp32);
+    let ours = train_step(|bn, x| ac.batch_norm(bn, x));
+    let burns = train_step(|bn, x| bn.forward(x));
+    assert_steps_close(&ours, &burns);
 }
 
 /// The fused batch norm and ReLU (one operation on `Autodiff<Flex>`): Burn's
 /// batch norm then ReLU, gradients and running statistics included.
 #[test]
 fn fused_relu_matches_burns_batch_norm_then_relu() {
-    let dev = Default::default();
     let ac = Autocast::new(Precision::Fp32);
-    let weights: Tensor<B, 4> = input::<B>(&dev).sin();
-    let run = |ours: bool| {
-        let bn = layer::<B>(&dev);
-        let x = input::<B>(&dev).require_grad();
-        let y = if ours {
-            ac.batch_norm_relu(&bn, x.clone())
-        } else {
-            burn::tensor::activation::relu(bn.forward(x.clone()))
-        };
-        let g = (y.clone() * weights.clone()).sum().backward();
-        let grads = [
-            values(x.grad(&g).unwrap()),
-            values(bn.gamma.val().grad(&g).unwrap()),
-            values(bn.beta.val().grad(&g).unwrap()),
-        ];
-        (values(y), grads, values(bn.running_mean.value_sync()))
-    };
-    let (y, g, rm) = run(true);
-    let (y_ref, g_ref, rm_ref) = run(false);
+    let ours = train_step(|bn, x| ac.batch_norm_relu(bn, x));
+    let burns = train_step(|bn, x| burn::tensor::activation::relu(bn.forward(x)));
+    let y = &ours.0;
     assert!(
         y.contains(&0.0) && y.iter().any(|v| *v > 0.0),
         "the ReLU cuts"
     );
-    assert_close(&y, &y_ref, 1e-5, "output");
-    for (k, what) in ["d/dx", "d/dgamma", "d/dbeta"].iter().enumerate() {
-        assert_close(&g[k], &g_ref[k], 1e-4, what);
-    }
-    assert_close(&rm, &rm_ref, 1e-6, "running mean");
+    assert_steps_close(&ours, &burns);
 }
 
 #[test]
