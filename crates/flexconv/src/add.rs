@@ -14,7 +14,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{broadcast_shape, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
@@ -23,6 +23,7 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use rayon::prelude::*;
 
 use crate::kernel::unzeroed;
+use crate::sums;
 
 /// A parent node's key in the gradients: a blank tensor given that node. Gradients are looked up by node; burn-autodiff exports neither
 /// the node's type (`NodeRef`) nor the tensor's, hence a macro over a
@@ -58,14 +59,10 @@ impl Backward<Flex, 2> for Add {
         // As autodiff's own addition: the gradient to both, summed over the
         // dimensions an operand was broadcast along.
         if let Some(node) = lhs {
-            accumulate(
-                grads,
-                key!(node),
-                broadcast_shape::<Flex>(dy.clone(), &lhs_shape),
-            );
+            accumulate(grads, key!(node), sums::broadcast(dy.clone(), &lhs_shape));
         }
         if let Some(node) = rhs {
-            accumulate(grads, key!(node), broadcast_shape::<Flex>(dy, &rhs_shape));
+            accumulate(grads, key!(node), sums::broadcast(dy, &rhs_shape));
         }
     }
 }

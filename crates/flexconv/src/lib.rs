@@ -71,6 +71,7 @@ mod cast;
 pub mod direct;
 pub mod gemm;
 pub mod kernel;
+mod layer_norm;
 mod layout;
 pub mod matmul;
 pub mod norm;
@@ -80,6 +81,7 @@ pub mod pool;
 mod relu;
 mod reshape;
 pub mod strided;
+mod sums;
 
 use std::any::Any;
 
@@ -254,6 +256,27 @@ pub fn add<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> FloatTensor<
         return same(add::inner(same(lhs), same(rhs)));
     }
     B::float_add(lhs, rhs)
+}
+
+/// Burn's layer norm over the last dimension; on `Autodiff<Flex>` in f32
+/// one operation each way with the rows split across rayon's pool, the
+/// composition's operations in its order (the same bits); `B::layer_norm`
+/// everywhere else (Flex has its own fused forward for evaluation).
+pub fn layer_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: Option<FloatTensor<B>>,
+    epsilon: f64,
+) -> FloatTensor<B> {
+    if is::<B, Autodiff<Flex>>() {
+        return same(layer_norm::autodiff(
+            same(x),
+            same(gamma),
+            beta.map(same),
+            epsilon,
+        ));
+    }
+    B::layer_norm(x, gamma, beta, epsilon)
 }
 
 /// Burn's reshape; on `Autodiff<Flex>` and Flex a strided view's

@@ -241,7 +241,7 @@ fn layer_norm<I: Backend>(
             let x = I::float_reshape(x, Shape::new(rows));
             I::float_reshape(I::layer_norm(x, gamma, beta, epsilon), shape)
         }
-        None => I::layer_norm(x, gamma, beta, epsilon),
+        None => greentrain_flexconv::layer_norm::<I>(x, gamma, beta, epsilon),
     }
 }
 
