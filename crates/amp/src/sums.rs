@@ -12,7 +12,7 @@
 
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 /// Reductions shorter than this stay one launch: a serial loop over fewer
 /// values costs less than a second launch (a few microseconds). A judgement
@@ -34,11 +34,15 @@ pub(crate) fn split_of(len: usize) -> usize {
 
 /// `y + b` with `b` broadcast over the rows of `y` `[rows, n]`, the add shaped
 /// `[rows / c, c, n]` so that `b`'s gradient is summed in two stages.
+/// Unsplit, the add is greentrain-flexconv's (on Flex, rows and `b`'s
+/// gradient summed on rayon's pool, the same bits).
 pub(crate) fn add_bias<B: Backend>(y: Tensor<B, 2>, b: Tensor<B, 1>, split: bool) -> Tensor<B, 2> {
     let [rows, n] = y.dims();
     let c = split_of(rows);
     if !split || c < 2 {
-        return y + b.unsqueeze_dim(0);
+        let b = b.unsqueeze_dim::<2>(0).into_primitive().tensor();
+        let y = greentrain_flexconv::add::<B>(y.into_primitive().tensor(), b);
+        return Tensor::from_primitive(TensorPrimitive::Float(y));
     }
     let b = b.reshape([1, 1, n]).expand([1, c, n]);
     (y.reshape([rows / c, c, n]) + b).reshape([rows, n])
