@@ -216,6 +216,14 @@ unsafe fn written(v: &[MaybeUninit<f32>]) -> &[f32] {
     unsafe { &*(v as *const [MaybeUninit<f32>] as *const [f32]) }
 }
 
+/// `v` zeroed, as values: a task zeroes its own part of an [`unzeroed`]
+/// buffer, in parallel and just before it writes there.
+pub(crate) fn zeroed(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    v.fill(MaybeUninit::new(0.0));
+    // SAFETY: same layout; every value was just written.
+    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Where an `h x w` block at offset `at` lies in each image of the grid.
 fn place(g: &Geometry, [_, w]: [usize; 2], at: [usize; 2]) -> Place {
     Place {

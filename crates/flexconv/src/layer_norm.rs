@@ -35,6 +35,7 @@ use burn_flex::simd::kernels::sum_f32;
 use rayon::prelude::*;
 
 use crate::add;
+use crate::kernel::{unzeroed, zeroed};
 use crate::op::floats;
 use crate::sums;
 
@@ -108,17 +109,22 @@ fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Rows)
     let d = gamma.len();
     let n = x.len() / d;
     let per_task = (CHUNK / d).max(1);
-    let mut out = vec![0.0f32; x.len()];
     let mut stats = vec![[0.0f32; 3]; n];
-    out.par_chunks_mut(per_task * d)
-        .zip(x.par_chunks(per_task * d))
-        .zip(stats.par_chunks_mut(per_task))
-        .for_each(|((out, x), stats)| {
-            let mut sq = vec![0.0f32; d];
-            for ((o, x), s) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(stats) {
-                *s = row_forward(o, x, &mut sq, [gamma, beta], eps as f32);
-            }
-        });
+    // SAFETY: each task zeroes its part of the output before writing it.
+    let out = unsafe {
+        unzeroed(x.len(), |out| {
+            out.par_chunks_mut(per_task * d)
+                .zip(x.par_chunks(per_task * d))
+                .zip(stats.par_chunks_mut(per_task))
+                .for_each(|((out, x), stats)| {
+                    let out = zeroed(out);
+                    let mut sq = vec![0.0f32; d];
+                    for ((o, x), s) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(stats) {
+                        *s = row_forward(o, x, &mut sq, [gamma, beta], eps as f32);
+                    }
+                })
+        })
+    };
     let rows = Rows {
         mean: stats.iter().map(|s| s[0]).collect(),
         var_eps: stats.iter().map(|s| s[1]).collect(),
@@ -181,36 +187,35 @@ fn row_backward_body(
 fn backward(g: &[f32], x: &[f32], old: &[f32], gamma: &[f32], rows: &Rows) -> [Vec<f32>; 2] {
     let d = gamma.len();
     let per_task = (CHUNK / d).max(1) * d;
-    let (mut dx, mut prod) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
-    let olds = (!old.is_empty()).then(|| old.par_chunks(per_task));
-    let tasks = dx
-        .par_chunks_mut(per_task)
-        .zip(prod.par_chunks_mut(per_task))
-        .zip(g.par_chunks(per_task).zip(x.par_chunks(per_task)))
-        .enumerate();
-    let task =
-        |i: usize, (dx, prod): (&mut [f32], &mut [f32]), (g, x): (&[f32], &[f32]), old: &[f32]| {
-            let mut t = vec![0.0f32; d];
-            let first = i * per_task / d;
-            for (r, (((dx, prod), g), x)) in dx
-                .chunks_exact_mut(d)
-                .zip(prod.chunks_exact_mut(d))
-                .zip(g.chunks_exact(d))
-                .zip(x.chunks_exact(d))
-                .enumerate()
-            {
-                let row = first + r;
-                let st = [rows.mean[row], rows.var_eps[row], rows.std[row]];
-                let old = old.get(r * d..(r + 1) * d).unwrap_or(&[]);
-                row_backward([dx, prod, &mut t], [g, x, old, gamma], st);
-            }
-        };
-    match olds {
-        Some(olds) => tasks
-            .zip(olds)
-            .for_each(|((i, (out, gx)), old)| task(i, out, gx, old)),
-        None => tasks.for_each(|(i, (out, gx))| task(i, out, gx, &[])),
-    }
+    let task = |i: usize, dx: &mut [f32], prod: &mut [f32]| {
+        let at = i * per_task;
+        let (g, x) = (&g[at..at + dx.len()], &x[at..at + dx.len()]);
+        let old = old.get(at..at + dx.len()).unwrap_or(&[]);
+        let mut t = vec![0.0f32; d];
+        for (r, ((dx, prod), (g, x))) in dx
+            .chunks_exact_mut(d)
+            .zip(prod.chunks_exact_mut(d))
+            .zip(g.chunks_exact(d).zip(x.chunks_exact(d)))
+            .enumerate()
+        {
+            let row = at / d + r;
+            let st = [rows.mean[row], rows.var_eps[row], rows.std[row]];
+            let old = old.get(r * d..(r + 1) * d).unwrap_or(&[]);
+            row_backward([dx, prod, &mut t], [g, x, old, gamma], st);
+        }
+    };
+    let mut prod = Vec::new();
+    // SAFETY: each task zeroes its parts of both outputs before writing them.
+    let dx = unsafe {
+        unzeroed(x.len(), |dx| {
+            prod = unzeroed(x.len(), |prod| {
+                dx.par_chunks_mut(per_task)
+                    .zip(prod.par_chunks_mut(per_task))
+                    .enumerate()
+                    .for_each(|(i, (dx, prod))| task(i, zeroed(dx), zeroed(prod)))
+            })
+        })
+    };
     [dx, prod]
 }
 

@@ -57,14 +57,40 @@ fn columns(v: &[f32], l: usize, width: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; width];
     out.par_chunks_mut(COLUMNS)
         .enumerate()
-        .for_each(|(band, sums)| {
-            let c0 = band * COLUMNS;
-            for i in 0..l {
-                let row = &v[i * width + c0..i * width + c0 + sums.len()];
-                sums.iter_mut().zip(row).for_each(|(s, x)| *s += *x);
-            }
-        });
+        .for_each(|(band, sums)| band_sums(sums, v, [l, width, band * COLUMNS]));
     out
+}
+
+widest! {
+    /// [`columns`] for the columns `c0..c0 + sums.len()`.
+    fn band_sums / band_sums_avx512 / band_sums_avx2
+        (sums: &mut [f32], v: &[f32], lwc: [usize; 3]) = band_sums_body
+}
+
+/// Columns summed together, their sums held in registers across the rows
+/// (four AVX-512 registers).
+const HELD: usize = 64;
+
+#[inline(always)]
+fn band_sums_body(sums: &mut [f32], v: &[f32], [l, width, c0]: [usize; 3]) {
+    for (p, part) in sums.chunks_mut(HELD).enumerate() {
+        let at = c0 + p * HELD;
+        let mut acc = [0.0f32; HELD];
+        if part.len() == HELD {
+            for i in 0..l {
+                let row: &[f32; HELD] = v[i * width + at..][..HELD].try_into().expect("HELD");
+                for (a, x) in acc.iter_mut().zip(row) {
+                    *a += *x;
+                }
+            }
+        } else {
+            for i in 0..l {
+                let row = &v[i * width + at..][..part.len()];
+                acc.iter_mut().zip(row).for_each(|(a, x)| *a += *x);
+            }
+        }
+        part.copy_from_slice(&acc[..part.len()]);
+    }
 }
 
 /// `broadcast_shape(grad, to)` on Flex: [`leading`]'s parallel sums where
