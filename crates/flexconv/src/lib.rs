@@ -15,9 +15,10 @@
 //! runs are untouched, unless [`conv2d_with`] is asked for [`ConvPath::Gemm`]
 //! ([`gemm`]: batched products in Burn's tensor ops, on any backend).
 //! Max pooling ([`max_pool2d`], [`pool`]), batch norm in training
-//! ([`norm`]), ReLU ([`relu()`]), a convolution's bias and the casts between
-//! f32 and 16 bits ([`cast()`]) are single operations on Flex too, for the
-//! models' other layers around the convolutions and autocast's casts.
+//! ([`norm`]), layer norm in training ([`layer_norm()`]), ReLU ([`relu()`]),
+//! additions ([`add()`]), a convolution's bias and the casts between f32 and
+//! 16 bits ([`cast()`]) are single operations on Flex too, for the models'
+//! other layers around the convolutions and autocast's casts.
 
 /// `fn $name(args)` calling `$body`, built three times: for AVX-512, for
 /// AVX2 and for the baseline, the widest this CPU has chosen at run time.
