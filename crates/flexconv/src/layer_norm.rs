@@ -174,8 +174,11 @@ fn row_backward_body(
     }
     // The centring's subtracted mean, then the mean's own backward.
     let d_x_mean = per * sum_f32(&[sum_f32(t)]);
+    // Each sum as autodiff registers it, `value + old` (the operands'
+    // order decides which NaN's payload a sum of two NaNs keeps).
     if old.is_empty() {
-        dx.iter_mut().for_each(|dx| *dx += d_x_mean);
+        #[allow(clippy::assign_op_pattern)]
+        dx.iter_mut().for_each(|dx| *dx = d_x_mean + *dx);
     } else {
         for (dx, &o) in dx.iter_mut().zip(old) {
             *dx = d_x_mean + (*dx + o);
