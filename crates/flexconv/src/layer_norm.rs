@@ -174,11 +174,8 @@ fn row_backward_body(
     }
     // The centring's subtracted mean, then the mean's own backward.
     let d_x_mean = per * sum_f32(&[sum_f32(t)]);
-    // Each sum as autodiff registers it, `value + old` (the operands'
-    // order decides which NaN's payload a sum of two NaNs keeps).
     if old.is_empty() {
-        #[allow(clippy::assign_op_pattern)]
-        dx.iter_mut().for_each(|dx| *dx = d_x_mean + *dx);
+        dx.iter_mut().for_each(|dx| *dx += d_x_mean);
     } else {
         for (dx, &o) in dx.iter_mut().zip(old) {
             *dx = d_x_mean + (*dx + o);
@@ -234,32 +231,20 @@ struct Saved {
     rows: Arc<Rows>,
 }
 
-/// Parents: the input, gamma, and beta where there is one (`N` = 3).
-impl<const N: usize> Backward<Flex, N> for LayerNorm {
+/// Parents: the input, gamma and beta (untracked where there is none).
+impl Backward<Flex, 3> for LayerNorm {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
         let Saved { x, gamma, rows } = ops.state;
         let shape = x.layout().shape().clone();
-        let per = Shape::from(
-            (0..shape.num_dims())
-                .map(|i| {
-                    if i + 1 == shape.num_dims() {
-                        gamma.len()
-                    } else {
-                        1
-                    }
-                })
-                .collect::<Vec<_>>(),
-        );
+        // gamma's and beta's shape as the composition broadcast them: [1, .., 1, d].
+        let mut per = vec![1; shape.num_dims()];
+        per[shape.num_dims() - 1] = gamma.len();
+        let per = Shape::from(per);
         let dy = floats(&dy);
-        let mut parents = ops.parents.into_iter();
-        let (node_x, node_gamma, node_beta) = (
-            parents.next().flatten(),
-            parents.next().flatten(),
-            parents.next().flatten(),
-        );
+        let [node_x, node_gamma, node_beta] = ops.parents;
         // Autodiff sums the leading dimensions away, then reshapes to [d].
         let summed = |v: &[f32]| {
             let sums = sums::leading(v, &shape, &per).unwrap_or_else(|| v.to_vec());
@@ -324,29 +309,16 @@ pub(crate) fn autodiff(
         gamma: Arc::new(g),
         rows: Arc::new(rows),
     };
-    match beta {
-        Some(beta) => {
-            let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-            match LayerNorm
-                .prepare::<NoCheckpointing>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved(), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            }
-        }
-        None => {
-            let nodes = [x.node.clone(), gamma.node.clone()];
-            match LayerNorm
-                .prepare::<NoCheckpointing>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved(), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            }
-        }
+    // Without beta the third parent is a blank, untracked node: no gradient.
+    let beta_node = beta.map_or_else(|| add::blank().node, |b| b.node);
+    let nodes = [x.node, gamma.node, beta_node];
+    match LayerNorm
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(saved(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
