@@ -25,10 +25,11 @@ use rayon::prelude::*;
 use crate::kernel::unzeroed;
 use crate::sums;
 
-/// A parent node's key in the gradients: a blank tensor given that node. Gradients are looked up by node; burn-autodiff exports neither
-/// the node's type (`NodeRef`) nor the tensor's, hence a macro over a
-/// parent from `Ops::parents` and [`Key`], the tensor's type as Burn's
-/// alias names it.
+/// A parent node's key in the gradients: a blank tensor given that node.
+/// Gradients are looked up by node; burn-autodiff exports neither the
+/// node's type (`NodeRef`) nor the tensor's, hence a macro over a parent
+/// from `Ops::parents` and [`Key`], the tensor's type as Burn's alias
+/// names it.
 macro_rules! key {
     ($node:expr) => {{
         let node = $node;
@@ -145,7 +146,6 @@ fn fitted(lhs: FlexTensor, rhs: FlexTensor, fit: Fit) -> FlexTensor {
         Fit::Same => {}
     }
     // Addition commutes: the sum goes over whichever operand is writable.
-    let writable = |t: &FlexTensor| t.layout().start_offset() == 0 && t.is_unique();
     if !writable(&lhs) && !writable(&rhs) {
         return summed(&lhs, &rhs);
     }
@@ -159,6 +159,12 @@ fn fitted(lhs: FlexTensor, rhs: FlexTensor, fit: Fit) -> FlexTensor {
         .zip(o.par_chunks(CHUNK))
         .for_each(|(d, o)| d.iter_mut().zip(o).for_each(|(d, o)| *d += *o));
     dst
+}
+
+/// Whether a sum may be written over `t`'s buffer: its own from the start,
+/// and held by no one else.
+fn writable(t: &FlexTensor) -> bool {
+    t.layout().start_offset() == 0 && t.is_unique()
 }
 
 /// `lhs + rhs` of one shape into a new buffer.
@@ -203,7 +209,7 @@ fn repeated(mut big: FlexTensor, small: &FlexTensor, inner: usize) -> FlexTensor
             row.iter_mut().zip(small).for_each(|(o, s)| *o += *s);
         }
     };
-    if big.layout().start_offset() == 0 && big.is_unique() {
+    if writable(&big) {
         let out = big.try_storage_mut::<f32>().expect("unique");
         out[..n].par_chunks_mut(rows).for_each(add_rows);
         return big;
