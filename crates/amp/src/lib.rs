@@ -49,7 +49,7 @@ pub use backend::{autocast, autocast_dtype, rule, rules, use_kernels, Amp, Autoc
 pub use device_scaler::{DeviceScaler, ScalerSnapshot};
 /// How [`Autocast::conv2d`] computes a convolution.
 pub use greentrain_flexconv::ConvPath;
-pub use norm::{batch_norm, batch_norm_relu};
+pub use norm::{batch_norm, batch_norm_add_relu, batch_norm_relu};
 pub use optim::{DeviceOptimizer, OptimizerRecord, OptimizerSpec};
 pub use policy::{wider, Autocast, Precision, PrecisionChoice, UnsupportedPrecision};
 pub use scaler::{GradScaler, ScalerConfig, ScalerConfigError, ScalerState, StepReport};

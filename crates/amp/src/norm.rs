@@ -73,10 +73,51 @@ pub(crate) fn batch_norm_relu_split<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     split: bool,
 ) -> Tensor<B, D> {
-    match on_flex(layer, x, true) {
+    match on_flex(layer, x, &Tail::Relu) {
         Ok(y) => y,
         Err(x) => burn::tensor::activation::relu(batch_norm_split(layer, x, split)),
     }
+}
+
+/// `relu(batch_norm(layer, x) + shortcut)`, a residual block's end: in
+/// training on `Autodiff<Flex>` one operation (the sum and the ReLU in the
+/// norm's own pass: four passes over the activations fewer forward, the
+/// same bits), composed elsewhere. The norm's output is f32, so an f32
+/// `shortcut` is the one that can be fused.
+pub fn batch_norm_add_relu<B: MatmulBackend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+    shortcut: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let (x, split) = f32_and_split(x);
+    batch_norm_add_relu_split(layer, x, shortcut, split)
+}
+
+/// [`batch_norm_add_relu`] with the sums' split decided.
+pub(crate) fn batch_norm_add_relu_split<B: Backend, const D: usize>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, D>,
+    shortcut: Tensor<B, D>,
+    split: bool,
+) -> Tensor<B, D> {
+    let tail = Tail::AddRelu(shortcut);
+    match on_flex(layer, x, &tail) {
+        Ok(y) => y,
+        Err(x) => {
+            let Tail::AddRelu(shortcut) = tail else {
+                unreachable!("built just above")
+            };
+            burn::tensor::activation::relu(batch_norm_split(layer, x, split) + shortcut)
+        }
+    }
+}
+
+/// What the fused batch norm does after normalising, in its own pass.
+enum Tail<B: Backend, const D: usize> {
+    None,
+    Relu,
+    /// The shortcut added, then a ReLU.
+    AddRelu(Tensor<B, D>),
 }
 
 /// `layer` applied to `x` `[batch, channels, ...]` in `x`'s dtype (f32 under
@@ -91,7 +132,7 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
         D >= 2,
         "batch norm needs [batch, channels, ...], got rank {D}"
     );
-    let x = match on_flex(layer, x, false).or_else(|x| inference_on_flex(layer, x)) {
+    let x = match on_flex(layer, x, &Tail::None).or_else(|x| inference_on_flex(layer, x)) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -117,16 +158,26 @@ pub(crate) fn batch_norm_split<B: Backend, const D: usize>(
 fn on_flex<B: Backend, const D: usize>(
     layer: &BatchNorm<B>,
     x: Tensor<B, D>,
-    relu: bool,
+    tail: &Tail<B, D>,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    use greentrain_flexconv::norm;
     let flex = TypeId::of::<FloatTensor<B>>() == TypeId::of::<FloatTensor<Autodiff<Flex>>>();
     if !flex || !B::ad_enabled(&x.device()) || x.dtype() != DType::F32 {
         return Err(x);
     }
-    let (gamma, beta) = (retype(layer.gamma.val()), retype(layer.beta.val()));
-    let Some((y, stats)) =
-        greentrain_flexconv::norm::batch_norm(retype(x.clone()), gamma, beta, layer.epsilon, relu)
-    else {
+    let (gamma, beta, eps) = (
+        retype(layer.gamma.val()),
+        retype(layer.beta.val()),
+        layer.epsilon,
+    );
+    let fused = match tail {
+        Tail::None => norm::batch_norm(retype(x.clone()), gamma, beta, eps, false),
+        Tail::Relu => norm::batch_norm(retype(x.clone()), gamma, beta, eps, true),
+        Tail::AddRelu(short) => {
+            norm::batch_norm_add_relu(retype(x.clone()), gamma, beta, eps, retype(short.clone()))
+        }
+    };
+    let Some((y, stats)) = fused else {
         return Err(x);
     };
     let device = x.device();

@@ -654,6 +654,18 @@ impl Autocast {
         crate::norm::batch_norm_relu_split(layer, self.full(x), split)
     }
 
+    /// `relu(batch_norm(x) + shortcut)`: one operation on the CPU in
+    /// training (see [`crate::batch_norm_add_relu`]).
+    pub fn batch_norm_add_relu<B: MatmulBackend, const D: usize>(
+        &self,
+        layer: &BatchNorm<B>,
+        x: Tensor<B, D>,
+        shortcut: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let split = self.splits::<B>(&x.device());
+        crate::norm::batch_norm_add_relu_split(layer, self.full(x), shortcut, split)
+    }
+
     /// Mean cross-entropy of `logits` `[batch, classes]` against class
     /// indices, computed in f32 whatever the logits' dtype: the exp inside
     /// would overflow f16 from logits of about 11.1 (e^11.1 > 65504).

@@ -162,6 +162,25 @@ fn shift_relu_body(dst: &mut [MaybeUninit<f32>], src: &[f32], [m, k, b]: [f32; 3
     }
 }
 
+widest! {
+    /// [`shift`], plus the shortcut's plane, then ReLU: a residual block's end.
+    fn shift_add_relu / shift_add_relu_avx512 / shift_add_relu_avx2
+        (dst: &mut [MaybeUninit<f32>], src: &[f32], short: &[f32], mkb: [f32; 3])
+        = shift_add_relu_body
+}
+
+#[inline(always)]
+fn shift_add_relu_body(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    short: &[f32],
+    [m, k, b]: [f32; 3],
+) {
+    for ((d, v), s) in dst.iter_mut().zip(src).zip(short) {
+        d.write((((v - m) * k + b) + s).max(0.0));
+    }
+}
+
 /// A ReLU after the batch norm, seen from its backward: the gradient passes
 /// where the normalised value `(x - m) * k + b` (recomputed from `x` with
 /// the forward's f32 operations, so the same bits) is above 0, as ReLU's
@@ -337,16 +356,28 @@ fn grad_plane_gated_body(
     }
 }
 
+/// What the forward's one pass does after the shift.
+#[derive(Clone, Copy)]
+enum Tail<'a> {
+    /// Nothing: the normalised values are the output.
+    None,
+    /// `max(0)`.
+    Relu,
+    /// The shortcut (same shape as `x`) added, then `max(0)`.
+    AddRelu(&'a [f32]),
+}
+
 /// `y = (x - mean) * factor + beta`, plane by plane (`factor` per channel:
 /// `inv_std * gamma` in training, the composition's `gamma / sqrt(var +
-/// eps)` in evaluation), then `max(0)` where `relu`.
-fn normalise(x: &[f32], [mean, factor, beta]: [&[f32]; 3], s: Planes, relu: bool) -> Vec<f32> {
+/// eps)` in evaluation), then the `tail`.
+fn normalise(x: &[f32], [mean, factor, beta]: [&[f32]; 3], s: Planes, tail: Tail) -> Vec<f32> {
     let plane = |(i, (dst, src)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
         let ch = i % s.c;
         let mkb = [mean[ch], factor[ch], beta[ch]];
-        match relu {
-            true => shift_relu(dst, src, mkb),
-            false => shift(dst, src, mkb),
+        match tail {
+            Tail::None => shift(dst, src, mkb),
+            Tail::Relu => shift_relu(dst, src, mkb),
+            Tail::AddRelu(short) => shift_add_relu(dst, src, &short[i * s.p..][..s.p], mkb),
         }
     };
     // SAFETY: every plane's values are written.
@@ -416,35 +447,59 @@ fn gradients(
 #[derive(Debug)]
 struct BatchNorm;
 
+/// What followed the normalisation in the forward's pass, as the backward
+/// needs it.
+#[derive(Clone, Debug)]
+enum After {
+    Nothing,
+    /// A ReLU: beta, for its gate recomputed from the input.
+    Relu(Vec<f32>),
+    /// A shortcut added, then a ReLU: the output (shared, not copied), where
+    /// above 0 the gradient passes to the norm and the shortcut alike.
+    AddRelu(FlexTensor),
+}
+
 /// What a batch norm's backward reads: the input, the statistics, gamma,
-/// the sizes, and beta where a ReLU followed (for its gate).
+/// the sizes, and what followed.
 #[derive(Clone, Debug)]
 struct Saved {
     x: FlexTensor,
     st: Arc<Stats>,
     gamma: Vec<f32>,
     s: Planes,
-    relu_beta: Option<Vec<f32>>,
+    after: After,
 }
 
-impl Backward<Flex, 3> for BatchNorm {
+/// Parents: the input, gamma, beta and the shortcut (a blank, untracked
+/// node where none was added).
+impl Backward<Flex, 4> for BatchNorm {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [id_x, id_g, id_b] = ops.parents.map(|n| n.map(|n| n.id));
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [id_x, id_g, id_b, _] = ops.parents.each_ref().map(|n| n.as_ref().map(|n| n.id));
         let dy = grads.consume::<Flex>(&ops.node);
         let Saved {
             x,
             st,
             gamma,
             s,
-            relu_beta,
+            after,
         } = ops.state;
-        let beta = relu_beta.as_deref();
-        let (dx, dgamma, dbeta) = gradients(&floats(&dy), &floats(&x), &st, &gamma, s, beta);
+        // After a residual sum, the ReLU's gradient is the norm's and the
+        // shortcut's, as the composition's sum hands it to both.
+        let (dy, beta) = match after {
+            After::Nothing => (dy, None),
+            After::Relu(beta) => (dy, Some(beta)),
+            After::AddRelu(out) => (crate::relu::passed(dy, &out), None),
+        };
+        let (dx, dgamma, dbeta) =
+            gradients(&floats(&dy), &floats(&x), &st, &gamma, s, beta.as_deref());
         put(grads, id_x, dx, x.shape());
         put(grads, id_g, dgamma, [s.c].into());
         put(grads, id_b, dbeta, [s.c].into());
+        if let [.., Some(short)] = ops.parents {
+            crate::add::accumulate(grads, key!(short), dy);
+        }
     }
 }
 
@@ -475,6 +530,45 @@ pub fn batch_norm<const D: usize>(
     epsilon: f64,
     relu: bool,
 ) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
+    let then = if relu { Then::Relu } else { Then::Nothing };
+    train(x, gamma, beta, epsilon, then)
+}
+
+/// `relu(batch_norm(x) + shortcut)`, a residual block's end, in one pass
+/// each way where the composition takes three forward (the norm, the sum,
+/// the ReLU: four full passes over the activations more); the same bits.
+/// `None` where [`batch_norm`] would give `None` or `shortcut` is not an
+/// f32 tensor of `x`'s shape (the caller composes it).
+pub fn batch_norm_add_relu<const D: usize>(
+    x: Tensor<Autodiff<Flex>, D>,
+    gamma: Tensor<Autodiff<Flex>, 1>,
+    beta: Tensor<Autodiff<Flex>, 1>,
+    epsilon: f64,
+    shortcut: Tensor<Autodiff<Flex>, D>,
+) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
+    if shortcut.dtype() != DType::F32 || shortcut.dims() != x.dims() {
+        return None;
+    }
+    let short = shortcut.into_primitive().tensor();
+    train(x, gamma, beta, epsilon, Then::AddRelu(short))
+}
+
+/// What follows the norm in its own pass.
+enum Then {
+    Nothing,
+    Relu,
+    AddRelu(crate::add::Key),
+}
+
+/// [`batch_norm`] and [`batch_norm_add_relu`]: the statistics, the one
+/// forward pass, the record for backward.
+fn train<const D: usize>(
+    x: Tensor<Autodiff<Flex>, D>,
+    gamma: Tensor<Autodiff<Flex>, 1>,
+    beta: Tensor<Autodiff<Flex>, 1>,
+    epsilon: f64,
+    then: Then,
+) -> Option<(Tensor<Autodiff<Flex>, D>, BatchStats)> {
     let per = [(gamma.dtype(), gamma.dims()), (beta.dtype(), beta.dims())];
     let s = Planes::fitting(&x.dims(), x.dtype(), &per)?;
     let [x, gamma, beta] = [
@@ -489,13 +583,31 @@ pub fn batch_norm<const D: usize>(
         floats(&beta.primitive).into_owned(),
     );
     let factor: Vec<f32> = st.inv_std.iter().zip(&g).map(|(k, g)| k * g).collect();
-    let y = normalise(&values, [&st.mean, &factor, &b], s, relu);
+    let coefficients = [&st.mean[..], &factor, &b];
+    let y = match &then {
+        Then::Nothing => normalise(&values, coefficients, s, Tail::None),
+        Then::Relu => normalise(&values, coefficients, s, Tail::Relu),
+        Then::AddRelu(short) => {
+            let short = floats(&short.primitive);
+            normalise(&values, coefficients, s, Tail::AddRelu(&short))
+        }
+    };
     let y = FlexTensor::from_data(TensorData::new(y, x.primitive.shape()));
     let batch = BatchStats {
         mean: st.mean.clone(),
         var: st.var.clone(),
     };
-    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+    let (after, short_node) = match then {
+        Then::Nothing => (After::Nothing, crate::add::blank().node),
+        Then::Relu => (After::Relu(b), crate::add::blank().node),
+        Then::AddRelu(short) => (After::AddRelu(y.clone()), short.node),
+    };
+    let nodes = [
+        x.node.clone(),
+        gamma.node.clone(),
+        beta.node.clone(),
+        short_node,
+    ];
     let y = match BatchNorm
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
@@ -507,7 +619,7 @@ pub fn batch_norm<const D: usize>(
                 st: Arc::new(st),
                 gamma: g,
                 s,
-                relu_beta: relu.then_some(b),
+                after,
             };
             prep.finish(saved, y)
         }
@@ -538,78 +650,10 @@ pub fn batch_norm_inference<const D: usize>(
         .map(|(v, g)| g / (v + epsilon as f32).sqrt())
         .collect();
     let x = x.into_primitive().tensor();
-    let y = normalise(&floats(&x), [&mean, &factor, &beta], s, false);
+    let y = normalise(&floats(&x), [&mean, &factor, &beta], s, Tail::None);
     let y = FlexTensor::from_data(TensorData::new(y, x.shape()));
     Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The AVX-512 sums give the plain loop's bits, with planes that leave
-    /// a remainder (7 x 7) and planes that do not (8 x 8).
-    #[test]
-    fn vector_gradient_sums_give_the_plain_bits() {
-        let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
-        for p in [49, 64] {
-            let s = Planes { n: 3, c: 5, p };
-            let dy: Vec<f32> = (0..s.n * s.c * p).map(|i| value(i, 997)).collect();
-            let x: Vec<f32> = (0..s.n * s.c * p).map(|i| value(i, 61)).collect();
-            for ch in 0..s.c {
-                let mk = [0.01 * ch as f64, 1.7];
-                for gate in [
-                    None,
-                    Some(Gate {
-                        m: 0.1,
-                        k: 1.3,
-                        b: -0.05,
-                    }),
-                ] {
-                    let (a, b) = grad_sums(&dy, &x, s, ch, mk, gate);
-                    let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, gate, false);
-                    assert_eq!(
-                        [a.to_bits(), b.to_bits()],
-                        [c.to_bits(), d.to_bits()],
-                        "p {p} ch {ch} gate {gate:?}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Batch norm then ReLU as one operation: the output and the gradients
-    /// of x, gamma and beta of flexconv's batch norm followed by its ReLU,
-    /// bit for bit (values straddling 0 after the norm, so the gate cuts).
-    #[test]
-    fn a_fused_relu_gives_the_unfused_bits() {
-        type A = Autodiff<Flex>;
-        let dev = Default::default();
-        let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
-        let shape = [4, 3, 5, 7];
-        let n: usize = shape.iter().product();
-        let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
-        let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
-            let v = t.into_data().to_vec::<f32>().unwrap();
-            v.into_iter().map(f32::to_bits).collect()
-        };
-        let run = |fused: bool| {
-            let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
-            let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
-            let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
-            let (y, _) = batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, fused).unwrap();
-            let y = match fused {
-                true => y,
-                false => burn::tensor::activation::relu(y),
-            };
-            let w = Tensor::<A, 4>::from_data(data(997), &dev);
-            let grads = (y.clone() * w).sum().backward();
-            let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
-            let dx = bits(x.grad(&grads).unwrap());
-            (bits(y.inner()), dx, g1(gamma), g1(beta))
-        };
-        let (fused, plain) = (run(true), run(false));
-        assert!(fused.0.contains(&0), "the ReLU cuts somewhere");
-        assert_eq!(fused, plain);
-    }
-}
+mod tests;

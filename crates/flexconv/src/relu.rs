@@ -44,23 +44,27 @@ impl Backward<Flex, 1> for Relu {
         let dx = match dy.dtype() {
             DType::F16 => halves::<f16, _>(&[&y, &dy], |[y, g]| if y > 0.0 { g } else { 0.0 }),
             DType::BF16 => halves::<bf16, _>(&[&y, &dy], |[y, g]| if y > 0.0 { g } else { 0.0 }),
-            _ => {
-                let mut dx = owned(dy);
-                let y = crate::op::floats(&y);
-                let n = y.len();
-                dx.try_storage_mut::<f32>().expect("owned")[..n]
-                    .par_chunks_mut(CHUNK)
-                    .zip(y.par_chunks(CHUNK))
-                    .for_each(|(g, y)| {
-                        for (g, y) in g.iter_mut().zip(y) {
-                            *g = if *y > 0.0 { *g } else { 0.0 };
-                        }
-                    });
-                dx
-            }
+            _ => passed(dy, &y),
         };
         crate::add::accumulate(grads, key!(node), dx);
     }
+}
+
+/// ReLU's backward in f32: the gradient `dy` where the output `y` is above
+/// 0, else 0, in `dy`'s buffer where nothing else holds it.
+pub(crate) fn passed(dy: FlexTensor, y: &FlexTensor) -> FlexTensor {
+    let mut dx = owned(dy);
+    let y = crate::op::floats(y);
+    let n = y.len();
+    dx.try_storage_mut::<f32>().expect("owned")[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(g, y)| {
+            for (g, y) in g.iter_mut().zip(y) {
+                *g = if *y > 0.0 { *g } else { 0.0 };
+            }
+        });
+    dx
 }
 
 /// Whether [`autodiff`] and [`inner`] take a tensor of this dtype.

@@ -10,10 +10,9 @@ use super::Init;
 use burn::module::{Module, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use greentrain_amp::{batch_norm, batch_norm_relu, MatmulBackend};
+use greentrain_amp::{batch_norm, batch_norm_add_relu, batch_norm_relu, MatmulBackend};
 
 /// Two 3x3 convolutions with batch norm, and the shortcut.
 #[derive(Module, Debug)]
@@ -115,12 +114,11 @@ impl<B: MatmulBackend> ResNet<B> {
         let mut h = batch_norm_relu(&self.bn, self.stem.forward(x));
         for b in &self.blocks {
             let y = batch_norm_relu(&b.bn1, b.conv1.forward(h.clone()));
-            let y = batch_norm(&b.bn2, b.conv2.forward(y));
             let short = match &b.shortcut {
                 Some((conv, bn)) => batch_norm(bn, conv.forward(h)),
                 None => h,
             };
-            h = relu(y + short);
+            h = batch_norm_add_relu(&b.bn2, b.conv2.forward(y), short);
         }
         let [_, c, _, _] = h.dims();
         let pooled = h.mean_dim(3).mean_dim(2).reshape([n, c]);

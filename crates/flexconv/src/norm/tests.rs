@@ -1,0 +1,117 @@
+//! The fused batch norm's own pieces against their plain forms, bit for bit.
+
+use super::*;
+
+/// The AVX-512 sums give the plain loop's bits, with planes that leave
+/// a remainder (7 x 7) and planes that do not (8 x 8).
+#[test]
+fn vector_gradient_sums_give_the_plain_bits() {
+    let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
+    for p in [49, 64] {
+        let s = Planes { n: 3, c: 5, p };
+        let dy: Vec<f32> = (0..s.n * s.c * p).map(|i| value(i, 997)).collect();
+        let x: Vec<f32> = (0..s.n * s.c * p).map(|i| value(i, 61)).collect();
+        for ch in 0..s.c {
+            let mk = [0.01 * ch as f64, 1.7];
+            for gate in [
+                None,
+                Some(Gate {
+                    m: 0.1,
+                    k: 1.3,
+                    b: -0.05,
+                }),
+            ] {
+                let (a, b) = grad_sums(&dy, &x, s, ch, mk, gate);
+                let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, gate, false);
+                assert_eq!(
+                    [a.to_bits(), b.to_bits()],
+                    [c.to_bits(), d.to_bits()],
+                    "p {p} ch {ch} gate {gate:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Batch norm then ReLU as one operation: the output and the gradients
+/// of x, gamma and beta of flexconv's batch norm followed by its ReLU,
+/// bit for bit (values straddling 0 after the norm, so the gate cuts).
+#[test]
+fn a_fused_relu_gives_the_unfused_bits() {
+    type A = Autodiff<Flex>;
+    let dev = Default::default();
+    let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
+    let shape = [4, 3, 5, 7];
+    let n: usize = shape.iter().product();
+    let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
+    let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
+        let v = t.into_data().to_vec::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    let run = |fused: bool| {
+        let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
+        let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
+        let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
+        let (y, _) = batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, fused).unwrap();
+        let y = match fused {
+            true => y,
+            false => burn::tensor::activation::relu(y),
+        };
+        let w = Tensor::<A, 4>::from_data(data(997), &dev);
+        let grads = (y.clone() * w).sum().backward();
+        let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
+        let dx = bits(x.grad(&grads).unwrap());
+        (bits(y.inner()), dx, g1(gamma), g1(beta))
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert!(fused.0.contains(&0), "the ReLU cuts somewhere");
+    assert_eq!(fused, plain);
+}
+
+/// A residual block's end as one operation, `relu(bn(x) + s)`, against
+/// the composition with Burn's sum and ReLU: the output and the
+/// gradients of x, gamma, beta and the shortcut, bit for bit; the
+/// shortcut also feeds the loss itself, so its gradient comes in two
+/// parts.
+#[test]
+fn a_fused_residual_sum_and_relu_give_the_composed_bits() {
+    type A = Autodiff<Flex>;
+    let dev = Default::default();
+    let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
+    let shape = [4, 3, 5, 7];
+    let n: usize = shape.iter().product();
+    let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
+    let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
+        let v = t.into_data().to_vec::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    let run = |fused: bool| {
+        let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
+        let short = Tensor::<A, 4>::from_data(data(89), &dev).require_grad();
+        let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
+        let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
+        let (g, b) = (gamma.clone(), beta.clone());
+        let y = match fused {
+            true => {
+                batch_norm_add_relu(x.clone(), g, b, 1e-5, short.clone())
+                    .unwrap()
+                    .0
+            }
+            false => {
+                let y = batch_norm(x.clone(), g, b, 1e-5, false).unwrap().0;
+                burn::tensor::activation::relu(y + short.clone())
+            }
+        };
+        let w = Tensor::<A, 4>::from_data(data(997), &dev);
+        let loss = (y.clone() * w.clone()).sum() + (short.clone() * w.sin()).sum();
+        let grads = loss.backward();
+        let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
+        let g4 = |t: Tensor<A, 4>| bits(t.grad(&grads).unwrap());
+        let (dx, ds) = (g4(x), g4(short));
+        (bits(y.inner()), dx, ds, g1(gamma), g1(beta))
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert!(fused.0.contains(&0), "the ReLU cuts somewhere");
+    assert!(fused.0.iter().any(|v| *v != 0), "and passes somewhere");
+    assert_eq!(fused, plain);
+}
