@@ -164,7 +164,9 @@ fn fingerprint(case: &Case, precision: Precision) -> String {
     format!("{:x}", c.hash.finalize())
 }
 
-/// What the models gave when each op went through `Autocast` (87ca842).
+/// What the models gave when each op went through `Autocast` (87ca842); the
+/// transformers' since their last block computes the last position alone
+/// (the same values to rounding: `model::transformer`'s tests).
 const PINNED: &[(&str, &str, &str)] = &[
     (
         "mlp",
@@ -214,27 +216,27 @@ const PINNED: &[(&str, &str, &str)] = &[
     (
         "transformer_pre_gelu",
         "fp32",
-        "21048958f11dc2ba7a1c7e4872eb7c3861bf05b38e812738626cfeed9c3c21ec",
+        "db9a561715382755e7c324bc7b058c0bd56771a769544d557263e4de5fc78cdd",
     ),
     (
         "transformer_pre_gelu",
         "fp16",
-        "9f07975775f24a05c6e449e4040e5e41be7ab5d61414cc512e21e6251bf1aa8e",
+        "3117973ba2161dd1ff97d9b1dfe41e6016032692ee8ef381bd034c974d141e22",
     ),
     (
         "transformer_pre_gelu",
         "bf16",
-        "16a36453a7c28d4ec5d3e54a3f075889399203b943f34044e981092ca3d18e27",
+        "89d10db0e13c1a659c00983ebd25ae77fbfec0c6c3ee8f3eba9bed646beadf55",
     ),
     (
         "transformer_post_tied",
         "fp32",
-        "b5f960f8b011476ecd76bc02723e160b913c399d823e31b084acf4722c84de7e",
+        "04acbd8662f032ff48595d26b8e0e8ae7f61ff5a747cec9cf02217451422a823",
     ),
     (
         "transformer_post_tied",
         "fp16",
-        "b73718282236079854be78f232af13b26d3c51a8390d42433c2f9b76d21b80a4",
+        "ac2293839f6edcfc2ed8eea6017fbbbd1487fc9b256e2d23fa4e96057711c076",
     ),
     (
         "transformer_post_tied",

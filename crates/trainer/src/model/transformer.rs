@@ -119,8 +119,15 @@ impl<B: Backend> Transformer<B> {
         // a time through its index iterator.
         let pos = self.pos.val().slice([0..t, 0..d]).reshape([1, t, d]);
         let mut x = x + pos;
-        for b in &self.blocks {
-            x = self.block(b, x);
+        // Where only the last position's logits are read, the last block
+        // computes its queries, sums, norms and MLP for that position alone:
+        // a block mixes positions only in its attention's keys and values.
+        let blocks = self.blocks.len();
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = match !self.every_position && i + 1 == blocks {
+                true => self.last_block(b, x),
+                false => self.block(b, x),
+            };
         }
         if let Some(ln) = &self.ln_final {
             x = ln.forward(x);
@@ -128,6 +135,7 @@ impl<B: Backend> Transformer<B> {
         let last = if self.every_position {
             x.reshape([n * t, d])
         } else {
+            let t = x.dims()[1];
             x.slice([0..n, t - 1..t, 0..d]).reshape([n, d])
         };
         match &self.unembed {
@@ -142,15 +150,27 @@ impl<B: Backend> Transformer<B> {
     /// Attention and MLP with their residuals; the sums of a 16-bit branch
     /// and the f32 stream are f32 (`Amp<B>` promotes).
     fn block(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let norm = |ln: &Option<LayerNorm<B>>, x: Tensor<B, 3>| match ln {
-            Some(ln) => ln.forward(x),
-            None => x,
-        };
         if self.post_norm {
             let x = norm(&b.ln1, x.clone() + self.attention(b, x));
             norm(&b.ln2, x.clone() + self.mlp(b, x))
         } else {
             let x = x.clone() + self.attention(b, norm(&b.ln1, x));
+            x.clone() + self.mlp(b, norm(&b.ln2, x))
+        }
+    }
+
+    /// [`Self::block`]'s output at the last position alone, `[n, 1, d]`
+    /// from `[n, t, d]`: every position's keys and values, one query.
+    fn last_block(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [n, t, d] = x.dims();
+        let last = |y: Tensor<B, 3>| y.slice([0..n, t - 1..t, 0..d]);
+        if self.post_norm {
+            let a = self.attend(b, last(x.clone()), x.clone());
+            let x = norm(&b.ln1, last(x) + a);
+            norm(&b.ln2, x.clone() + self.mlp(b, x))
+        } else {
+            let h = norm(&b.ln1, x.clone());
+            let x = last(x) + self.attend(b, last(h.clone()), h);
             x.clone() + self.mlp(b, norm(&b.ln2, x))
         }
     }
@@ -164,23 +184,31 @@ impl<B: Backend> Transformer<B> {
     /// Multi-head self-attention: scores `q k^T / sqrt(d_head)` (in the
     /// compute dtype under autocast), softmax (f32), then `p v`.
     pub fn attention(&self, b: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [n, t, d] = x.dims();
+        self.attend(b, x.clone(), x)
+    }
+
+    /// [`Self::attention`] for the queries of the last `tq` positions of
+    /// `xkv`, read from `xq` `[n, tq, d]`: `[n, tq, d]`.
+    fn attend(&self, b: &Block<B>, xq: Tensor<B, 3>, xkv: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [n, tq, d] = xq.dims();
+        let t = xkv.dims()[1];
         let (h, dh) = (self.heads, d / self.heads);
-        let split = |y: Tensor<B, 3>| y.reshape([n, t, h, dh]).swap_dims(1, 2);
-        let q = split(b.wq.forward(x.clone()));
-        let k = split(b.wk.forward(x.clone()));
-        let v = split(b.wv.forward(x));
+        let split = |y: Tensor<B, 3>, len| y.reshape([n, len, h, dh]).swap_dims(1, 2);
+        let q = split(b.wq.forward(xq), tq);
+        let k = split(b.wk.forward(xkv.clone()), t);
+        let v = split(b.wv.forward(xkv), t);
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / (dh as f64).sqrt());
-        let scores = if self.causal {
-            let mask = causal_mask::<B>(t, &scores.device()).expand([n, h, t, t]);
+        // The last position sees every key: no mask for it alone.
+        let scores = if self.causal && tq > 1 {
+            let mask = causal_mask::<B>(tq, t, &scores.device()).expand([n, h, tq, t]);
             scores.mask_fill(mask, f32::NEG_INFINITY)
         } else {
             scores
         };
         let p = softmax(scores, 3);
-        let out = p.matmul(v).swap_dims(1, 2).reshape([n, t, d]);
+        let out = p.matmul(v).swap_dims(1, 2).reshape([n, tq, d]);
         b.wo.forward(out)
     }
 
@@ -190,10 +218,19 @@ impl<B: Backend> Transformer<B> {
     }
 }
 
-/// `[1, 1, t, t]`, true above the diagonal: a query may not see later keys.
-fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
-    let v: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
-    Tensor::from_data(TensorData::new(v, [1, 1, t, t]), device)
+/// `[1, 1, tq, t]` for the queries of the last `tq` of `t` positions, true
+/// where a key lies after its query: a query may not see later keys.
+fn causal_mask<B: Backend>(tq: usize, t: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+    let v: Vec<bool> = (0..tq * t).map(|i| i % t > t - tq + i / t).collect();
+    Tensor::from_data(TensorData::new(v, [1, 1, tq, t]), device)
+}
+
+/// The layer norm where the model has one.
+fn norm<B: Backend>(ln: &Option<LayerNorm<B>>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    match ln {
+        Some(ln) => ln.forward(x),
+        None => x,
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +321,77 @@ mod tests {
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    /// The last block at the last position alone gives what the whole
+    /// block gives there, to rounding: the logits and the gradients of
+    /// parameters in both blocks, pre- and post-norm, causal or not, tied
+    /// or not.
+    #[test]
+    fn the_last_position_alone_gives_the_whole_blocks_values() {
+        type A = burn::backend::Autodiff<F>;
+        let dev = Default::default();
+        let (n, t, classes) = (3, 5, 7);
+        let cases = [
+            (NormPlace::Pre, true, false),
+            (NormPlace::Post, false, true),
+            (NormPlace::Pre, false, false),
+            (NormPlace::Post, true, false),
+        ];
+        for (norm, causal, tied) in cases {
+            let spec = TransformerSpec {
+                d_model: 16,
+                heads: 4,
+                d_mlp: 32,
+                layers: 2,
+                causal,
+                activation: Activation::Gelu,
+                norm,
+                tied,
+                biases: Biases::All,
+                init: TransformerInit::Default,
+            };
+            let m =
+                Transformer::<A>::new(&mut super::super::Init::new(3, &dev), spec, 11, t, classes);
+            let ids: Vec<f32> = (0..n * t).map(|i| ((i * 7 + 2) % 11) as f32).collect();
+            let tokens = Tensor::<A, 2>::from_data(TensorData::new(ids, [n, t]), &dev);
+            let w: Vec<f32> = (0..n * classes).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w = Tensor::<A, 2>::from_data(TensorData::new(w, [n, classes]), &dev);
+            let run = |m: &Transformer<A>, every: bool| {
+                let logits = m.forward(tokens.clone());
+                let logits = match every {
+                    true => logits
+                        .reshape([n, t, classes])
+                        .slice([0..n, t - 1..t, 0..classes]),
+                    false => logits.reshape([n, 1, classes]),
+                };
+                let logits = logits.reshape([n, classes]);
+                let grads = (logits.clone() * w.clone()).sum().backward();
+                let (b0, b1) = (&m.blocks[0], &m.blocks[1]);
+                let mut v: Vec<f32> = logits.inner().into_data().to_vec().unwrap();
+                for p in [
+                    &m.embed,
+                    &b0.wv.weight,
+                    &b1.wq.weight,
+                    &b1.wk.weight,
+                    &b1.fc1.weight,
+                ] {
+                    let g = p.val().grad(&grads).expect("a gradient");
+                    v.extend(g.into_data().to_vec::<f32>().unwrap());
+                }
+                v
+            };
+            let (last, every) = (run(&m, false), run(&m.clone().every_position(true), true));
+            assert_eq!(last.len(), every.len());
+            assert!(every.iter().filter(|v| **v != 0.0).count() > every.len() / 2);
+            for (i, (a, b)) in last.iter().zip(&every).enumerate() {
+                let case = (norm, causal, tied);
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{case:?} [{i}]: {a} vs {b}"
+                );
+            }
         }
     }
 
