@@ -100,15 +100,12 @@ pub(crate) fn batch_norm_add_relu_split<B: Backend, const D: usize>(
     shortcut: Tensor<B, D>,
     split: bool,
 ) -> Tensor<B, D> {
-    let tail = Tail::AddRelu(shortcut);
-    match on_flex(layer, x, &tail) {
+    // The clone (shared, not copied) is dropped before the composition's
+    // sum, which may then write over the shortcut's buffer.
+    let fused = on_flex(layer, x, &Tail::AddRelu(shortcut.clone()));
+    match fused {
         Ok(y) => y,
-        Err(x) => {
-            let Tail::AddRelu(shortcut) = tail else {
-                unreachable!("built just above")
-            };
-            burn::tensor::activation::relu(batch_norm_split(layer, x, split) + shortcut)
-        }
+        Err(x) => burn::tensor::activation::relu(batch_norm_split(layer, x, split) + shortcut),
     }
 }
 

@@ -28,6 +28,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use crate::kernel::unzeroed;
@@ -557,7 +558,8 @@ pub fn batch_norm_add_relu<const D: usize>(
 enum Then {
     Nothing,
     Relu,
-    AddRelu(crate::add::Key),
+    /// The shortcut's primitive: its values and its node.
+    AddRelu(FloatTensor<Autodiff<Flex>>),
 }
 
 /// [`batch_norm`] and [`batch_norm_add_relu`]: the statistics, the one
