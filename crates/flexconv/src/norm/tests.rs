@@ -33,35 +33,53 @@ fn vector_gradient_sums_give_the_plain_bits() {
     }
 }
 
+type A = Autodiff<Flex>;
+
+/// The fused tests' input shape: three channels, 7-wide planes.
+const SHAPE: [usize; 4] = [4, 3, 5, 7];
+
+/// Values in [-0.45, 0.55) in a pattern `m` picks, so that the norm's
+/// output straddles 0 and a ReLU's gate cuts.
+fn input(m: usize) -> Tensor<A, 4> {
+    let n: usize = SHAPE.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % m) as f32 / m as f32 - 0.45)
+        .collect();
+    Tensor::from_data(TensorData::new(v, SHAPE), &Default::default())
+}
+
+/// Gamma and beta of the three channels, tracked.
+fn affine() -> [Tensor<A, 1>; 2] {
+    let dev = Default::default();
+    [[1.2, -0.7, 0.9], [0.1, 0.3, -0.2]].map(|v| Tensor::from_floats(v, &dev).require_grad())
+}
+
+fn bits<const D: usize>(t: Tensor<Flex, D>) -> Vec<u32> {
+    let v = t.into_data().to_vec::<f32>().unwrap();
+    v.into_iter().map(f32::to_bits).collect()
+}
+
 /// Batch norm then ReLU as one operation: the output and the gradients
 /// of x, gamma and beta of flexconv's batch norm followed by its ReLU,
 /// bit for bit (values straddling 0 after the norm, so the gate cuts).
 #[test]
 fn a_fused_relu_gives_the_unfused_bits() {
-    type A = Autodiff<Flex>;
-    let dev = Default::default();
-    let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
-    let shape = [4, 3, 5, 7];
-    let n: usize = shape.iter().product();
-    let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
-    let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
-        let v = t.into_data().to_vec::<f32>().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
-    };
     let run = |fused: bool| {
-        let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
-        let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
-        let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
+        let x = input(61).require_grad();
+        let [gamma, beta] = affine();
         let (y, _) = batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, fused).unwrap();
         let y = match fused {
             true => y,
             false => burn::tensor::activation::relu(y),
         };
-        let w = Tensor::<A, 4>::from_data(data(997), &dev);
-        let grads = (y.clone() * w).sum().backward();
-        let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
-        let dx = bits(x.grad(&grads).unwrap());
-        (bits(y.inner()), dx, g1(gamma), g1(beta))
+        let grads = (y.clone() * input(997)).sum().backward();
+        let g = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap());
+        (
+            bits(y.inner()),
+            bits(x.grad(&grads).unwrap()),
+            g(gamma),
+            g(beta),
+        )
     };
     let (fused, plain) = (run(true), run(false));
     assert!(fused.0.contains(&0), "the ReLU cuts somewhere");
@@ -75,21 +93,9 @@ fn a_fused_relu_gives_the_unfused_bits() {
 /// parts.
 #[test]
 fn a_fused_residual_sum_and_relu_give_the_composed_bits() {
-    type A = Autodiff<Flex>;
-    let dev = Default::default();
-    let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.45;
-    let shape = [4, 3, 5, 7];
-    let n: usize = shape.iter().product();
-    let data = |m| TensorData::new((0..n).map(|i| value(i, m)).collect::<Vec<_>>(), shape);
-    let bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
-        let v = t.into_data().to_vec::<f32>().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
-    };
     let run = |fused: bool| {
-        let x = Tensor::<A, 4>::from_data(data(61), &dev).require_grad();
-        let short = Tensor::<A, 4>::from_data(data(89), &dev).require_grad();
-        let gamma = Tensor::<A, 1>::from_floats([1.2, -0.7, 0.9], &dev).require_grad();
-        let beta = Tensor::<A, 1>::from_floats([0.1, 0.3, -0.2], &dev).require_grad();
+        let (x, short) = (input(61).require_grad(), input(89).require_grad());
+        let [gamma, beta] = affine();
         let (g, b) = (gamma.clone(), beta.clone());
         let y = match fused {
             true => {
@@ -102,10 +108,10 @@ fn a_fused_residual_sum_and_relu_give_the_composed_bits() {
                 burn::tensor::activation::relu(y + short.clone())
             }
         };
-        let w = Tensor::<A, 4>::from_data(data(997), &dev);
+        let w = input(997);
         let loss = (y.clone() * w.clone()).sum() + (short.clone() * w.sin()).sum();
         let grads = loss.backward();
-        let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap().reshape([1, 1, 1, 3]));
+        let g1 = |t: Tensor<A, 1>| bits(t.grad(&grads).unwrap());
         let g4 = |t: Tensor<A, 4>| bits(t.grad(&grads).unwrap());
         let (dx, ds) = (g4(x), g4(short));
         (bits(y.inner()), dx, ds, g1(gamma), g1(beta))
