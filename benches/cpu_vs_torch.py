@@ -9,7 +9,8 @@ the other way round). fp32.
         [--cases "mlp lenet5 mnist1d_cnn resnet20 transformer"] [--install] [--quick]
 
 --install puts PyTorch in place first when `import torch` fails: the CPU wheel from
-download.pytorch.org/whl/cpu, or PyPI's wheel where only PyPI is reachable; without PyTorch its column says so and greentrain's rates are still
+download.pytorch.org/whl/cpu, or PyPI's wheel where only PyPI is reachable (and NumPy, for
+MNIST-1D, where it is missing); without PyTorch its column says so and greentrain's rates are still
 measured. PyTorch runs benches/gpu/torch_ref.py (its twins of greentrain's configs).
 greentrain's threads are rayon's (RAYON_NUM_THREADS), PyTorch's torch.set_num_threads."""
 import argparse, json, os, statistics, subprocess, sys, tempfile
@@ -25,8 +26,11 @@ CASES = {
     "transformer": ("configs/gpu/modular_transformer.toml", "modular_transformer", 512, 20),
 }
 
+def has(module):
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
 def has_torch():
-    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+    return has("torch")
 
 def greentrain(binary, case, threads, out):
     config, _, batch, steps = CASES[case]
@@ -69,6 +73,10 @@ def main():
         # (built for CUDA, some 3 GB with NVIDIA's libraries) runs on the CPU just the same.
         if subprocess.run(pip + ["--index-url", "https://download.pytorch.org/whl/cpu"]).returncode:
             subprocess.run(pip, check=True)
+    if args.install and not has("numpy"):
+        # torch_ref.py reads MNIST-1D's f32 IDX files with NumPy, which PyPI's torch wheel
+        # does not pull in.
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "numpy"], check=True)
     torch = has_torch()
     if not torch:
         print("PyTorch is not installed (--install puts its CPU wheel in place): its column is empty",

@@ -33,6 +33,7 @@ use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimi
 
 use crate::kernel::unzeroed;
 use crate::op::floats;
+use lanes::grad_sums;
 
 /// A batch norm's sizes: images, channels, positions per channel plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,122 +202,6 @@ impl Gate {
         } else {
             0.0
         }
-    }
-}
-
-/// Channel `ch`'s `sum dy` and `sum dy * xhat` (`xhat = (x - m) * k`),
-/// each in LANES f64 lanes as [`lane_sum`] sums; with AVX-512 the full
-/// lanes eight to a register (compiled for it, the loop still converted and
-/// added one value at a time: a tenth of a ResNet-20 step).
-fn grad_sums(
-    dy: &[f32],
-    x: &[f32],
-    s: Planes,
-    ch: usize,
-    mk: [f64; 2],
-    gate: Option<Gate>,
-) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    let wide = std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    grad_sums_with(dy, x, s, ch, mk, gate, wide)
-}
-
-/// [`grad_sums`], its full lanes in AVX-512 registers where `wide` (which
-/// only a CPU with AVX-512F may ask for).
-fn grad_sums_with(
-    dy: &[f32],
-    x: &[f32],
-    s: Planes,
-    ch: usize,
-    mk: [f64; 2],
-    gate: Option<Gate>,
-    wide: bool,
-) -> (f64, f64) {
-    let (mut sd, mut sdx) = ([0f64; LANES], [0f64; LANES]);
-    for (g, v) in s.of(dy, ch).zip(s.of(x, ch)) {
-        let (gc, vc) = (g.chunks_exact(LANES), v.chunks_exact(LANES));
-        grad_rest(
-            gc.remainder(),
-            vc.remainder(),
-            [&mut sd, &mut sdx],
-            mk,
-            gate,
-        );
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: wide only where the CPU has AVX-512F.
-            unsafe { grad_lanes_avx512(gc, vc, [&mut sd, &mut sdx], mk, gate) };
-            continue;
-        }
-        for (g, v) in gc.zip(vc) {
-            grad_rest(g, v, [&mut sd, &mut sdx], mk, gate);
-        }
-    }
-    (sd.iter().sum(), sdx.iter().sum())
-}
-
-/// Up to LANES values into the first lanes of both sums.
-#[inline(always)]
-fn grad_rest(
-    g: &[f32],
-    v: &[f32],
-    [sd, sdx]: [&mut [f64; LANES]; 2],
-    [m, k]: [f64; 2],
-    gate: Option<Gate>,
-) {
-    for (j, (g, v)) in g.iter().zip(v).enumerate() {
-        let g = gate.map_or(*g, |t| t.pass(*g, *v));
-        sd[j] += g as f64;
-        sdx[j] += g as f64 * (*v as f64 - m) * k;
-    }
-}
-
-/// [`grad_rest`] over whole chunks of LANES, the sums in AVX-512 registers:
-/// the same operations in the same order, so the same bits.
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn grad_lanes_avx512(
-    gc: std::slice::ChunksExact<'_, f32>,
-    vc: std::slice::ChunksExact<'_, f32>,
-    [sd, sdx]: [&mut [f64; LANES]; 2],
-    mk: [f64; 2],
-    gate: Option<Gate>,
-) {
-    use std::arch::x86_64::*;
-    let (m, k) = (_mm512_set1_pd(mk[0]), _mm512_set1_pd(mk[1]));
-    // Without a gate, `ungated`'s all-ones mask lets every value through
-    // (the stand-in gate's `y` is 1 but for an infinite or NaN `x`).
-    let t = gate.unwrap_or(Gate {
-        m: 0.0,
-        k: 0.0,
-        b: 1.0,
-    });
-    let (tm, tk, tb) = (
-        _mm256_set1_ps(t.m),
-        _mm256_set1_ps(t.k),
-        _mm256_set1_ps(t.b),
-    );
-    let ungated = _mm256_castsi256_ps(_mm256_set1_epi32(if gate.is_none() { -1 } else { 0 }));
-    // SAFETY: the arrays hold LANES f64s, the chunks LANES f32s.
-    unsafe {
-        let (mut a, mut b) = (_mm512_loadu_pd(sd.as_ptr()), _mm512_loadu_pd(sdx.as_ptr()));
-        for (g, v) in gc.zip(vc) {
-            let (g, v) = (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(v.as_ptr()));
-            // ReLU's gate: (v - m) * k + b > 0 in f32, as the forward.
-            let y = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, tm), tk), tb);
-            let open = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps()), ungated);
-            let g = _mm512_cvtps_pd(_mm256_and_ps(g, open));
-            let v = _mm512_cvtps_pd(v);
-            a = _mm512_add_pd(a, g);
-            b = _mm512_add_pd(b, _mm512_mul_pd(_mm512_mul_pd(g, _mm512_sub_pd(v, m)), k));
-        }
-        _mm512_storeu_pd(sd.as_mut_ptr(), a);
-        _mm512_storeu_pd(sdx.as_mut_ptr(), b);
     }
 }
 
@@ -657,5 +542,6 @@ pub fn batch_norm_inference<const D: usize>(
     Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
+mod lanes;
 #[cfg(test)]
 mod tests;

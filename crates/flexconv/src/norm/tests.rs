@@ -1,9 +1,11 @@
 //! The fused batch norm's own pieces against their plain forms, bit for bit.
 
+use super::lanes::{grad_sums_with, Registers};
 use super::*;
 
-/// The AVX-512 sums give the plain loop's bits, with planes that leave
-/// a remainder (7 x 7) and planes that do not (8 x 8).
+/// The AVX2 and AVX-512 sums give the plain loop's bits, with planes that
+/// leave a remainder (7 x 7) and planes that do not (8 x 8), gated and not,
+/// on each register set this CPU has.
 #[test]
 fn vector_gradient_sums_give_the_plain_bits() {
     let value = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
@@ -21,16 +23,32 @@ fn vector_gradient_sums_give_the_plain_bits() {
                     b: -0.05,
                 }),
             ] {
-                let (a, b) = grad_sums(&dy, &x, s, ch, mk, gate);
-                let (c, d) = grad_sums_with(&dy, &x, s, ch, mk, gate, false);
-                assert_eq!(
-                    [a.to_bits(), b.to_bits()],
-                    [c.to_bits(), d.to_bits()],
-                    "p {p} ch {ch} gate {gate:?}"
-                );
+                let sums = |regs| {
+                    let (a, b) = grad_sums_with(&dy, &x, s, ch, mk, gate, regs);
+                    [a.to_bits(), b.to_bits()]
+                };
+                let plain = sums(Registers::Plain);
+                for regs in available() {
+                    assert_eq!(sums(regs), plain, "{regs:?} p {p} ch {ch} gate {gate:?}");
+                }
             }
         }
     }
+}
+
+/// The vector register sets this CPU has (none off x86-64).
+fn available() -> Vec<Registers> {
+    let mut v = vec![];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            v.push(Registers::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            v.push(Registers::Avx512);
+        }
+    }
+    v
 }
 
 type A = Autodiff<Flex>;
