@@ -608,14 +608,11 @@ pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
     // shape gives the same bits whatever the thread count or scheduling.
     let group = group_chunks(rows) * CHUNK;
     // Sums of outer products where the output channels fill whole AVX-512
-    // registers and the columns do not ([`outer`]), gemm otherwise. gemm
-    // makes the longer-strided side of its output the microkernel's rows and
-    // pads ragged ones to whole 16-lane registers; 64 output channels fill
-    // its 64-row microkernel (ResNet-20's last stage: its weight gradient
-    // 213 -> 267 GFLOP/s on two cores, docs/BENCHMARKS.md; the same bits).
+    // registers and the columns do not ([`outer`]), gemm otherwise, its
+    // output laid out as [`outer::channels_in_rows`] says.
     // (o, j) of kernel row t is at acc[t * co * kc + o * o_step + j * j_step].
     let outer = outer::applies(co, kc);
-    let [o_step, j_step] = match (kc % 16 != 0 && co % 16 == 0) || co % 64 == 0 {
+    let [o_step, j_step] = match outer::channels_in_rows(co, kc) {
         true => [1, co],
         false => [kc, 1],
     };

@@ -28,6 +28,24 @@ pub(crate) fn applies(c_out: usize, columns: usize) -> bool {
     false
 }
 
+/// Whether gemm's weight-gradient product gets its output with the output
+/// channels along the microkernel's rows (`o` contiguous) rather than the
+/// columns: gemm makes the longer-strided side of its output the rows and
+/// pads ragged ones to whole registers. With AVX-512 its widest kernel is
+/// 64 rows: 64 output channels fill it (ResNet-20's last stage: 213 -> 267
+/// GFLOP/s on two cores), and 16 do where the columns are ragged. With
+/// AVX2 it is 16 rows, and any multiple of 16 channels there was faster
+/// alone on the AMD EPYC VM (`[16, 48]` 47-67 -> 74-89 GFLOP/s on one core,
+/// `[32, 96]` 48-72 -> 78-85; docs/BENCHMARKS.md). The same bits either way:
+/// the sums over rows run in gemm's order, whichever side is which.
+pub(crate) fn channels_in_rows(c_out: usize, columns: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return c_out.is_multiple_of(16);
+    }
+    (!columns.is_multiple_of(16) && c_out.is_multiple_of(16)) || c_out.is_multiple_of(64)
+}
+
 /// Output channels a register.
 const LANES: usize = 16;
 /// The most columns a block sums in registers (of AVX-512's 32: one more
