@@ -36,14 +36,14 @@ pub(crate) fn applies(c_out: usize, columns: usize) -> bool {
 /// GFLOP/s on two cores), and 16 do where the columns are ragged. With
 /// AVX2 it is 16 rows, and any multiple of 16 channels there was faster
 /// alone on the AMD EPYC VM (`[16, 48]` 47-67 -> 74-89 GFLOP/s on one core,
-/// `[32, 96]` 48-72 -> 78-85; docs/BENCHMARKS.md). The same bits either way:
-/// the sums over rows run in gemm's order, whichever side is which.
+/// `[32, 96]` 48-72 -> 78-85; docs/BENCHMARKS.md). Narrower CPUs keep the
+/// AVX-512 rule (unmeasured). The same bits either way: the sums over rows
+/// run in gemm's order, whichever side is which.
 pub(crate) fn channels_in_rows(c_out: usize, columns: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        return c_out.is_multiple_of(16);
+    match crate::norm::Registers::widest() {
+        crate::norm::Registers::Avx2 => c_out.is_multiple_of(16),
+        _ => (!columns.is_multiple_of(16) && c_out.is_multiple_of(16)) || c_out.is_multiple_of(64),
     }
-    (!columns.is_multiple_of(16) && c_out.is_multiple_of(16)) || c_out.is_multiple_of(64)
 }
 
 /// Output channels a register.

@@ -11,7 +11,7 @@ use super::{Gate, Planes, LANES};
 
 /// The registers [`grad_sums_with`] sums the full lanes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Registers {
+pub(crate) enum Registers {
     /// The plain loop, as compiled for the baseline.
     Plain,
     /// Two 4-f64 registers a sum (a CPU with AVX2 only).
@@ -22,7 +22,7 @@ pub(super) enum Registers {
 
 impl Registers {
     /// The widest this CPU has.
-    pub(super) fn widest() -> Self {
+    pub(crate) fn widest() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
