@@ -79,6 +79,7 @@ pub mod norm;
 mod op;
 mod outer;
 pub mod pool;
+mod registers;
 mod relu;
 mod reshape;
 pub mod strided;

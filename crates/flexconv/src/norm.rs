@@ -34,7 +34,6 @@ use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimi
 use crate::kernel::unzeroed;
 use crate::op::floats;
 use lanes::grad_sums;
-pub(crate) use lanes::Registers;
 
 /// A batch norm's sizes: images, channels, positions per channel plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

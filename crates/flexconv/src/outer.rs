@@ -14,6 +14,8 @@
 //! multiply-add a row, and is then added to the accumulator: the bits do
 //! not depend on the blocking.
 
+use crate::registers::Registers;
+
 /// Whether [`sums`] computes this weight gradient here: the CPU has
 /// AVX-512, the output channels fill whole registers and the columns are
 /// ragged. Where they are whole registers too (ResNet-20's 48 to 192),
@@ -40,8 +42,8 @@ pub(crate) fn applies(c_out: usize, columns: usize) -> bool {
 /// AVX-512 rule (unmeasured). The same bits either way: the sums over rows
 /// run in gemm's order, whichever side is which.
 pub(crate) fn channels_in_rows(c_out: usize, columns: usize) -> bool {
-    match crate::norm::Registers::widest() {
-        crate::norm::Registers::Avx2 => c_out.is_multiple_of(16),
+    match Registers::widest() {
+        Registers::Avx2 => c_out.is_multiple_of(16),
         _ => (!columns.is_multiple_of(16) && c_out.is_multiple_of(16)) || c_out.is_multiple_of(64),
     }
 }

@@ -8,33 +8,7 @@
 //! operations in the same order per lane, so the same bits.
 
 use super::{Gate, Planes, LANES};
-
-/// The registers [`grad_sums_with`] sums the full lanes in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Registers {
-    /// The plain loop, as compiled for the baseline.
-    Plain,
-    /// Two 4-f64 registers a sum (a CPU with AVX2 only).
-    Avx2,
-    /// One 8-f64 register a sum (a CPU with AVX-512F only).
-    Avx512,
-}
-
-impl Registers {
-    /// The widest this CPU has.
-    pub(crate) fn widest() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Registers::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Registers::Avx2;
-            }
-        }
-        Registers::Plain
-    }
-}
+use crate::registers::Registers;
 
 /// Channel `ch`'s `sum dy` and `sum dy * xhat` (`xhat = (x - m) * k`),
 /// in the widest registers this CPU has.

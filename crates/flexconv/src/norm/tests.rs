@@ -1,7 +1,8 @@
 //! The fused batch norm's own pieces against their plain forms, bit for bit.
 
-use super::lanes::{grad_sums_with, Registers};
+use super::lanes::grad_sums_with;
 use super::*;
+use crate::registers::Registers;
 
 /// The AVX2 and AVX-512 sums give the plain loop's bits, with planes that
 /// leave a remainder (7 x 7) and planes that do not (8 x 8), gated and not,

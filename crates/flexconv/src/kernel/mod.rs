@@ -20,25 +20,13 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::layout::{self, Place};
-use crate::outer;
+
+mod wgrad;
+pub use wgrad::weight_grad;
 
 /// Rows of the grid per task: small enough that a task's slice of the
 /// grid and its output stay in a core's L2 cache across the K products.
 const CHUNK: usize = 2048;
-
-/// The most chunks summed into one partial weight gradient.
-const GROUP: usize = 4;
-
-/// Partial weight gradients wanted at least, where there are rows for them:
-/// with one partial per 4 chunks, ResNet-20's 7x7 layers (8,192 grid rows
-/// at batch 128) had one partial, so one core computed their weight gradient.
-const PARTIALS: usize = 8;
-
-/// Chunks per partial weight gradient for `rows` grid rows: from the shape
-/// alone, so the sums' order (and bits) is the same on any thread count.
-fn group_chunks(rows: usize) -> usize {
-    (rows / (CHUNK * PARTIALS)).clamp(1, GROUP)
-}
 
 /// A matrix in a buffer: its first element, row stride and column stride.
 #[derive(Clone, Copy)]
@@ -595,85 +583,9 @@ fn flipped(weight: &[f32], g: &Geometry) -> Vec<f32> {
     })
 }
 
-/// The weight gradient `[C_out, C_in, Kh, Kw]` from the input grid and the
-/// output gradient: `dyᵀ x grid` for each kernel row, over groups of rows
-/// summed in a fixed order.
-pub fn weight_grad(x: &InputGrid, dy: &OutputGrad, g: &Geometry) -> Vec<f32> {
-    let [kh, kw] = g.kernel;
-    let (ci, co, wp, rows) = (g.c_in, g.c_out, g.grid_hw()[1], g.rows());
-    let kc = kw * ci;
-    let xg = &x.0;
-    let yg = dy.rows(g);
-    // Partial sums over fixed groups of chunks, added in order: the same
-    // shape gives the same bits whatever the thread count or scheduling.
-    let group = group_chunks(rows) * CHUNK;
-    // Sums of outer products where the output channels fill whole AVX-512
-    // registers and the columns do not ([`outer`]), gemm otherwise, its
-    // output laid out as [`outer::channels_in_rows`] says.
-    // (o, j) of kernel row t is at acc[t * co * kc + o * o_step + j * j_step].
-    let outer = outer::applies(co, kc);
-    let [o_step, j_step] = match outer::channels_in_rows(co, kc) {
-        true => [1, co],
-        false => [kc, 1],
-    };
-    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(group))
-        .into_par_iter()
-        .map(|gi| {
-            let mut acc = vec![0f32; kh * co * kc];
-            let mut r0 = gi * group;
-            while r0 < rows.min((gi + 1) * group) {
-                let m = CHUNK.min(rows - r0);
-                for t in 0..kh {
-                    // SAFETY: dy grid rows r0 .. r0 + m; input grid rows up to
-                    // r0 + m - 1 + reach (tail rows added); acc holds kh blocks
-                    // of co x kc.
-                    unsafe {
-                        let dst = acc.as_mut_ptr().add(t * co * kc);
-                        let (d, xs) = (
-                            yg.as_ptr().add(r0 * co),
-                            xg.as_ptr().add((r0 + t * wp) * ci),
-                        );
-                        match outer {
-                            #[cfg(target_arch = "x86_64")]
-                            true => outer::sums([m, co, ci, kc], d, xs, dst),
-                            _ => product(
-                                [co, kc, m],
-                                Out(dst, o_step, j_step, true),
-                                View(d, 1, co),
-                                View(xs, ci, 1),
-                            ),
-                        }
-                    }
-                }
-                r0 += m;
-            }
-            acc
-        })
-        .collect();
-    let mut sum = vec![0f32; kh * co * kc];
-    for p in &partials {
-        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    let mut out = vec![0f32; co * ci * kh * kw];
-    weight_elements(g, |idx, (o, i, y, x)| {
-        out[idx] = sum[y * co * kc + o * o_step + (x * ci + i) * j_step]
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weight_gradients_split_into_enough_partials_for_every_core() {
-        // 7x7 images at batch 128: 8,192 grid rows, four partials of one chunk.
-        assert_eq!(group_chunks(8192), 1);
-        assert_eq!(8192_usize.div_ceil(group_chunks(8192) * CHUNK), 4);
-        // 28x28 at batch 128: 29 x 29 x 128 rows, capped at GROUP chunks.
-        assert_eq!(group_chunks(29 * 29 * 128), GROUP);
-        assert_eq!(group_chunks(100), 1);
-    }
 
     /// The stacked product and the per-kernel-row products give the same
     /// bits: rows chooses between them by the channel count alone. Blocks
