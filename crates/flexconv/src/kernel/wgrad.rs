@@ -102,16 +102,20 @@ fn partial(
     let (ci, co, kh, wp) = (g.c_in, g.c_out, g.kernel[0], g.grid_hw()[1]);
     let kc = g.kernel[1] * ci;
     let (xg, yg) = (&x.0, dy.rows(g));
-    assert!(span.end <= g.rows(), "rows inside the grids");
+    // Grids of another geometry would be read past their ends.
+    assert!(
+        span.end * co <= yg.len() && (span.end + g.reach()) * ci <= xg.len(),
+        "rows inside the grids"
+    );
     let [o_step, j_step] = sums.steps(co, kc);
     let mut acc = vec![0f32; kh * co * kc];
     let mut r0 = span.start;
     while r0 < span.end {
         let m = CHUNK.min(span.end - r0);
         for t in 0..kh {
-            // SAFETY: dy grid rows r0 .. r0 + m (asserted above); input grid
-            // rows up to r0 + m - 1 + reach (its tail rows added); acc holds
-            // kh blocks of co x kc.
+            // SAFETY: dy grid rows r0 .. r0 + m and input grid rows up to
+            // r0 + m - 1 + reach, inside both (asserted above); acc holds kh
+            // blocks of co x kc.
             unsafe {
                 let dst = acc.as_mut_ptr().add(t * co * kc);
                 let (d, xs) = (
@@ -147,6 +151,18 @@ mod tests {
         // 28x28 at batch 128: 29 x 29 x 128 rows, capped at GROUP chunks.
         assert_eq!(group_chunks(29 * 29 * 128), GROUP);
         assert_eq!(group_chunks(100), 1);
+    }
+
+    /// An input grid built for a smaller batch is refused, not read past its
+    /// end (`weight_grad` is public and takes the geometry separately).
+    #[test]
+    #[should_panic(expected = "rows inside the grids")]
+    fn a_grid_of_another_geometry_is_refused() {
+        let g = |batch| Geometry::of([batch, 4, 6, 6], [8, 4, 3, 3], [1, 1]).expect("a geometry");
+        let (small, large) = (g(1), g(3));
+        let x = InputGrid::new(&vec![0.5; 4 * 36], &small);
+        let dy = OutputGrad::new(&vec![0.25; 3 * 8 * 36], &large);
+        weight_grad(&x, &dy, &large);
     }
 
     /// `dw[o, i, y, x] = sum dy[n, o, p, q] * x[n, i, p + y - pad, q + x - pad]`
