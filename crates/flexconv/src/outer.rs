@@ -22,12 +22,9 @@ use crate::registers::Registers;
 /// gemm's own 64 x 6 microkernels kept pace in the same benchmark; on AVX2
 /// a 12-column block measured no faster than gemm's 16 x 6.
 pub(crate) fn applies(c_out: usize, columns: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if c_out.is_multiple_of(LANES) && !columns.is_multiple_of(LANES) {
-        return std::arch::is_x86_feature_detected!("avx512f");
-    }
-    let _ = (c_out, columns);
-    false
+    c_out.is_multiple_of(LANES)
+        && !columns.is_multiple_of(LANES)
+        && Registers::widest() == Registers::Avx512
 }
 
 /// Whether gemm's weight-gradient product gets its output with the output

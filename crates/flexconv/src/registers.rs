@@ -5,11 +5,13 @@
 /// A CPU's widest vector registers, as the kernels use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Registers {
-    /// The plain loop, as compiled for the baseline.
+    /// Neither below: the plain loops, as compiled for the baseline.
     Plain,
-    /// Two 4-f64 registers a sum (a CPU with AVX2 only).
+    /// 256-bit registers (AVX2, no AVX-512F): the batch norm's sums in two
+    /// 4-f64 registers each, gemm's 16-row microkernel.
     Avx2,
-    /// One 8-f64 register a sum (a CPU with AVX-512F only).
+    /// 512-bit registers (AVX-512F): the batch norm's sums in one 8-f64
+    /// register each, gemm's 64-row microkernel, `outer.rs`'s sums.
     Avx512,
 }
 
