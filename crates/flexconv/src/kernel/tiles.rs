@@ -16,7 +16,6 @@ use std::mem::MaybeUninit;
 
 use super::Operands;
 use crate::layout::Place;
-use crate::registers::Registers;
 
 /// Output channels of a tile: two AVX2 registers.
 const LANES: usize = 16;
@@ -29,8 +28,12 @@ const PIXELS: usize = 6;
 /// where the tiles were not measured), whole 16-channel blocks.
 pub(super) fn applies(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if Registers::widest() == Registers::Avx2 && std::arch::is_x86_feature_detected!("fma") {
-        return n.is_multiple_of(LANES);
+    {
+        use crate::registers::Registers;
+        let avx2 = Registers::widest() == Registers::Avx2;
+        if avx2 && std::arch::is_x86_feature_detected!("fma") {
+            return n.is_multiple_of(LANES);
+        }
     }
     false
 }
